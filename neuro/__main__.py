@@ -1,0 +1,3 @@
+from neuro.cli import main
+
+raise SystemExit(main())
