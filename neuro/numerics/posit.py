@@ -1,0 +1,303 @@
+"""Posit<n, es> and bounded-regime b-posit formats, vectorized over torch tensors.
+
+A posit pattern of ``n`` bits holds a sign bit, a regime (a run of ``m`` equal bits ended by the
+opposite bit or by the end of the word; ``k = m - 1`` for a run of ones, ``-m`` for zeros), ``es``
+exponent bits (bits cut off by the word's end count as 0) and a fraction.  Its value is
+``(1 + f) * 2**(k * 2**es + e)``; negative values are the two's complement of the magnitude's
+pattern; ``0...0`` is zero and ``10...0`` is NaR (not a real).
+
+A *b-posit* (bounded posit) caps the regime run at ``rs`` bits: a run that reaches ``rs`` has no
+terminating bit.  The 2026 b-posit paper uses ``rs = 6, es = 5``.
+
+Rounding is round-to-nearest, ties-to-even, on the bit string: where exponent bits are cut off, the
+rounding point is the ``(n+1)``-bit posit between two neighbours, as in the 2022 Posit Standard and
+SoftPosit.  Non-zero values never round to zero and never overflow to NaR: they saturate at
+``+-minpos`` / ``+-maxpos``.  NaN and infinities encode as NaR.
+
+Every pattern is an int64 in ``[0, 2**n)``.  All routines are element-wise torch code (no Python
+loop over elements) and work on any device.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import torch
+
+__all__ = ["PositFormat", "POSIT8", "POSIT16", "POSIT32", "BPOSIT16", "BPOSIT32"]
+
+_BODY_BITS = 62  # width of the unrounded magnitude string built by the encoder
+_SIG_BITS = 53  # significands handed to the rounding core lie in [2**52, 2**53)
+
+
+def _floor_log2(x: Fraction) -> int:
+    """floor(log2(x)) of a positive rational, exactly."""
+    b = x.numerator.bit_length() - x.denominator.bit_length()
+    return b if Fraction(2) ** b <= x else b - 1
+
+
+def _ceil_log2(x: Fraction) -> int:
+    """ceil(log2(x)) of a positive rational, exactly."""
+    b = _floor_log2(x)
+    return b if Fraction(2) ** b == x else b + 1
+
+
+def _bit_length(x: torch.Tensor) -> torch.Tensor:
+    """Number of significant bits of non-negative int64 values below 2**53 (0 for 0)."""
+    return torch.frexp(x.to(torch.float64))[1].to(torch.int64)
+
+
+class PositFormat:
+    """A posit format ``posit<nbits, es>``, optionally with the regime bounded to ``rs`` bits.
+
+    Args:
+        nbits: word size, 2..32.
+        es: exponent field size, 0..5.
+        rs: maximum regime run length (b-posit), 1..nbits-1; ``None`` for standard posits.
+        name: optional display name (``"posit16"``).
+    """
+
+    def __init__(self, nbits: int, es: int, rs: int | None = None, name: str | None = None):
+        if not isinstance(nbits, int) or not 2 <= nbits <= 32:
+            raise ValueError(f"PositFormat: nbits must be an int in 2..32, got {nbits!r}")
+        if not isinstance(es, int) or not 0 <= es <= 5:
+            raise ValueError(f"PositFormat: es must be an int in 0..5, got {es!r}")
+        if rs is not None and (not isinstance(rs, int) or not 1 <= rs <= nbits - 1):
+            raise ValueError(
+                f"PositFormat: rs (regime bound) must be None or an int in 1..{nbits - 1} "
+                f"for nbits={nbits}, got {rs!r}"
+            )
+        self.nbits = nbits
+        self.es = es
+        self.rs = rs
+        self._cap = nbits - 1 if rs is None else min(rs, nbits - 1)
+        self.name = name or (f"posit{nbits}_es{es}" if rs is None else f"bposit{nbits}_es{es}_rs{rs}")
+        self.maxpos_exact = self._value_of(self.maxpos_bits)
+        self.minpos_exact = self._value_of(1)
+        self.maxpos = float(self.maxpos_exact)
+        self.minpos = float(self.minpos_exact)
+        self.max_scale = _floor_log2(self.maxpos_exact)
+        self.min_scale = _floor_log2(self.minpos_exact)
+        # Exponent of the lowest bit any value can hold.  Moving up from minpos, each pattern
+        # gains at most as many fraction bits as it gains scale, so minpos's last bit is lowest.
+        self.ulp_min = self._ulp_exponent(1)
+
+    # ----------------------------------------------------------------------------- identity
+    def _key(self) -> tuple[int, int, int | None]:
+        return (self.nbits, self.es, None if self.rs is None or self.rs >= self.nbits - 1 else self.rs)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PositFormat) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        rs = "" if self.rs is None else f", rs={self.rs}"
+        return f"PositFormat({self.nbits}, {self.es}{rs})  # {self.name}"
+
+    # ----------------------------------------------------------------------------- constants
+    @property
+    def nar(self) -> int:
+        """Bit pattern of NaR (``1 << (nbits - 1)``)."""
+        return 1 << (self.nbits - 1)
+
+    @property
+    def maxpos_bits(self) -> int:
+        return (1 << (self.nbits - 1)) - 1
+
+    @property
+    def is_bounded(self) -> bool:
+        return self.rs is not None and self.rs < self.nbits - 1
+
+    @property
+    def fits_float32(self) -> bool:
+        """True when every value of the format is exactly representable as a float32."""
+        return self.max_fraction_bits <= 23 and self.ulp_min >= -149 and self.max_scale <= 127
+
+    @property
+    def max_fraction_bits(self) -> int:
+        """Most fraction bits any pattern holds (the shortest regime is min(2, cap) bits)."""
+        return max(0, self.nbits - 1 - min(2, self._cap) - self.es)
+
+    @property
+    def quire_integer_bits(self) -> int:
+        """Integer bits of the standard-layout quire: enough for maxpos**2 (its top carry aside)."""
+        return _ceil_log2(self.maxpos_exact**2)
+
+    @property
+    def quire_fraction_bits(self) -> int:
+        """Fraction bits of the quire: the lowest bit of any product of two values, ``-2*ulp_min``."""
+        return -2 * self.ulp_min
+
+    @property
+    def quire_bits(self) -> int:
+        """Width of the format's quire: 1 sign + 31 carry + integer + fraction bits.
+
+        For standard posits (es=2) this is the 2022 standard's ``16 * nbits``.  For b-posits it is
+        sized so that every product of two values is exact (808 bits for b-posit16, 8 more than
+        the paper's 800-bit quire, which drops the lowest bits of products of tiny values).
+        """
+        return 1 + 31 + self.quire_integer_bits + self.quire_fraction_bits
+
+    # ----------------------------------------------------------------------------- scalar helpers
+    def _fields(self, pattern: int) -> tuple[int, int, int, int]:
+        """(k, e, frac, frac_bits) of a positive pattern, in pure Python (used for constants)."""
+        body_bits = self.nbits - 1
+        first = (pattern >> (body_bits - 1)) & 1
+        run = 0
+        while run < body_bits and ((pattern >> (body_bits - 1 - run)) & 1) == first:
+            run += 1
+        run = min(run, self._cap)
+        k = run - 1 if first else -run
+        rest = body_bits - run - (1 if run < self._cap else 0)
+        rest = max(rest, 0)
+        tail = pattern & ((1 << rest) - 1)
+        if rest >= self.es:
+            e, frac_bits = tail >> (rest - self.es), rest - self.es
+            frac = tail & ((1 << frac_bits) - 1)
+        else:
+            e, frac_bits, frac = tail << (self.es - rest), 0, 0
+        return k, e, frac, frac_bits
+
+    def _value_of(self, pattern: int) -> Fraction:
+        k, e, frac, fb = self._fields(pattern)
+        return Fraction((1 << fb) + frac, 1 << fb) * Fraction(2) ** ((k << self.es) + e)
+
+    def _ulp_exponent(self, pattern: int) -> int:
+        k, e, _, fb = self._fields(pattern)
+        return (k << self.es) + e - fb
+
+    # ----------------------------------------------------------------------------- validation
+    def _check_float(self, x: torch.Tensor, what: str) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):
+            x = torch.as_tensor(x, dtype=torch.float64)
+        if x.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+            raise ValueError(
+                f"{self.name}.{what}: expected a floating-point tensor (float32 or float64), "
+                f"got dtype {x.dtype}; convert with .double() first"
+            )
+        return x.to(torch.float64)
+
+    def _check_bits(self, bits: torch.Tensor, what: str) -> torch.Tensor:
+        if not isinstance(bits, torch.Tensor):
+            bits = torch.as_tensor(bits, dtype=torch.int64)
+        if bits.dtype.is_floating_point or bits.dtype == torch.bool or bits.is_complex():
+            raise ValueError(
+                f"{self.name}.{what}: expected an integer tensor of bit patterns, got dtype {bits.dtype}"
+            )
+        return bits.to(torch.int64) & ((1 << self.nbits) - 1)
+
+    # ----------------------------------------------------------------------------- encoding
+    def round_parts(
+        self, neg: torch.Tensor, scale: torch.Tensor, sig: torch.Tensor, sticky: torch.Tensor
+    ) -> torch.Tensor:
+        """Round a non-zero value given as parts to a bit pattern (the core of every encoder).
+
+        The value is ``(-1)**neg * sig * 2**(scale - 52)`` plus, when ``sticky``, a positive
+        amount below the last bit of ``sig``.  ``sig`` is int64 in ``[2**52, 2**53)``, ``scale``
+        int64 (any range: out-of-range values saturate), ``neg`` and ``sticky`` bool.  Returns
+        int64 patterns.
+        """
+        es, cap, n = self.es, self._cap, self.nbits
+        too_big = scale > self.max_scale
+        too_small = scale < self.min_scale
+        scale = scale.clamp(self.min_scale, self.max_scale)
+        k = torch.div(scale, 1 << es, rounding_mode="floor")
+        e = scale - k * (1 << es)
+        run = torch.where(k >= 0, k + 1, -k)
+        terminated = run < cap
+        term = terminated.to(torch.int64)
+        reg_len = run + term
+        one = torch.ones_like(run)
+        regime = torch.where(k >= 0, ((one << run) - 1) << term, term)
+        body = regime << (_BODY_BITS - reg_len)
+        free = _BODY_BITS - reg_len - es  # bits left for the fraction, >= 25
+        if es:
+            body = body | (e << free)
+        frac = sig - (1 << (_SIG_BITS - 1))
+        drop = (_SIG_BITS - 1) - free
+        left = frac << (-drop).clamp(min=0)
+        dropc = drop.clamp(min=0)
+        right = frac >> dropc
+        sticky = sticky | ((frac & ((one << dropc) - 1)) != 0)
+        body = body | torch.where(drop > 0, right, left)
+        shift = _BODY_BITS - (n - 1)
+        out = body >> shift
+        rem = body & ((1 << shift) - 1)
+        half = 1 << (shift - 1)
+        round_up = (rem > half) | ((rem == half) & (sticky | ((out & 1) == 1)))
+        out = (out + round_up.to(torch.int64)).clamp(1, self.maxpos_bits)
+        out = torch.where(too_big, torch.full_like(out, self.maxpos_bits), out)
+        out = torch.where(too_small, torch.ones_like(out), out)
+        return torch.where(neg, ((1 << n) - out) & ((1 << n) - 1), out)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Round float values to bit patterns.
+
+        Args:
+            x: float tensor (float32 or float64), any shape.
+        Returns:
+            int64 tensor of the same shape, patterns in ``[0, 2**nbits)``.
+        """
+        x = self._check_float(x, "encode")
+        finite = torch.isfinite(x)
+        zero = x == 0
+        a = torch.where(finite & ~zero, x.abs(), torch.ones_like(x))
+        mant, ex = torch.frexp(a)
+        sig = (mant * float(1 << _SIG_BITS)).to(torch.int64)
+        scale = ex.to(torch.int64) - 1
+        bits = self.round_parts(x < 0, scale, sig, torch.zeros_like(zero))
+        bits = torch.where(zero, torch.zeros_like(bits), bits)
+        return torch.where(finite, bits, torch.full_like(bits, self.nar))
+
+    # ----------------------------------------------------------------------------- decoding
+    def decompose(self, bits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Exact integer form of patterns: ``value == sig * 2**exp``.
+
+        Returns:
+            ``(sig, exp, is_nar)``: int64 signed significands (``|sig| < 2**(nbits-2)``, 0 for zero
+            and NaR), int64 exponents, bool NaR mask; all of the shape of ``bits``.
+        """
+        bits = self._check_bits(bits, "decompose")
+        n, es, cap = self.nbits, self.es, self._cap
+        body_bits = n - 1
+        is_nar = bits == self.nar
+        is_zero = bits == 0
+        neg = (bits >> (n - 1)) & 1 == 1
+        mag = torch.where(neg, (1 << n) - bits, bits) & ((1 << body_bits) - 1)
+        first = (mag >> (body_bits - 1)) & 1
+        lead = torch.where(first == 1, ~mag & ((1 << body_bits) - 1), mag)
+        run = (body_bits - _bit_length(lead)).clamp(max=cap)
+        k = torch.where(first == 1, run - 1, -run)
+        rest = (body_bits - run - (run < cap).to(torch.int64)).clamp(min=0)
+        one = torch.ones_like(rest)
+        tail = mag & ((one << rest) - 1)
+        has_exp = rest >= es
+        frac_bits = (rest - es).clamp(min=0)
+        e = torch.where(has_exp, tail >> frac_bits, tail << (es - rest).clamp(min=0))
+        frac = torch.where(has_exp, tail & ((one << frac_bits) - 1), torch.zeros_like(tail))
+        sig = (one << frac_bits) | frac
+        exp = k * (1 << es) + e - frac_bits
+        special = is_nar | is_zero
+        sig = torch.where(special, torch.zeros_like(sig), torch.where(neg, -sig, sig))
+        exp = torch.where(special, torch.zeros_like(exp), exp)
+        return sig, exp, is_nar
+
+    def decode(self, bits: torch.Tensor) -> torch.Tensor:
+        """Values of bit patterns as float64 (exact; NaR -> nan).  Same shape as ``bits``."""
+        sig, exp, is_nar = self.decompose(bits)
+        power = ((exp + 1023) << 52).view(torch.float64)  # 2**exp, exact: |exp| < 1000 here
+        value = sig.to(torch.float64) * power
+        return torch.where(is_nar, torch.full_like(value, float("nan")), value)
+
+    def quantize(self, x: torch.Tensor) -> torch.Tensor:
+        """``decode(encode(x))``: the nearest value of the format, as float64."""
+        return self.decode(self.encode(x))
+
+
+POSIT8 = PositFormat(8, 2, name="posit8")
+POSIT16 = PositFormat(16, 2, name="posit16")
+POSIT32 = PositFormat(32, 2, name="posit32")
+BPOSIT16 = PositFormat(16, 5, rs=6, name="bposit16")
+BPOSIT32 = PositFormat(32, 5, rs=6, name="bposit32")

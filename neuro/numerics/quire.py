@@ -1,0 +1,478 @@
+"""An exact fixed-point accumulator (quire) for a whole tensor of sums.
+
+Every term a quire receives is a product of values of its posit format (or a single value); the
+quire adds it *exactly* and rounds only when read out (``to_bits``).  Because integer addition is
+associative, the result does not depend on the order or grouping of the terms, nor on how they are
+split between quires that are later merged.
+
+Representation
+    Each accumulator is an integer ``sum_i limbs[..., i] * 2**(32 * (offset + i))`` held in an int64
+    tensor of shape ``(*shape, L)``: 32-bit digits ("limbs") stored in int64 so that up to 2**30
+    additions can be made before carries must be propagated.  The limb window ``[offset,
+    offset + L)`` is shared by the whole tensor and widened on demand, never truncated: memory is
+    proportional to the range of bits actually in use, not to the full quire width.  Normalised
+    limbs lie in ``[0, 2**32)`` except the top one, which is signed (two's complement).
+
+Range
+    The top of the quire is the format's standard quire (1 sign, 31 carry guard, ``2 * max_scale``
+    integer bits): a sum reaching ``2**(quire_integer_bits + 31)`` in magnitude becomes NaR, never a
+    silent wrap.  There is no fixed bottom: every bit of every product is kept, also for the
+    three-factor products that ``add_outer(..., scale=...)`` forms (a standard quire would have to
+    drop the lowest bits of those).
+
+Fast reductions
+    ``add_outer`` computes ``sum_k post[k]^T pre[k]`` without materialising the ``(K, M, N)``
+    products: each factor's exact fixed-point form is cut into a few digit planes of at most ``c``
+    bits; a float64 matmul of two planes is exact as long as every partial sum stays below 2**53,
+    which holds by the choice of ``c`` and of the chunk of ``K``; the integer result is folded into
+    the limbs.  A spike train (0/1) is one plane, so STDP and gradient updates cost a handful of
+    GEMMs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from neuro.numerics.posit import PositFormat
+
+__all__ = ["Quire"]
+
+LIMB_BITS = 32
+_LIMB_MASK = (1 << LIMB_BITS) - 1
+_EXACT_BITS = 53  # float64 holds every integer below 2**53 exactly
+_MAX_PENDING = 1 << 30  # folds allowed between carry propagations (each adds < 2**32 per limb)
+
+
+def _bit_length(x: torch.Tensor) -> torch.Tensor:
+    """Exact bit length of non-negative int64 values (any size below 2**63)."""
+    bl = torch.frexp(x.to(torch.float64))[1].to(torch.int64)  # may be one too high after rounding
+    too_high = (bl > 0) & ((x >> (bl - 1).clamp(min=0)) == 0)
+    return bl - too_high.to(torch.int64)
+
+
+class _Planes:
+    """A tensor of exact values ``sig * 2**exp`` cut into digit planes of ``width`` bits.
+
+    ``value == sum_p digits(p) * 2**(lo + width * p)`` with integer digits ``|d| < 2**width``.
+    """
+
+    def __init__(self, sig: torch.Tensor, exp: torch.Tensor):
+        self.neg = sig < 0
+        self.mag = sig.abs()
+        nonzero = self.mag != 0
+        self.empty = not bool(nonzero.any())
+        if self.empty:
+            self.lo, self.hi = 0, 0
+            return
+        top = exp + _bit_length(self.mag)
+        self.exp = exp
+        self.lo = int(exp[nonzero].min())
+        self.hi = int(top[nonzero].max())
+
+    @property
+    def range_bits(self) -> int:
+        return self.hi - self.lo
+
+    def planes(self, width: int) -> list[tuple[int, torch.Tensor]]:
+        """Non-empty planes as ``(exponent, float64 digits)``, lowest first."""
+        if self.empty:
+            return []
+        out = []
+        mask = (1 << width) - 1
+        count = -(-self.range_bits // width)
+        for p in range(count):
+            base = self.lo + width * p
+            s = self.exp - base
+            up = s.clamp(0, width)
+            down = (-s).clamp(0, 63)
+            kept = self.mag & ((torch.ones_like(up) << (width - up)) - 1)
+            digit = torch.where(s >= 0, kept << up, (self.mag >> down) & mask)
+            if not bool(digit.any()):
+                continue
+            digit = torch.where(self.neg, -digit, digit)
+            out.append((base, digit.to(torch.float64)))
+        return out
+
+
+class Quire:
+    """Exact accumulators, one per element of ``shape``, for sums of products of ``fmt`` values.
+
+    Args:
+        fmt: the posit format whose values are accumulated and to which ``to_bits`` rounds.
+        shape: shape of the tensor of accumulators (e.g. a weight's shape).
+        device: torch device of the limbs.
+    """
+
+    def __init__(self, fmt: PositFormat, shape: tuple[int, ...] | torch.Size, device=None):
+        if not isinstance(fmt, PositFormat):
+            raise ValueError(f"Quire: fmt must be a PositFormat, got {type(fmt).__name__}")
+        self.fmt = fmt
+        self.shape = torch.Size(shape)
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self._limbs = torch.zeros(*self.shape, 0, dtype=torch.int64, device=self.device)
+        self._offset = 0
+        self._nar = torch.zeros(self.shape, dtype=torch.bool, device=self.device)
+        self._pending = 0
+        self._top_bit = fmt.quire_integer_bits + 31  # |value| must stay below 2**_top_bit
+
+    # ------------------------------------------------------------------------ state access
+    @property
+    def offset(self) -> int:
+        """Index of the lowest limb: limb ``i`` weighs ``2**(32 * (offset + i))``."""
+        return self._offset
+
+    @property
+    def limbs(self) -> torch.Tensor:
+        """Normalised integer state, int64 ``(*shape, L)`` (a view; do not modify)."""
+        self.normalize()
+        return self._limbs
+
+    @property
+    def nar(self) -> torch.Tensor:
+        """Bool mask of accumulators that are NaR (sticky until ``clear``)."""
+        self.normalize()
+        return self._nar
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of accumulator state currently allocated."""
+        return self._limbs.numel() * 8 + self._nar.numel()
+
+    @classmethod
+    def from_limbs(
+        cls, fmt: PositFormat, limbs: torch.Tensor, offset: int = 0, nar: torch.Tensor | None = None
+    ) -> Quire:
+        """Rebuild a quire from ``limbs`` (int64 ``(*shape, L)``) as returned by ``q.limbs``."""
+        if not isinstance(limbs, torch.Tensor) or limbs.dtype != torch.int64 or limbs.dim() < 1:
+            raise ValueError(
+                "Quire.from_limbs: limbs must be an int64 tensor of shape (*shape, L), got "
+                f"{getattr(limbs, 'dtype', type(limbs).__name__)} "
+                f"{tuple(getattr(limbs, 'shape', ()))}"
+            )
+        q = cls(fmt, limbs.shape[:-1], device=limbs.device)
+        q._limbs = limbs.clone()
+        q._offset = int(offset)
+        if nar is not None:
+            if nar.shape != q.shape:
+                raise ValueError(f"Quire.from_limbs: nar has shape {tuple(nar.shape)}, "
+                                 f"expected {tuple(q.shape)}")
+            q._nar = nar.to(torch.bool).clone()
+        q._pending = _MAX_PENDING  # unknown history: normalise before use
+        q.normalize()
+        return q
+
+    def clone(self) -> Quire:
+        q = Quire(self.fmt, self.shape, self.device)
+        q._limbs, q._offset, q._nar = self._limbs.clone(), self._offset, self._nar.clone()
+        q._pending = self._pending
+        return q
+
+    def clear(self) -> None:
+        """Reset every accumulator to 0 (and clear NaR), keeping the allocated window."""
+        self._limbs.zero_()
+        self._nar.zero_()
+        self._pending = 0
+
+    # ------------------------------------------------------------------------ window and carries
+    def widen(self, lo: int, hi: int) -> None:
+        """Make the window cover limbs ``[lo, hi)`` (absolute limb indices)."""
+        length = self._limbs.shape[-1]
+        if length == 0:
+            self._offset = lo
+            self._limbs = torch.zeros(*self.shape, hi - lo, dtype=torch.int64, device=self.device)
+            return
+        below = max(0, self._offset - lo)
+        above = max(0, hi - (self._offset + length))
+        if below or above:
+            parts = []
+            if below:
+                parts.append(torch.zeros(*self.shape, below, dtype=torch.int64, device=self.device))
+            parts.append(self._limbs)
+            if above:
+                parts.append(torch.zeros(*self.shape, above, dtype=torch.int64, device=self.device))
+            self._limbs = torch.cat(parts, dim=-1)
+            self._offset -= below
+
+    def normalize(self) -> None:
+        """Propagate carries so every limb but the top lies in [0, 2**32); detect overflow."""
+        if self._pending == 0:
+            return
+        limbs = self._limbs
+        length = limbs.shape[-1]
+        for i in range(length - 1):
+            carry = limbs[..., i] >> LIMB_BITS
+            limbs[..., i] &= _LIMB_MASK
+            limbs[..., i + 1] += carry
+        while length and bool(((limbs[..., -1] >= 1 << 31) | (limbs[..., -1] < -(1 << 31))).any()):
+            self.widen(self._offset, self._offset + length + 1)
+            limbs = self._limbs
+            carry = limbs[..., -2] >> LIMB_BITS
+            limbs[..., -2] &= _LIMB_MASK
+            limbs[..., -1] += carry
+            length += 1
+        self._pending = 0
+        self._check_overflow()
+
+    def _check_overflow(self) -> None:
+        """Turn accumulators whose value left [-2**top, 2**top) into NaR (limbs zeroed)."""
+        top = self._top_bit
+        length = self._limbs.shape[-1]
+        if length == 0 or LIMB_BITS * (self._offset + length) - 1 <= top:
+            return  # the top limb is signed 32-bit, so |value| < 2**(32*(offset+L)-1) <= 2**top
+        j = top // LIMB_BITS - self._offset
+        if j < 0:
+            self.widen(top // LIMB_BITS, self._offset + length)
+            return self._check_overflow()
+        shift = top % LIMB_BITS
+        limbs = self._limbs
+        negative = limbs[..., -1] < 0
+        fill = torch.where(negative, _LIMB_MASK, 0)
+        ok = torch.ones(self.shape, dtype=torch.bool, device=self.device)
+        for i in range(j + 1, length - 1):
+            ok &= limbs[..., i] == fill
+        if j < length - 1:
+            ok &= limbs[..., -1] == torch.where(negative, -1, 0)
+            ok &= (limbs[..., j] >> shift) == torch.where(negative, _LIMB_MASK >> shift, 0)
+        else:
+            ok &= (limbs[..., j] >> shift) == torch.where(negative, -1, 0)
+        bad = ~ok
+        if bool(bad.any()):
+            self._nar |= bad
+            self._limbs[bad] = 0
+
+    def _fold(self, value: torch.Tensor, exponent: int) -> None:
+        """Add ``value * 2**exponent`` exactly; ``value`` float64 or int64 integers, |v| < 2**53."""
+        v = value.to(torch.int64) if value.dtype != torch.int64 else value
+        base, shift = divmod(exponent, LIMB_BITS)
+        self.widen(base, base + 4)
+        i = base - self._offset
+        low = (v & ((1 << (LIMB_BITS - shift)) - 1)) << shift
+        rest = v >> (LIMB_BITS - shift)
+        self._limbs[..., i] += low
+        self._limbs[..., i + 1] += rest & _LIMB_MASK
+        self._limbs[..., i + 2] += rest >> LIMB_BITS
+        self._pending += 1
+        if self._pending >= _MAX_PENDING:
+            self.normalize()
+
+    # ------------------------------------------------------------------------ adding terms
+    def _exact(self, x, what: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Round ``x`` to the format and return its exact ``(sig, exp, nar)``."""
+        if not isinstance(x, torch.Tensor):
+            x = torch.as_tensor(x, dtype=torch.float64)
+        if not x.dtype.is_floating_point:
+            raise ValueError(
+                f"Quire.{what}: expected a floating-point tensor, got dtype {x.dtype}"
+            )
+        return self.fmt.decompose(self.fmt.encode(x.to(self.device)))
+
+    def _check_tail(self, shape: torch.Size, what: str) -> None:
+        n = len(self.shape)
+        if tuple(shape[len(shape) - n:]) != tuple(self.shape) or len(shape) < n:
+            raise ValueError(
+                f"Quire.{what}: the trailing dimensions of the input {tuple(shape)} must equal "
+                f"the quire shape {tuple(self.shape)}"
+            )
+
+    def _add_products(self, sig: torch.Tensor, exp: torch.Tensor, nar: torch.Tensor) -> None:
+        """Add ``sum over leading dims of sig * 2**exp`` (int64, ``(..., *shape)``, |sig| < 2**62)."""
+        sig = sig.reshape(-1, *self.shape)
+        exp = exp.reshape(-1, *self.shape)
+        self._nar |= nar.reshape(-1, *self.shape).any(0)
+        k = sig.shape[0]
+        width = _EXACT_BITS - max(1, math.ceil(math.log2(max(k, 2))))
+        for base, digits in _Planes(sig, exp).planes(width):
+            self._fold(digits.sum(0), base)
+
+    def add(self, x: torch.Tensor) -> None:
+        """Add ``round(x)`` exactly; dims of ``x`` before the quire shape are summed."""
+        if not isinstance(x, torch.Tensor):
+            x = torch.as_tensor(x, dtype=torch.float64)
+        self._check_tail(x.shape, "add")
+        sig, exp, nar = self._exact(x, "add")
+        self._add_products(sig, exp, nar)
+
+    def fma(self, a: torch.Tensor, b: torch.Tensor) -> None:
+        """Add ``round(a) * round(b)`` exactly (broadcast; leading dims beyond the shape summed)."""
+        a = a if isinstance(a, torch.Tensor) else torch.as_tensor(a, dtype=torch.float64)
+        b = b if isinstance(b, torch.Tensor) else torch.as_tensor(b, dtype=torch.float64)
+        try:
+            shape = torch.broadcast_shapes(a.shape, b.shape)
+        except RuntimeError as err:
+            raise ValueError(
+                f"Quire.fma: shapes {tuple(a.shape)} and {tuple(b.shape)} do not broadcast"
+            ) from err
+        self._check_tail(shape, "fma")
+        sa, ea, na = self._exact(a, "fma")
+        sb, eb, nb = self._exact(b, "fma")
+        sa, ea, na, sb, eb, nb = (t.expand(shape) for t in (sa, ea, na, sb, eb, nb))
+        self._add_products(sa * sb, ea + eb, na | nb)
+
+    def add_outer(
+        self, post: torch.Tensor, pre: torch.Tensor, scale: torch.Tensor | float | None = None
+    ) -> None:
+        """Add ``sum_k round(scale) * round(post[k, :])^T round(pre[k, :])`` exactly.
+
+        Args:
+            post: ``(K, M)`` (or ``(M,)`` for K = 1), e.g. postsynaptic errors or spikes.
+            pre: ``(K, N)`` (or ``(N,)``), e.g. presynaptic spikes or traces.
+            scale: optional scalar, or a tensor broadcastable to ``post`` (per-sample or per-row
+                factors such as a learning rate or ``A_plus``); rounded to the format.
+        The quire's shape must be ``(M, N)``.
+        """
+        post = post if isinstance(post, torch.Tensor) else torch.as_tensor(post, dtype=torch.float64)
+        pre = pre if isinstance(pre, torch.Tensor) else torch.as_tensor(pre, dtype=torch.float64)
+        if post.dim() == 1:
+            post = post.unsqueeze(0)
+        if pre.dim() == 1:
+            pre = pre.unsqueeze(0)
+        if (
+            len(self.shape) != 2 or post.dim() != 2 or pre.dim() != 2
+            or post.shape[0] != pre.shape[0]
+            or (post.shape[1], pre.shape[1]) != tuple(self.shape)
+        ):
+            raise ValueError(
+                f"Quire.add_outer: expected post (K, M) and pre (K, N) with quire shape (M, N); "
+                f"got post {tuple(post.shape)}, pre {tuple(pre.shape)}, quire {tuple(self.shape)}"
+            )
+        sa, ea, na = self._exact(post, "add_outer")
+        sb, eb, nb = self._exact(pre, "add_outer")
+        if scale is not None:
+            scale_t = (
+                scale if isinstance(scale, torch.Tensor)
+                else torch.tensor(float(scale), dtype=torch.float64)
+            )
+            ss, es_, ns = self._exact(scale_t.to(torch.float64), "add_outer")
+            try:
+                ss, es_, ns = (t.expand(sa.shape) for t in (ss, es_, ns))
+            except RuntimeError as err:
+                raise ValueError(
+                    f"Quire.add_outer: scale of shape {tuple(scale_t.shape)} does not broadcast "
+                    f"to post {tuple(post.shape)}"
+                ) from err
+            sa, ea, na = sa * ss, ea + es_, na | ns
+        self._nar |= na.any(0)[:, None] | nb.any(0)[None, :]
+        self._outer_planes(_Planes(sa, ea), _Planes(sb, eb), post.shape[0])
+
+    def _outer_planes(self, a: _Planes, b: _Planes, k: int) -> None:
+        if a.empty or b.empty:
+            return
+        m, n = self.shape
+        width_a, width_b, chunk = _plan_widths(a.range_bits, b.range_bits, k, m, n)
+        planes_a = a.planes(width_a)
+        planes_b = b.planes(width_b)
+        for start in range(0, k, chunk):
+            stop = min(k, start + chunk)
+            for ea, da in planes_a:
+                da_t = da[start:stop].T
+                for eb, db in planes_b:
+                    self._fold(da_t @ db[start:stop], ea + eb)
+
+    def merge(self, other: Quire) -> None:
+        """Add another quire of the same format and shape into this one, exactly."""
+        if not isinstance(other, Quire) or other.fmt != self.fmt or other.shape != self.shape:
+            raise ValueError(
+                "Quire.merge: expected a quire of format "
+                f"{self.fmt.name} and shape {tuple(self.shape)}, got "
+                f"{getattr(getattr(other, 'fmt', None), 'name', type(other).__name__)} "
+                f"{tuple(getattr(other, 'shape', ()))}"
+            )
+        other.normalize()
+        self.normalize()
+        length = other._limbs.shape[-1]
+        if length:
+            self.widen(other._offset, other._offset + length)
+            i = other._offset - self._offset
+            self._limbs[..., i:i + length] += other._limbs
+            self._pending += 1
+        self._nar |= other._nar
+        self.normalize()
+
+    # ------------------------------------------------------------------------ reading out
+    def _top_bits(self, width: int):
+        """Sign, exponent of the leading bit, top ``width`` bits and sticky bit of each value."""
+        self.normalize()
+        limbs = self._limbs
+        length = limbs.shape[-1]
+        negative = limbs[..., -1] < 0 if length else torch.zeros(self.shape, dtype=torch.bool)
+        if length == 0:
+            zero = torch.ones(self.shape, dtype=torch.bool, device=self.device)
+            z = torch.zeros(self.shape, dtype=torch.int64, device=self.device)
+            return negative, z, z, zero.logical_not(), zero
+        mag = torch.where(negative.unsqueeze(-1), -limbs, limbs)
+        for i in range(length - 1):  # re-normalise the negated digits
+            carry = mag[..., i] >> LIMB_BITS
+            mag[..., i] &= _LIMB_MASK
+            mag[..., i + 1] += carry
+        nonzero = mag != 0
+        is_zero = ~nonzero.any(-1)
+        idx = torch.arange(length, device=self.device)
+        h = torch.where(nonzero, idx, -1).amax(-1).clamp(min=0)
+        padded = torch.cat([torch.zeros(*self.shape, 2, dtype=torch.int64, device=self.device), mag], -1)
+
+        def limb(j: torch.Tensor) -> torch.Tensor:
+            return padded.gather(-1, (j + 2).unsqueeze(-1)).squeeze(-1)
+
+        a, b, c = limb(h), limb(h - 1), limb(h - 2)
+        bl = _bit_length(a).clamp(min=1)
+        sh_b = width - LIMB_BITS - bl
+        part_b = torch.where(sh_b >= 0, b << sh_b.clamp(min=0), b >> (-sh_b).clamp(0, 63))
+        sh_c = bl + 2 * LIMB_BITS - width  # right shift of c, >= 3
+        part_c = c >> sh_c.clamp(max=63)
+        sig = (a << (width - bl)) + part_b + part_c
+        one = torch.ones_like(b)
+        sticky = (sh_b < 0) & ((b & ((one << (-sh_b).clamp(0, 62)) - 1)) != 0)
+        sticky |= (c & ((one << sh_c.clamp(max=62)) - 1)) != 0
+        below = torch.cumsum(nonzero.to(torch.int64), -1)
+        below = torch.cat([torch.zeros(*self.shape, 1, dtype=torch.int64, device=self.device), below], -1)
+        sticky |= below.gather(-1, (h - 2).clamp(min=0).unsqueeze(-1)).squeeze(-1) > 0
+        scale = LIMB_BITS * (self._offset + h) + bl - 1
+        return negative, scale, sig, sticky, is_zero
+
+    def to_bits(self) -> torch.Tensor:
+        """Round every accumulator once to the format: int64 patterns of shape ``shape``."""
+        negative, scale, sig, sticky, is_zero = self._top_bits(_EXACT_BITS)
+        bits = self.fmt.round_parts(negative, scale, sig, sticky)
+        bits = torch.where(is_zero, torch.zeros_like(bits), bits)
+        return torch.where(self._nar, torch.full_like(bits, self.fmt.nar), bits)
+
+    def to_float(self) -> torch.Tensor:
+        """Each accumulator's exact value rounded to the nearest float64 (NaR -> nan)."""
+        negative, scale, sig, sticky, is_zero = self._top_bits(_EXACT_BITS + 2)
+        mant = sig >> 2
+        rest = sig & 3
+        up = (rest > 2) | ((rest == 2) & (sticky | ((mant & 1) == 1)))
+        mant = mant + up.to(torch.int64)
+        value = torch.ldexp(mant.to(torch.float64), (scale - (_EXACT_BITS - 1)).to(torch.float64))
+        value = torch.where(negative, -value, value)
+        value = torch.where(is_zero, torch.zeros_like(value), value)
+        return torch.where(self._nar, torch.full_like(value, float("nan")), value)
+
+    def __repr__(self) -> str:
+        return (f"Quire({self.fmt.name}, shape={tuple(self.shape)}, limbs=[{self._offset}, "
+                f"{self._offset + self._limbs.shape[-1]}))")
+
+
+def _plan_widths(range_a: int, range_b: int, k: int, m: int, n: int) -> tuple[int, int, int]:
+    """Digit widths for the two factors and the chunk of K that keep every GEMM exact and cheap.
+
+    Exactness: ``width_a + width_b + ceil(log2(chunk)) <= 53``.  Cost model (relative units): a
+    GEMM costs ``chunk * m * n`` multiply-adds per plane pair and each fold ~200 per output entry.
+    """
+    best = None
+    log_k = max(0, math.ceil(math.log2(max(k, 1))))
+    for log_chunk in sorted({log_k, min(log_k, 20), min(log_k, 16), min(log_k, 12), min(log_k, 8)}):
+        budget = _EXACT_BITS - log_chunk
+        chunk = 1 << log_chunk
+        n_chunks = -(-k // chunk)
+        for wa in range(1, budget):
+            wb = budget - wa
+            pa = -(-range_a // wa)
+            pb = -(-range_b // wb)
+            cost = pa * pb * (k * m * n + n_chunks * m * n * 200) + (pa * k * m + pb * k * n) * 10
+            if best is None or cost < best[0]:
+                best = (cost, min(wa, range_a), min(wb, range_b), chunk)
+    _, wa, wb, chunk = best
+    return max(wa, 1), max(wb, 1), chunk
