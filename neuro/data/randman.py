@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 
+import numpy as np
 import torch
 
 from .streams import sample_generator
@@ -84,15 +85,22 @@ class RandmanManifold:
         Returns:
             (S, U) float64 values.
         """
-        x = torch.as_tensor(points, dtype=torch.float64)
+        x = torch.as_tensor(points, dtype=torch.float64).numpy()
         if x.ndim != 2 or x.shape[1] != self.dim_manifold:
             raise ValueError(f"points must have shape (S, {self.dim_manifold})")
-        out = torch.empty((x.shape[0], self.nb_units), dtype=torch.float64)
+        # NumPy, single-threaded: these are many mid-sized elementwise ops, where torch's
+        # intra-op threads cost more than they give on a loaded machine.
+        freq, phase, amp = (t.numpy() for t in (self.frequency, self.phase, self.amplitude))
+        out = np.empty((x.shape[0], self.nb_units), dtype=np.float64)
         for start in range(0, x.shape[0], _CHUNK):
-            xc = x[start:start + _CHUNK, None, :, None]  # (s, 1, D, 1)
-            terms = self.frequency * xc  # (s, U, D, K): cycles
-            terms.add_(self.phase).mul_(2.0 * math.pi).sin_().mul_(self.amplitude)
-            out[start:start + _CHUNK] = terms.sum(dim=-1).prod(dim=-1)  # sum over K, prod over D
+            xc = x[start : start + _CHUNK, None, :, None]  # (s, 1, D, 1)
+            terms = freq * xc  # (s, U, D, K): cycles
+            terms += phase
+            terms *= 2.0 * math.pi
+            np.sin(terms, out=terms)
+            terms *= amp
+            out[start : start + _CHUNK] = terms.sum(axis=-1).prod(axis=-1)  # sum K, prod D
+        return torch.from_numpy(out)
         return out
 
 
@@ -114,12 +122,22 @@ def split_counts(n: int, fractions: tuple[float, ...]) -> tuple[int, ...]:
 
 @lru_cache(maxsize=64)
 def _class_times(
-    c: int, nb_units: int, dim_manifold: int, alpha: float, nb_samples: int, seed: int,
-    prec: float, max_components: int,
+    c: int,
+    nb_units: int,
+    dim_manifold: int,
+    alpha: float,
+    nb_samples: int,
+    seed: int,
+    prec: float,
+    max_components: int,
 ) -> torch.Tensor:
     manifold = RandmanManifold(
-        nb_units, dim_manifold, alpha, sample_generator(seed, "randman", "manifold", c),
-        prec=prec, max_components=max_components,
+        nb_units,
+        dim_manifold,
+        alpha,
+        sample_generator(seed, "randman", "manifold", c),
+        prec=prec,
+        max_components=max_components,
     )
     gen = sample_generator(seed, "randman", "points", c)
     points = torch.rand((nb_samples, dim_manifold), generator=gen, dtype=torch.float64)
@@ -179,13 +197,18 @@ def generate_randman(
     times, labels = [], []
     for c in range(nb_classes):
         t = _class_times(
-            c, int(nb_units), int(dim_manifold), float(alpha), int(nb_samples), int(seed),
-            float(prec), int(max_components),
+            c,
+            int(nb_units),
+            int(dim_manifold),
+            float(alpha),
+            int(nb_samples),
+            int(seed),
+            float(prec),
+            int(max_components),
         )
         times.append(t[lo:hi])
         labels.append(torch.full((hi - lo,), c, dtype=torch.int64))
     all_times = torch.cat(times)
     all_labels = torch.cat(labels)
-    order = torch.randperm(len(all_labels), generator=sample_generator(seed, "randman", "order",
-                                                                      split))
+    order = torch.randperm(len(all_labels), generator=sample_generator(seed, "randman", "order", split))
     return all_times[order].clone(), all_labels[order].clone()
