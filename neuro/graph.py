@@ -90,9 +90,10 @@ STDP_RULES: tuple[str, ...] = ("stdp_pair", "stdp_triplet", "rstdp")
 SIGNS: tuple[str, ...] = ("excitatory", "inhibitory")
 #: Initial weight distributions.
 INIT_DISTS: tuple[str, ...] = ("constant", "normal", "uniform")
-#: Input encodings: ``poisson`` (rate coding), ``latency`` (one spike per channel, earlier for
-#: larger values) and ``current`` (the feature value is injected as input current every step).
-ENCODINGS: tuple[str, ...] = ("poisson", "latency", "current")
+#: Input encodings (as in :mod:`neuro.data`): ``poisson`` (rate coding), ``latency`` (one spike
+#: per channel, earlier for larger values), ``current`` (the feature value is injected as input
+#: current every step), ``spike_times`` and ``raster`` (the data set provides the spikes).
+ENCODINGS: tuple[str, ...] = ("poisson", "latency", "current", "spike_times", "raster")
 #: Offline data sets (see :mod:`neuro.data`).
 DATASETS: tuple[str, ...] = ("yinyang", "randman", "digits", "poisson_scenario")
 #: (features, classes) of the data sets whose shapes are fixed.
@@ -514,19 +515,28 @@ class Projection:
 #: The parameters of each encoding.
 ENCODING_PARAMETERS: dict[str, tuple[str, ...]] = {
     "poisson": ("rate", "max_rate"),
-    "latency": ("t_min", "t_max"),
-    "current": ("scale",),
+    "latency": ("t_max", "tau", "threshold"),
+    "current": ("gain",),
+    "spike_times": (),
+    "raster": (),
 }
 
 
 @dataclass(frozen=True)
 class Encoding:
-    """How the data set's features (scaled to [0, 1]) drive an ``input`` population.
+    """How the data set's features drive an ``input`` population (see :mod:`neuro.data`).
 
-    ``poisson``: each channel fires a Poisson train at ``rate`` hertz (fixed, the features are
-    ignored) or at ``feature * max_rate`` hertz; exactly one of the two is set.
-    ``latency``: each channel fires once, at ``t_min + (1 - feature) * (t_max - t_min)`` seconds.
-    ``current``: ``scale * feature`` is added to the target's input every time step; no spikes.
+    Features are scaled to [0, 1] by the data set.
+
+    * ``poisson``: each channel fires a Poisson train at ``rate`` hertz (fixed; the features are
+      ignored) or at ``feature * max_rate`` hertz; exactly one of the two is set.
+    * ``latency``: one spike per channel, larger features earlier.  Linear law (``t_max`` set):
+      ``t = t_max * (1 - feature)``; RC law (``tau`` set): ``t = tau * ln(f / (f - threshold))``.
+      Exactly one of ``t_max``, ``tau`` is set (seconds).  Features ``<= threshold`` never spike.
+    * ``current``: ``gain * feature`` is added to the target's input every time step; no spikes.
+    * ``spike_times``: each feature is a spike time as a fraction of the sample duration.
+    * ``raster``: the data set's samples already are (time, feature) spike rasters.
+
     Parameters an encoding does not use are ``None``.
     """
 
@@ -534,30 +544,31 @@ class Encoding:
     kind: str
     rate: float | None = None
     max_rate: float | None = None
-    t_min: float | None = None
     t_max: float | None = None
-    scale: float | None = None
+    tau: float | None = None
+    threshold: float | None = None
+    gain: float | None = None
 
     def __post_init__(self) -> None:
         _check_name(self.population, "inputs")
         key = f"inputs.{self.population}"
         _check_choice(self.kind, ENCODINGS, f"{key}.encoding")
         wanted = ENCODING_PARAMETERS[self.kind]
-        for name in ("rate", "max_rate", "t_min", "t_max", "scale"):
-            value = getattr(self, name)
+        for f in dataclasses.fields(self)[2:]:
+            value = getattr(self, f.name)
             if value is None:
                 continue
-            if name not in wanted:
+            if f.name not in wanted:
                 raise GraphError(
-                    f"{key}.{name}",
-                    f"only {', '.join(wanted)} for {self.kind} encoding",
+                    f"{key}.{f.name}",
+                    f"only {', '.join(wanted) or 'no parameters'} for {self.kind} encoding",
                     repr(value),
                 )
-            object.__setattr__(self, name, _finite(value, f"{key}.{name}"))
+            object.__setattr__(self, f.name, _finite(value, f"{key}.{f.name}"))
         if self.kind == "poisson":
             if (self.rate is None) == (self.max_rate is None):
                 raise GraphError(
-                    f"{key}",
+                    key,
                     "exactly one of rate, max_rate for poisson encoding",
                     "both" if self.rate is not None else "neither",
                     "rate: fixed rate for every channel; max_rate: rate of a feature equal to 1",
@@ -566,18 +577,29 @@ class Encoding:
             if getattr(self, name) <= 0:
                 raise GraphError(f"{key}.{name}", "a rate > 0 Hz", repr(getattr(self, name)))
         elif self.kind == "latency":
-            if self.t_min is None or self.t_max is None:
-                raise GraphError(f"{key}", "t_min and t_max for latency encoding", "None")
-            if self.t_min < 0:
-                raise GraphError(f"{key}.t_min", "a time >= 0", repr(self.t_min))
-            if not self.t_min < self.t_max:
-                raise GraphError(f"{key}.t_max", f"a time after t_min = {self.t_min!r} s", repr(self.t_max))
-        elif self.scale is None:
-            raise GraphError(f"{key}.scale", "a number (current encoding needs it)", "None")
+            if (self.t_max is None) == (self.tau is None):
+                raise GraphError(
+                    key,
+                    "exactly one of t_max (linear law), tau (RC law) for latency encoding",
+                    "both" if self.tau is not None else "neither",
+                )
+            if self.threshold is None:
+                raise GraphError(f"{key}.threshold", "a number", "None")
+            name = "t_max" if self.t_max is not None else "tau"
+            if getattr(self, name) <= 0:
+                raise GraphError(f"{key}.{name}", "a time > 0", repr(getattr(self, name)))
+            if self.tau is not None and self.threshold <= 0:
+                raise GraphError(
+                    f"{key}.threshold",
+                    "a threshold > 0 for the RC latency law (tau)",
+                    repr(self.threshold),
+                )
+        elif self.kind == "current" and self.gain is None:
+            raise GraphError(f"{key}.gain", "a number (current encoding needs it)", "None")
 
     @property
     def spiking(self) -> bool:
-        """True if the population emits spikes (poisson, latency), False for ``current``."""
+        """True if the population emits spikes (every encoding but ``current``)."""
         return self.kind != "current"
 
     def to_dict(self) -> dict[str, Any]:

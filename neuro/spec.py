@@ -89,8 +89,8 @@ FORMAT_HELP = """\
                    grades = [0], delay "0 ms", rule = none | bptt | eprop | stdp_pair |
                    stdp_triplet | rstdp, bounds [low, high], sign = excitatory | inhibitory
 [projections.J.rule_params]  the rule's parameters (see RULE_PARAMETERS)
-[inputs.P]         encoding = poisson (rate | max_rate in Hz) | latency (t_min "0 ms",
-                   t_max = duration) | current (scale 1)
+[inputs.P]         encoding = poisson (rate | max_rate in Hz) | latency (t_max = duration - dt,
+                   or tau for the RC law; threshold 0) | current (gain 1) | spike_times | raster
 [data]             name = yinyang | randman | digits | poisson_scenario; other keys are passed
                    to the data set verbatim
 [training]         epochs 1, batch_size 32, microbatch 8, seed 0, learning_rate 1e-3,
@@ -610,9 +610,7 @@ def load_model(path: str | Path) -> ModelGraph:
             hint = f"did you mean {str(path.parent / near[0])!r}?" if near else None
         raise ModelFileError(str(path), None, "an existing model file", "no such file", hint) from None
     except UnicodeDecodeError as exc:
-        raise ModelFileError(
-            str(path), None, "UTF-8 text", f"undecodable bytes ({exc.reason})"
-        ) from None
+        raise ModelFileError(str(path), None, "UTF-8 text", f"undecodable bytes ({exc.reason})") from None
     except OSError as exc:
         raise ModelFileError(str(path), None, "a readable file", exc.strerror or str(exc)) from None
     return loads_model(text, str(path))
@@ -635,6 +633,13 @@ def model_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> ModelGra
         raise model.error("description", "a single line", "a line break")
     dt = model.quantity("dt", "time", "1 ms", ">0")
     duration = model.quantity("duration", "time", _REQUIRED, ">0")
+    if not duration > dt:
+        raise model.error(
+            "duration",
+            f"a duration longer than dt = {_format_quantity(dt, 'time')}",
+            _show(model.data["duration"]),
+            "dt is the time step, duration the time per sample",
+        )
     output = model.string("output", None)
     default_format = model.choice("format", FORMATS, "float32")
     model.finish(_MODEL_KEYS)
@@ -658,7 +663,7 @@ def model_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> ModelGra
     if inputs_table is not None:
         for pop_name in inputs_table.data:
             inputs_table.used.add(pop_name)
-            encodings[pop_name] = _read_encoding(inputs_table.sub(pop_name), pop_name, duration)
+            encodings[pop_name] = _read_encoding(inputs_table.sub(pop_name), pop_name, dt, duration)
 
     dataspec = None
     data_table = top.sub("data")
@@ -728,10 +733,20 @@ def _read_population(table: _Table, name: str) -> dict[str, Any]:
     return out
 
 
-_ENCODING_KEYS = ("encoding", "rate", "max_rate", "t_min", "t_max", "scale")
+_ENCODING_KEYS = ("encoding", "rate", "max_rate", "t_max", "tau", "threshold", "gain")
 
 
-def _read_encoding(table: _Table, name: str, duration: float) -> dict[str, Any]:
+_ENCODING_KINDS: dict[str, _Param] = {
+    "rate": ("rate", None, ">0"),
+    "max_rate": ("rate", None, ">0"),
+    "t_max": ("time", None, ">0"),
+    "tau": ("time", None, ">0"),
+    "threshold": ("number", 0.0, None),
+    "gain": ("number", 1.0, None),
+}
+
+
+def _read_encoding(table: _Table, name: str, dt: float, duration: float) -> dict[str, Any]:
     kind = table.choice("encoding", ENCODINGS)
     out: dict[str, Any] = {"kind": kind}
     if kind == "poisson":
@@ -748,11 +763,18 @@ def _read_encoding(table: _Table, name: str, duration: float) -> dict[str, Any]:
                 "with feature value 1 fires at max_rate",
             )
     elif kind == "latency":
-        out["t_min"] = table.quantity("t_min", "time", "0 ms", ">=0")
-        has_max = "t_max" in table.data
-        out["t_max"] = table.quantity("t_max", "time", check=">0") if has_max else duration
-    else:
-        out["scale"] = table.quantity("scale", "number", 1.0)
+        if "tau" in table.data:
+            out["tau"] = table.quantity("tau", "time", check=">0")
+            if "t_max" in table.data:
+                raise table.error("t_max", "t_max (linear latency) or tau (RC latency), not both", "both")
+        else:
+            # Default: a feature of 0 spikes in the last step, as in neuro.data.latency_encode.
+            last_step = float(Decimal(repr(duration)) - Decimal(repr(dt)))
+            has_max = "t_max" in table.data
+            out["t_max"] = table.quantity("t_max", "time", check=">0") if has_max else last_step
+        out["threshold"] = table.quantity("threshold", "number", 0.0)
+    elif kind == "current":
+        out["gain"] = table.quantity("gain", "number", 1.0)
 
     def elsewhere(key: str) -> str | None:
         owners = [e for e, ps in ENCODING_PARAMETERS.items() if key in ps]
@@ -948,11 +970,7 @@ def dump_model(graph: ModelGraph) -> str:
         for key in ENCODING_PARAMETERS[enc.kind]:
             value = getattr(enc, key)
             if value is not None:
-                kind = "rate" if key in ("rate", "max_rate") else "time"
-                if key == "scale":
-                    lines.append(f"{key} = {_toml_value(value)}")
-                else:
-                    lines.append(f"{key} = {_toml_string(_format_quantity(value, kind))}")
+                lines.append(f"{key} = {_format_param(value, _ENCODING_KINDS[key])}")
     if graph.data is not None:
         lines += ["", "[data]", f"name = {_toml_string(graph.data.name)}"]
         for key, value in graph.data.options.items():
