@@ -302,12 +302,15 @@ def test_poisson_dataset_epochs_seeds_and_rates():
 
 
 def test_encode_in_a_fresh_process_is_identical():
-    """Streams do not depend on Python's per-process hash salt or on process history."""
+    """Streams do not depend on Python's per-process hash salt or on process history; and
+    importing neuro.data stays light (no Norse, Brian2 or scikit-learn)."""
     ds = load_dataset("digits", "train")
     here = ds.encode([7, 100, 3], epoch=4)
     code = (
         "import sys, torch\n"
         "from neuro.data import load_dataset\n"
+        "heavy = [m for m in ('norse', 'brian2', 'sklearn') if m in sys.modules]\n"
+        "assert not heavy, f'import neuro.data pulled in {heavy}'\n"
         "s = load_dataset('digits', 'train').encode([7, 100, 3], epoch=4)\n"
         "sys.stdout.write(''.join(str(int(v)) for v in s.flatten().tolist()))\n"
     )
