@@ -29,6 +29,7 @@ import json
 import math
 import re
 import tomllib
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal, DecimalException, localcontext
 from pathlib import Path
@@ -153,9 +154,11 @@ _KINDS = {"time": ("second", '"10 ms"'), "rate": ("hertz", '"15 Hz"'), "number":
 @functools.cache
 def _unit_table() -> dict[str, tuple[Decimal, Any]]:
     """Brian2 unit name -> (SI factor as an exact decimal, Brian2 Dimension).  Imports Brian2."""
-    import brian2.units as units
-    import brian2.units.allunits as allunits
-    from brian2.units.fundamentalunits import Unit
+    with warnings.catch_warnings():  # Brian2's import emits pyparsing deprecation warnings
+        warnings.simplefilter("ignore")
+        import brian2.units as units
+        import brian2.units.allunits as allunits
+        from brian2.units.fundamentalunits import Unit
 
     table: dict[str, tuple[Decimal, Any]] = {}
     for module in (allunits, units):
@@ -168,6 +171,7 @@ def _unit_table() -> dict[str, tuple[Decimal, Any]]:
 
 
 def _dimension(kind: str) -> Any:
+    _unit_table()  # imports Brian2 quietly
     name = _KINDS[kind][0]
     if name is None:
         from brian2.units.fundamentalunits import DIMENSIONLESS
@@ -242,7 +246,7 @@ def _read_quantity(text: str, kind: str, key: str) -> float:
             si = float(value)
         except DecimalException:
             raise _QuantityError(expected_desc, f"{text!r} (out of range)") from None
-    if not math.isfinite(si):
+    if not math.isfinite(si) or (si == 0 and Decimal(number) != 0):
         raise _QuantityError(expected_desc, f"{text!r} (out of range)")
     wanted = _dimension(kind)
     if dim != wanted:
@@ -264,12 +268,16 @@ def _read_quantity(text: str, kind: str, key: str) -> float:
 def _parse_unit(text: str, kind: str) -> tuple[Decimal, Any]:
     """``ms``, ``mV/ms``, ``s^-1``, ``kHz * ms``: (SI factor, dimension)."""
     table = _unit_table()
-    parts = re.split(r"\s*([*/])\s*", text)
+    parts = re.split(r"\s*(?<!\*)([*/])(?!\*)\s*", text)
+    if parts[0] == "" and len(parts) > 1:  # "15 /s"
+        parts = parts[1:]
+    else:
+        parts = ["*", *parts]
     factor = Decimal(1)
     dim = _dimension("number")
     sign = 1
     for i, part in enumerate(parts):
-        if i % 2 == 1:
+        if i % 2 == 0:
             sign = 1 if part == "*" else -1
             continue
         m = _FACTOR.fullmatch(part)
@@ -847,13 +855,15 @@ def _read_init(table: _Table) -> Init:
         )
     sub = _Table(table.source, value, table.path("init"))
     dist = sub.choice("dist", INIT_DISTS, "constant" if "value" in value else _REQUIRED)
-    params = {k: sub.quantity(k, "number") for k in INIT_PARAMETERS[dist]}
 
     def elsewhere(key: str) -> str | None:
         owners = [d for d, ps in INIT_PARAMETERS.items() if key in ps]
         return f"{key} belongs to dist {' or '.join(owners)}, not {dist}" if owners else None
 
+    # Unknown keys first: a misspelt parameter is reported as such, not as a missing one.
+    sub.used.update(INIT_PARAMETERS[dist])
     sub.finish(["dist", *INIT_PARAMETERS[dist]], elsewhere)
+    params = {k: sub.quantity(k, "number") for k in INIT_PARAMETERS[dist]}
     return Init(dist, **params)
 
 
