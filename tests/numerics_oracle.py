@@ -250,3 +250,51 @@ def sp_legacy(n: int):
         return math.nan if math.isinf(v) else v
 
     return enc, dec
+
+
+# --------------------------------------------------------------------- quire limbs
+LIMB_BITS = 32
+
+
+def limbs_value(limbs, offset: int) -> Fraction:
+    """Exact value of one accumulator's limbs: sum_i limbs[i] * 2**(32 * (offset + i))."""
+    total = 0
+    for i, d in enumerate(limbs):
+        total += int(d) << (LIMB_BITS * i)
+    return Fraction(total) * pow2(LIMB_BITS * offset)
+
+
+def limbs_values(limbs_tensor, offset: int) -> list[Fraction]:
+    """Exact values of every accumulator of a (*shape, L) limb tensor, flattened (row-major)."""
+    L = limbs_tensor.shape[-1]
+    rows = limbs_tensor.reshape(-1, L).tolist() if L else [[] for _ in range(_numel(limbs_tensor))]
+    return [limbs_value(r, offset) for r in rows]
+
+
+def _numel(t) -> int:
+    n = 1
+    for s in t.shape[:-1]:
+        n *= s
+    return n
+
+
+def limbs_of(values: list[Fraction], offset: int, length: int) -> list[list[int]]:
+    """Normalised limbs (low limbs in [0, 2**32), top limb signed 32-bit) of exact values.
+
+    Each value times 2**(-32 * offset) must be an integer that fits the window.
+    """
+    out = []
+    for v in values:
+        scaled = v * pow2(-LIMB_BITS * offset)
+        if scaled.denominator != 1:
+            raise ValueError(f"{v} is not a multiple of 2**(32*{offset})")
+        i = scaled.numerator
+        row = []
+        for _ in range(length - 1):
+            row.append(i & 0xFFFFFFFF)
+            i >>= LIMB_BITS  # floor shift: two's complement digits for negatives
+        if not -(1 << 31) <= i < (1 << 31):
+            raise ValueError(f"{v} does not fit {length} limbs")
+        row.append(i)
+        out.append(row)
+    return out
