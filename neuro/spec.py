@@ -28,6 +28,7 @@ import functools
 import json
 import math
 import re
+import sys
 import tomllib
 import warnings
 from collections.abc import Callable, Iterable, Mapping
@@ -154,11 +155,17 @@ _KINDS = {"time": ("second", '"10 ms"'), "rate": ("hertz", '"15 Hz"'), "number":
 @functools.cache
 def _unit_table() -> dict[str, tuple[Decimal, Any]]:
     """Brian2 unit name -> (SI factor as an exact decimal, Brian2 Dimension).  Imports Brian2."""
-    with warnings.catch_warnings():  # Brian2's import emits pyparsing deprecation warnings
-        warnings.simplefilter("ignore")
-        import brian2.units as units
-        import brian2.units.allunits as allunits
-        from brian2.units.fundamentalunits import Unit
+    # Importing Brian2 emits pyparsing deprecation warnings and replaces sys.excepthook with a
+    # handler that writes debug logs for every uncaught error; we only want its unit tables.
+    hook = sys.excepthook
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import brian2.units as units
+            import brian2.units.allunits as allunits
+            from brian2.units.fundamentalunits import Unit
+    finally:
+        sys.excepthook = hook
 
     table: dict[str, tuple[Decimal, Any]] = {}
     for module in (allunits, units):
