@@ -1,0 +1,643 @@
+"""``UpdateEngine``: the one place where every learning rule changes weights.
+
+Shaped like ``torch.optim.Optimizer`` (``param_groups``, ``step()``, ``state_dict()``), but a rule
+does not leave gradients in ``p.grad``: it hands *weight changes* to the engine, which adds them
+exactly into one quire per parameter.  Loss-based rules contribute the negative gradient.
+
+What ``step()`` computes, for a parameter ``w`` with accumulated exact sum ``S``:
+
+1. If ``torch.distributed`` is initialised: agree on a common limb window (all-reduce MIN of the
+   window's low end, MAX of its high end), widen every worker's quire to it, all-reduce SUM of the
+   int64 limbs and MAX of the NaR mask.  Integer sums are associative, so the result does not
+   depend on the number of workers or on which worker held which contribution.
+2. The update direction ``D``: ``S`` itself; with ``momentum = beta``, the buffer
+   ``m <- round_fmt(beta * m + S)`` (one rounding to the group's format; ``beta * m`` is an exact
+   posit product); with ``adam=True``, Adam moments in the group's format, second moments per
+   grade block (see :meth:`UpdateEngine.step`).
+3. ``lr * D`` exactly: ``lr`` is rounded to the group's format (it is a posit value, the same
+   number on every machine) and written ``lr = sig * 2**e``; the quire's integer limbs are
+   multiplied by the integer ``sig`` and shifted by ``e`` bits (``exact.scale_quire``).  This is
+   done at step time rather than folding ``lr`` into every contribution so that ``lr`` may change
+   between steps (schedules) exactly as with torch optimisers, and so that a contribution is not
+   rounded together with ``lr`` (a three-factor product would be exact too, but ``accumulate`` of
+   a plain delta would then cost an ``fma`` instead of an ``add``).
+4. ``w`` is loaded into a fresh quire exactly (any float64 value, bit for bit), ``lr * D`` is merged
+   in, and the exact sum is rounded ONCE to the parameter's storage format: posits with
+   round-to-nearest-even (``Quire.to_bits``), float32 by rounding the exact value once to float32
+   (the nearest float64 is read first and the exact remainder settles the rare case where it lies
+   exactly halfway between two float32 values, so there is no double-rounding error), or
+   stochastically with a counter-based stream keyed by ``(seed, step, parameter index)``.
+5. The parameter is kept in its type: coefficients outside its grades are set to exactly 0, bounds
+   and Dale's-law signs are clamped (bounds rounded inward to storage values). A rotor parameter
+   instead takes the exponential-map retraction ``R <- R exp(B)``, ``B = <R~ (lr D)>_2`` (with
+   ``D = -G`` this is ``R exp(-lr <R~ G>_2)``), renormalised by ``sqrt(<R R~>_0)`` in float64 and
+   then rounded once to storage; see :func:`rotor_norm_bound` for the ``|R R~ - 1|`` guarantee.
+
+Contributions are values of the group's format: ``accumulate`` / ``accumulate_outer`` round each
+factor to the group's format (as any quire operation does) and then sum products exactly.
+
+Parameters stay ordinary tensors (``nn.Parameter`` or not) updated in place through ``p.data``;
+after registration and after every step their values are exactly representable in their storage
+format. Registration snaps the initial values into storage and type (rounded to nearest storage
+value, projected onto the grades, clamped, rotors normalised).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+from neuro.engine.exact import counter_uniform, quire_from_float64, round_quire, scale_quire, stream_key
+from neuro.numerics import POSIT16, POSIT32, PositFormat, Quire
+from neuro.params import (
+    Bounds,
+    ParamType,
+    Sign,
+    resolve_storage,
+    storage_from_json,
+    storage_name,
+    storage_to_json,
+)
+
+__all__ = ["UpdateEngine", "rotor_norm_bound", "flatten_state_dict", "unflatten_state_dict"]
+
+_ROUNDINGS = ("nearest", "stochastic")
+_STATE_VERSION = 1
+
+
+def _storage_dtype_ok(storage: PositFormat | str, dtype: torch.dtype) -> bool:
+    if storage == "float64":
+        return dtype == torch.float64
+    if storage == "float32" or (isinstance(storage, PositFormat) and storage.fits_float32):
+        return dtype in (torch.float32, torch.float64)
+    return dtype == torch.float64
+
+
+def _snap_inward(value: float, storage: PositFormat | str, upward: bool) -> float:
+    """The storage value nearest to ``value`` on the inside of a bound (``upward``: >= value)."""
+    if math.isinf(value):
+        return value
+    from neuro.engine.exact import next_value
+
+    x = torch.tensor([value], dtype=torch.float64)
+    q = quire_from_float64(storage if isinstance(storage, PositFormat) else POSIT32, x)
+    c = round_quire(q, storage)
+    bad = (c < x) if upward else (c > x)
+    if bool(bad.any()):
+        c = next_value(c, storage, torch.tensor([1 if upward else -1]))
+        if bool(((c < x) if upward else (c > x)).any()):
+            raise ValueError(f"bound {value} lies outside the range of storage {storage_name(storage)}")
+    return float(c[0])
+
+
+def rotor_norm_bound(algebra, storage: PositFormat | str, rounding: str = "nearest") -> float:
+    """Guaranteed bound on ``max |coefficients of (R R~ - 1)|`` for a stored rotor after each step.
+
+    Holds for Euclidean algebras ``Cl(n, 0, 0)`` with ``n <= 3`` (where ``R R~`` of an even element is
+    the scalar ``sum_b r_b**2``). Before rounding, the float64 rotor ``R`` has ``R R~ = 1`` to a few
+    float64 ulps, so ``||R||_2 = 1`` and every coefficient lies in [-1, 1]. Rounding each coefficient
+    changes it by at most ``h`` (half the largest storage gap inside [-1, 1], i.e. half the gap
+    just below 1; a full gap for stochastic rounding), so ``||D||_2 <= sqrt(#even blades) * h``.
+    Each coefficient of ``(R + D)(R + D)~ - R R~ = R D~ + D R~ + D D~`` is a signed sum over a
+    permutation of blades, hence at most ``2 ||R|| ||D|| + ||D||**2`` by Cauchy-Schwarz. Returns that
+    plus 1e-12 for the float64 part. Posit16: 4.9e-4 (Cl(3)); float32: 2.4e-7.
+    """
+    from neuro.engine.exact import next_value
+
+    one = torch.ones(1, dtype=torch.float64)
+    below = float(next_value(one, storage, torch.tensor([-1]))[0])
+    h = (1.0 - below) / (2.0 if rounding == "nearest" else 1.0)
+    blades = max(1, algebra.dim // 2)
+    d = math.sqrt(blades) * h
+    return 2 * d + d * d + 1e-12
+
+
+class _Slot:
+    """Engine-side record of one parameter: its quire, storage, type, counters and buffers."""
+
+    def __init__(self, param: torch.Tensor, index: int, group: dict, name: str):
+        self.param = param
+        self.index = index
+        self.group = group
+        self.name = name
+        ptype: ParamType = group["type"]
+        self.type = ptype
+        fmt: PositFormat = group["format"]
+        self.storage = ptype.storage if ptype.storage is not None else fmt
+        if not isinstance(param, torch.Tensor) or not param.is_floating_point():
+            raise ValueError(f"{name}: parameters must be floating-point tensors, got "
+                             f"{getattr(param, 'dtype', type(param).__name__)}")
+        if not _storage_dtype_ok(self.storage, param.dtype):
+            if isinstance(self.storage, PositFormat):
+                why = (f"{self.storage.name} values have up to {self.storage.max_fraction_bits} fraction "
+                       f"bits and scales 2**{self.storage.min_scale}..2**{self.storage.max_scale}, "
+                       f"which float32 cannot hold exactly")
+                fix = ("make it a float64 tensor (e.g. nn.Parameter(w.double())), or store it as "
+                       "posit16/posit8/float32")
+                need = "float64" if not self.storage.fits_float32 else "float32 or float64"
+            else:
+                why = f"{self.storage} storage"
+                need = "float64" if self.storage == "float64" else "float32 or float64"
+                fix = f"convert it (w.to(torch.{need.split()[0]}))"
+            raise ValueError(
+                f"{name}: storage {storage_name(self.storage)} needs a {need} tensor, got {param.dtype} "
+                f"({why}); {fix}"
+            )
+        ptype.check_shape(param, name)
+        # Shapes: value shape (a Cl(0) trailing 1 dropped, so Cl(0) scalars == plain scalars), and the
+        # quire's shape (leading axis kept, the rest flattened, so outer products are 2-D).
+        vshape = tuple(param.shape)
+        if ptype.is_multivector and ptype.dim == 1:
+            vshape = vshape[:-1]
+        self.vshape = vshape
+        self.qshape = (vshape[0], math.prod(vshape[1:])) if len(vshape) >= 2 else vshape
+        self.quire = Quire(fmt, self.qshape, device=param.device)
+        self.touched = False
+        self.step = 0
+        self.buffers: dict[str, torch.Tensor] = {}
+        self.lo = self.hi = None
+        if isinstance(ptype.constraint, Bounds):
+            self.lo = _snap_inward(float(ptype.constraint.lo), self.storage, upward=True)
+            self.hi = _snap_inward(float(ptype.constraint.hi), self.storage, upward=False)
+            if self.lo > self.hi:
+                raise ValueError(
+                    f"{name}: no {storage_name(self.storage)} value lies inside {ptype.constraint}"
+                )
+
+    # ------------------------------------------------------------------ views
+    def coeffs(self, x: torch.Tensor) -> torch.Tensor:
+        """A tensor of the parameter's shape viewed as ``(..., dim)`` coefficients."""
+        return self.type.value_view(x)
+
+    def to_q(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(self.qshape)
+
+    def from_q(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(self.param.shape)
+
+    # ------------------------------------------------------------------ keeping the type
+    def uniform(self, seed: int, step: int) -> torch.Tensor:
+        return counter_uniform(stream_key(seed, step, self.index), self.qshape, device=self.param.device)
+
+    def round(self, q: Quire, seed: int, step: int, rounding: str | None = None) -> torch.Tensor:
+        rounding = rounding or self.group["rounding"]
+        u = self.uniform(seed, step) if rounding == "stochastic" else None
+        return round_quire(q, self.storage, rounding, u)
+
+    def constrain(self, w: torch.Tensor) -> torch.Tensor:
+        """Project onto the grades and apply bounds / sign; ``w`` float64 of the parameter's shape."""
+        c = self.coeffs(w)
+        c = self.type.project(c)
+        con = self.type.constraint
+        if isinstance(con, Bounds):
+            c = c.clamp(self.lo, self.hi)
+            c = self.type.project(c)
+        elif isinstance(con, Sign):
+            c = c.clamp(min=0.0) if con.kind == "excitatory" else c.clamp(max=0.0)
+            c = c + 0.0  # no negative zeros
+        return c.reshape(self.param.shape)
+
+    def retract(self, r: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        """Rotor retraction in float64: ``R exp(<R~ d>_2)`` renormalised; ``(..., dim)`` in and out."""
+        alg = self.type.algebra
+        b = alg.grade(alg.gp(alg.reverse(r), d), 2)
+        out = alg.gp(r, alg.exp(b))
+        return self.normalise(out)
+
+    def normalise(self, r: torch.Tensor) -> torch.Tensor:
+        alg = self.type.algebra
+        r = self.type.project(r)
+        s = alg.norm_sq(r).abs()
+        if bool((s == 0).any()) or not bool(torch.isfinite(s).all()):
+            raise ValueError(f"{self.name}: a rotor parameter has a zero or non-finite norm; "
+                             f"initialise rotors to unit even multivectors (e.g. the scalar 1)")
+        return r / s.sqrt().unsqueeze(-1)
+
+    def snap(self, values: torch.Tensor) -> torch.Tensor:
+        """Round float64 values to the nearest storage values and keep them in the type (rotors are
+        normalised first); used once, when the parameter is registered."""
+        if self.type.constraint == "rotor":
+            values = self.normalise(self.coeffs(values)).reshape(self.param.shape)
+        q = quire_from_float64(self.group["format"], self.to_q(values))
+        return self.constrain(self.from_q(self.round(q, 0, 0, "nearest")))
+
+    def write(self, w: torch.Tensor) -> None:
+        with torch.no_grad():
+            self.param.data.copy_(w.to(self.param.dtype))
+
+
+class UpdateEngine:
+    """Exact, order-independent weight updates for every learning rule (see the module docstring).
+
+    Args:
+        params: an iterable of tensors, or of dicts (parameter groups) with key ``"params"`` and any of
+            the options below (overriding the defaults), plus optional ``"names"`` (one string per
+            parameter, used in error messages).
+        format: the group's PositFormat: the quire's format, the format contributions are rounded to,
+            the format of ``lr`` and of momentum/Adam buffers, and the default storage format.
+        lr: learning rate (dimensionless factor on the accumulated weight change); rounded to
+            ``format`` when used.
+        rounding: ``"nearest"`` or ``"stochastic"``.
+        seed: seed of the counter-based stochastic-rounding stream, keyed by (seed, step, param index).
+        momentum: ``beta`` of heavy-ball momentum ``m <- beta m + S``, ``w <- w + lr m`` (0: off).
+        adam: use Adam-style moments (``betas``, ``eps``) with second moments per grade block.
+        type: the group's :class:`~neuro.params.ParamType` (default: plain scalars).
+    """
+
+    def __init__(
+        self,
+        params: Iterable[torch.Tensor] | Iterable[dict],
+        *,
+        format: PositFormat = POSIT16,
+        lr: float = 1.0,
+        rounding: str = "nearest",
+        seed: int = 0,
+        momentum: float = 0.0,
+        adam: bool = False,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        type: ParamType | None = None,
+    ) -> None:
+        self.defaults: dict[str, Any] = dict(
+            format=format, lr=lr, rounding=rounding, momentum=momentum, adam=adam,
+            betas=tuple(betas), eps=eps, type=type if type is not None else ParamType(),
+        )
+        self.seed = int(seed)
+        self.param_groups: list[dict] = []
+        self._slots: list[_Slot] = []
+        self._by_id: dict[int, _Slot] = {}
+        params = list(params)
+        if not params:
+            raise ValueError("UpdateEngine: got an empty parameter list")
+        groups = params if isinstance(params[0], dict) else [{"params": params}]
+        for g in groups:
+            self.add_param_group(g)
+
+    # ------------------------------------------------------------------ groups
+    def add_param_group(self, group: dict) -> None:
+        """Add a parameter group (dict with ``"params"`` and optional per-group options)."""
+        if not isinstance(group, dict) or "params" not in group:
+            raise ValueError("UpdateEngine: a parameter group is a dict with a 'params' key")
+        unknown = set(group) - set(self.defaults) - {"params", "names"}
+        if unknown:
+            raise ValueError(f"UpdateEngine: unknown parameter-group option(s) {sorted(unknown)}; "
+                             f"allowed: {sorted(self.defaults)} and 'names'")
+        g = {**self.defaults, **group}
+        params = g["params"]
+        params = [params] if isinstance(params, torch.Tensor) else list(params)
+        g["params"] = params
+        gi = len(self.param_groups)
+        names = g.get("names") or [f"param_groups[{gi}]['params'][{i}]" for i in range(len(params))]
+        if len(names) != len(params):
+            raise ValueError(f"UpdateEngine: group {gi} has {len(params)} params but {len(names)} names")
+        g["names"] = list(names)
+        self._check_options(g, gi)
+        for p, name in zip(params, names):
+            if id(p) in self._by_id:
+                raise ValueError(f"{name}: this tensor is already registered with the engine "
+                                 f"(as {self._by_id[id(p)].name})")
+            slot = _Slot(p, len(self._slots), g, name)
+            with torch.no_grad():
+                slot.write(slot.snap(p.detach().to(torch.float64)))
+            self._slots.append(slot)
+            self._by_id[id(p)] = slot
+        self.param_groups.append(g)
+
+    @staticmethod
+    def _check_options(g: dict, gi: int) -> None:
+        where = f"UpdateEngine group {gi}"
+        if not isinstance(g["format"], PositFormat):
+            fmt = resolve_storage(g["format"]) if isinstance(g["format"], str) else g["format"]
+            if not isinstance(fmt, PositFormat):
+                raise ValueError(f"{where}: format must be a PositFormat (the quire's format), e.g. POSIT16; "
+                                 f"got {g['format']!r}. Use ParamType(storage='float32') for float storage")
+            g["format"] = fmt
+        if g["rounding"] not in _ROUNDINGS:
+            raise ValueError(f"{where}: rounding must be one of {_ROUNDINGS}, got {g['rounding']!r}")
+        if not isinstance(g["type"], ParamType):
+            raise ValueError(f"{where}: type must be a ParamType, got {g['type']!r}")
+        if not (isinstance(g["lr"], int | float) and math.isfinite(g["lr"]) and g["lr"] >= 0):
+            raise ValueError(f"{where}: lr must be a finite number >= 0, got {g['lr']!r}")
+        if not 0 <= g["momentum"] < 1:
+            raise ValueError(f"{where}: momentum must lie in [0, 1), got {g['momentum']!r}")
+        if g["adam"] and g["momentum"]:
+            raise ValueError(f"{where}: choose momentum or adam, not both")
+        g["betas"] = tuple(float(b) for b in g["betas"])
+
+    # ------------------------------------------------------------------ contributions
+    def _slot(self, param: torch.Tensor) -> _Slot:
+        slot = self._by_id.get(id(param))
+        if slot is None or slot.param is not param:
+            shape = tuple(getattr(param, "shape", ()))
+            raise ValueError(f"UpdateEngine: this tensor (shape {shape}) is not a parameter of the engine; "
+                             f"pass it in `params` when building the engine (or add_param_group)")
+        return slot
+
+    def accumulate(self, param: torch.Tensor, delta: torch.Tensor) -> None:
+        """Add a weight change exactly: ``delta`` has ``param``'s shape, or extra leading dims (e.g.
+        per-sample contributions ``(batch, *param.shape)``) that are summed exactly. Each entry is
+        first rounded to the group's format. Same unit as the parameter (per unit ``lr``)."""
+        slot = self._slot(param)
+        if not isinstance(delta, torch.Tensor):
+            delta = torch.as_tensor(delta, dtype=torch.float64)
+        pshape = tuple(param.shape)
+        if delta.dim() < len(pshape) or tuple(delta.shape[delta.dim() - len(pshape):]) != pshape:
+            raise ValueError(f"{slot.name}: delta of shape {tuple(delta.shape)} must have the parameter's "
+                             f"shape {pshape}, optionally with extra leading dims that are summed")
+        extra = tuple(delta.shape[: delta.dim() - len(pshape)])
+        slot.quire.add(delta.reshape(*extra, *slot.qshape))
+        slot.touched = True
+
+    def accumulate_outer(
+        self,
+        param: torch.Tensor,
+        post: torch.Tensor,
+        pre: torch.Tensor,
+        scale: torch.Tensor | float | None = None,
+    ) -> None:
+        """Add ``sum_k scale * post[k, m] * pre[k, ...]`` exactly into ``param[m, ...]``.
+
+        Args:
+            param: a parameter of shape ``(M, *rest)`` (``rest`` includes a multivector axis).
+            post: ``(K, M)`` or ``(M,)`` (e.g. postsynaptic spikes or errors over K = time x batch).
+            pre: ``(K, *rest)`` or ``rest`` (e.g. presynaptic spikes or traces).
+            scale: None, a scalar, or a tensor broadcastable to ``post`` (e.g. ``A_plus``, a reward
+                per sample); rounded to the group's format, the three-factor product is exact.
+        """
+        slot = self._slot(param)
+        if len(slot.qshape) != 2:
+            raise ValueError(f"{slot.name}: accumulate_outer needs a parameter with at least 2 value "
+                             f"axes (M, N...), got shape {tuple(param.shape)}")
+        post = post if isinstance(post, torch.Tensor) else torch.as_tensor(post, dtype=torch.float64)
+        pre = pre if isinstance(pre, torch.Tensor) else torch.as_tensor(pre, dtype=torch.float64)
+        rest = tuple(slot.vshape[1:])
+        if post.dim() == 1:
+            post = post.unsqueeze(0)
+        if tuple(pre.shape) == rest:
+            pre = pre.unsqueeze(0)
+        if post.dim() != 2 or post.shape[1] != slot.qshape[0] or tuple(pre.shape[1:]) != rest \
+                or pre.shape[0] != post.shape[0]:
+            raise ValueError(f"{slot.name}: accumulate_outer expects post (K, {slot.qshape[0]}) and pre "
+                             f"(K, {', '.join(map(str, rest))}), got post {tuple(post.shape)} and pre "
+                             f"{tuple(pre.shape)}")
+        slot.quire.add_outer(post, pre.reshape(pre.shape[0], -1), scale)
+        slot.touched = True
+
+    def clear(self) -> None:
+        """Drop every pending contribution (like ``zero_grad``); quire windows stay allocated."""
+        for slot in self._slots:
+            slot.quire.clear()
+            slot.touched = False
+
+    # ------------------------------------------------------------------ distributed merge
+    def _all_reduce(self) -> None:
+        import torch.distributed as dist
+
+        big = 1 << 40
+        meta = torch.zeros(len(self._slots), 3, dtype=torch.int64)
+        for i, slot in enumerate(self._slots):
+            limbs = slot.quire.limbs
+            length = limbs.shape[-1]
+            lo, hi = (slot.quire.offset, slot.quire.offset + length) if length else (big, -big)
+            meta[i] = torch.tensor([-lo, hi, int(slot.touched)])
+        dist.all_reduce(meta, op=dist.ReduceOp.MAX)
+        for i, slot in enumerate(self._slots):
+            lo, hi, touched = -int(meta[i, 0]), int(meta[i, 1]), bool(meta[i, 2])
+            slot.touched = touched
+            if not touched or hi <= lo:
+                continue
+            q = slot.quire
+            q.widen(lo, hi + 1)  # one spare limb on top for the carries of the sum
+            limbs = q.limbs.clone()
+            nar = q.nar.to(torch.uint8)
+            dist.all_reduce(limbs, op=dist.ReduceOp.SUM)
+            dist.all_reduce(nar, op=dist.ReduceOp.MAX)
+            slot.quire = Quire.from_limbs(q.fmt, limbs, lo, nar.bool())
+
+    # ------------------------------------------------------------------ step
+    def _lr_parts(self, fmt: PositFormat, value: float) -> tuple[int, int]:
+        sig, exp, _ = fmt.decompose(fmt.encode(torch.tensor([float(value)], dtype=torch.float64)))
+        return int(sig[0]), int(exp[0])
+
+    def effective_lr(self, group: dict) -> float:
+        """The learning rate actually used: ``group['lr']`` rounded to the group's format."""
+        return float(group["format"].quantize(torch.tensor([float(group["lr"])], dtype=torch.float64))[0]) \
+            if group["lr"] else 0.0
+
+    def _direction(self, slot: _Slot) -> Quire:
+        """The exact update direction D (a quire of the slot's quire shape)."""
+        g = slot.group
+        fmt: PositFormat = g["format"]
+        s = slot.quire
+        if g["momentum"]:
+            m_old = slot.buffers.get("momentum_buffer")
+            qm = s.clone()
+            if m_old is not None:
+                beta, beta_e = self._lr_parts(fmt, g["momentum"])
+                qm.merge(scale_quire(quire_from_float64(fmt, m_old.to(torch.float64)), beta, beta_e))
+            m_new = fmt.decode(qm.to_bits())
+            slot.buffers["momentum_buffer"] = m_new.to(self._buffer_dtype(fmt))
+            return quire_from_float64(fmt, m_new)
+        if g["adam"]:
+            return self._adam(slot, fmt, s)
+        return s
+
+    @staticmethod
+    def _buffer_dtype(fmt: PositFormat) -> torch.dtype:
+        return torch.float32 if fmt.fits_float32 else torch.float64
+
+    def _adam(self, slot: _Slot, fmt: PositFormat, s: Quire) -> Quire:
+        """Adam with moments in the group's format and second moments per grade block.
+
+        ``m <- round(b1 m + (1 - b1) S)`` exactly before the one rounding (posit products on limbs);
+        ``v_k <- round(b2 v_k + (1 - b2) mean_{blades of grade k} S**2)`` (float64, deterministic);
+        direction ``m_hat / (sqrt(v_hat) + eps)`` broadcast over each grade block, in float64, then
+        multiplied by ``lr`` exactly. Per-block (not per-coefficient) second moments keep the update
+        equivariant under rotors.
+        """
+        g = slot.group
+        b1, b2 = g["betas"]
+        t = slot.step + 1
+        qm = scale_quire(s, *self._lr_parts(fmt, 1.0 - b1))
+        if "exp_avg" in slot.buffers:
+            qm.merge(scale_quire(quire_from_float64(fmt, slot.buffers["exp_avg"].to(torch.float64)),
+                                 *self._lr_parts(fmt, b1)))
+        m = fmt.decode(qm.to_bits())
+        sf = slot.coeffs(slot.from_q(s.to_float()))  # (..., dim)
+        grades = slot.type.blade_grades.to(sf.device)
+        blocks = list(slot.type.grades)
+        sq = torch.stack([(sf[..., grades == k] ** 2).mean(-1) for k in blocks], -1)  # (..., nblocks)
+        v_old = slot.buffers.get("exp_avg_sq")
+        v = (1.0 - b2) * sq if v_old is None else b2 * v_old.to(torch.float64) + (1.0 - b2) * sq
+        v = fmt.quantize(v)
+        slot.buffers["exp_avg"] = m.to(self._buffer_dtype(fmt))
+        slot.buffers["exp_avg_sq"] = v.to(self._buffer_dtype(fmt))
+        block_of = torch.zeros(slot.type.dim, dtype=torch.long)
+        for j, k in enumerate(blocks):
+            block_of[slot.type.blade_grades == k] = j
+        v_full = v[..., block_of.to(v.device)]
+        m_c = slot.coeffs(slot.from_q(m))
+        d = (m_c / (1 - b1**t)) / ((v_full / (1 - b2**t)).sqrt() + g["eps"])
+        return quire_from_float64(fmt, slot.to_q(d.reshape(slot.param.shape)))
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """Apply every parameter's accumulated contributions (see the module docstring), then clear.
+
+        Parameters with no contribution since the last step are left untouched (their step counters
+        do not advance). Raises FloatingPointError, leaving that parameter unchanged, when its
+        exact sum is NaR (a NaN/inf contribution or a sum beyond the quire's range).
+        """
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            self._all_reduce()
+        for slot in self._slots:
+            if not slot.touched:
+                continue
+            if bool(slot.quire.nar.any()):
+                raise FloatingPointError(
+                    f"{slot.name}: the accumulated update is NaR (a NaN/inf contribution, or a sum beyond "
+                    f"the {slot.quire.fmt.name} quire's range); the parameter was left unchanged"
+                )
+            g = slot.group
+            fmt: PositFormat = g["format"]
+            direction = self._direction(slot)
+            sig, e = self._lr_parts(fmt, g["lr"]) if g["lr"] else (0, 0)
+            lr_d = scale_quire(direction, sig, e)
+            w = slot.param.detach().to(torch.float64)
+            if slot.type.constraint == "rotor":
+                d = slot.coeffs(slot.from_q(lr_d.to_float()))
+                r_new = slot.retract(slot.coeffs(w), d).reshape(slot.param.shape)
+                new = slot.constrain(slot.from_q(slot.round(quire_from_float64(fmt, slot.to_q(r_new)),
+                                                            self.seed, slot.step)))
+            else:
+                total = quire_from_float64(fmt, slot.to_q(w))
+                total.merge(lr_d)
+                new = slot.constrain(slot.from_q(slot.round(total, self.seed, slot.step)))
+            slot.write(new)
+            slot.quire.clear()
+            slot.touched = False
+            slot.step += 1
+
+    # ------------------------------------------------------------------ memory
+    def quire_bytes(self) -> int:
+        """Bytes of quire state currently allocated over all parameters (limbs + NaR masks)."""
+        return sum(slot.quire.nbytes for slot in self._slots)
+
+    def buffer_bytes(self) -> int:
+        """Bytes of momentum / Adam buffers."""
+        return sum(b.numel() * b.element_size() for s in self._slots for b in s.buffers.values())
+
+    def parameters(self) -> list[torch.Tensor]:
+        """The registered parameters in engine order (the index used by state_dict and the RNG)."""
+        return [s.param for s in self._slots]
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        """Everything needed to resume bit-exactly: tensors and JSON-able values only.
+
+        ``{"version", "seed", "state": {index: {"step", "touched", "quire_limbs", "quire_offset",
+        "quire_nar", buffers...}}, "param_groups": [{..., "params": [indices], "format": {...},
+        "type": {...}}]}``. ``step`` is also the stochastic-rounding counter. Use
+        :func:`flatten_state_dict` to get ``(dict of tensors, JSON metadata)`` for safetensors.
+        """
+        state: dict[int, dict] = {}
+        for slot in self._slots:
+            q = slot.quire
+            entry: dict[str, Any] = {
+                "step": slot.step,
+                "touched": slot.touched,
+                "quire_limbs": q.limbs.clone(),
+                "quire_offset": q.offset,
+                "quire_nar": q.nar.clone(),
+            }
+            for k, b in slot.buffers.items():
+                entry[k] = b.clone()
+            state[slot.index] = entry
+        groups = []
+        for g in self.param_groups:
+            groups.append({
+                "params": [self._by_id[id(p)].index for p in g["params"]],
+                "names": list(g["names"]),
+                "format": storage_to_json(g["format"]),
+                "lr": float(g["lr"]),
+                "rounding": g["rounding"],
+                "momentum": float(g["momentum"]),
+                "adam": bool(g["adam"]),
+                "betas": list(g["betas"]),
+                "eps": float(g["eps"]),
+                "type": g["type"].to_json(),
+            })
+        return {"version": _STATE_VERSION, "seed": self.seed, "state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Restore a state written by :meth:`state_dict` into an engine built on the same parameters
+        (same groups, shapes, formats and types). Group options (lr, rounding, ...) are restored."""
+        if state_dict.get("version") != _STATE_VERSION:
+            raise ValueError(
+                f"UpdateEngine.load_state_dict: unsupported state version {state_dict.get('version')}"
+            )
+        groups = state_dict["param_groups"]
+        if len(groups) != len(self.param_groups):
+            raise ValueError(f"UpdateEngine.load_state_dict: {len(groups)} groups saved, engine has "
+                             f"{len(self.param_groups)}")
+        for gi, (saved, g) in enumerate(zip(groups, self.param_groups)):
+            if len(saved["params"]) != len(g["params"]):
+                raise ValueError(f"UpdateEngine.load_state_dict: group {gi} has {len(saved['params'])} saved "
+                                 f"params, engine has {len(g['params'])}")
+            if storage_from_json(saved["format"]) != g["format"] or \
+                    ParamType.from_json(saved["type"]) != g["type"]:
+                raise ValueError(f"UpdateEngine.load_state_dict: group {gi} was saved with format "
+                                 f"{saved['format']} and type {saved['type']}, engine has "
+                                 f"{storage_name(g['format'])} and {g['type']}")
+        self.seed = int(state_dict["seed"])
+        for saved, g in zip(groups, self.param_groups):
+            for key in ("lr", "rounding", "momentum", "adam", "eps"):
+                g[key] = saved[key]
+            g["betas"] = tuple(saved["betas"])
+            for idx, p in zip(saved["params"], g["params"]):
+                slot = self._by_id[id(p)]
+                saved_state = state_dict["state"]
+                entry = saved_state[idx] if idx in saved_state else saved_state[str(idx)]
+                limbs = entry["quire_limbs"].to(device=p.device, dtype=torch.int64)
+                if tuple(limbs.shape[:-1]) != tuple(slot.qshape):
+                    raise ValueError(f"{slot.name}: saved quire has shape {tuple(limbs.shape[:-1])}, "
+                                     f"expected {slot.qshape}")
+                slot.quire = Quire.from_limbs(g["format"], limbs, int(entry["quire_offset"]),
+                                              entry["quire_nar"].to(device=p.device, dtype=torch.bool))
+                slot.step = int(entry["step"])
+                slot.touched = bool(entry["touched"])
+                slot.buffers = {k: v.clone().to(p.device) for k, v in entry.items()
+                                if isinstance(v, torch.Tensor) and not k.startswith("quire_")}
+
+
+def flatten_state_dict(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """Split a state dict into ``({"state.<i>.<key>": tensor}, JSON-able metadata)`` (for safetensors)."""
+    tensors: dict[str, torch.Tensor] = {}
+    meta_state: dict[str, dict] = {}
+    for idx, entry in state_dict["state"].items():
+        m: dict[str, Any] = {}
+        for k, v in entry.items():
+            if isinstance(v, torch.Tensor):
+                tensors[f"state.{idx}.{k}"] = v.contiguous()
+            else:
+                m[k] = v
+        meta_state[str(idx)] = m
+    meta = {k: v for k, v in state_dict.items() if k != "state"}
+    meta["state"] = meta_state
+    return tensors, meta
+
+
+def unflatten_state_dict(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    """Inverse of :func:`flatten_state_dict`."""
+    state: dict[int, dict] = {int(i): dict(m) for i, m in meta["state"].items()}
+    for name, t in tensors.items():
+        _, idx, key = name.split(".", 2)
+        state.setdefault(int(idx), {})[key] = t
+    out = {k: v for k, v in meta.items() if k != "state"}
+    out["state"] = state
+    return out
