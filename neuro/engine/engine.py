@@ -245,6 +245,8 @@ class UpdateEngine:
         momentum: ``beta`` of heavy-ball momentum ``m <- beta m + S``, ``w <- w + lr m`` (0: off).
         adam: use Adam-style moments (``betas``, ``eps``) with second moments per grade block.
         type: the group's :class:`~neuro.params.ParamType` (default: plain scalars).
+        process_group: the ``torch.distributed`` group whose workers' contributions are merged at
+            each step (default: the whole world, when torch.distributed is initialised).
     """
 
     def __init__(
@@ -260,12 +262,14 @@ class UpdateEngine:
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         type: ParamType | None = None,
+        process_group: Any = None,
     ) -> None:
         self.defaults: dict[str, Any] = dict(
             format=format, lr=lr, rounding=rounding, momentum=momentum, adam=adam,
             betas=tuple(betas), eps=eps, type=type if type is not None else ParamType(),
         )
         self.seed = int(seed)
+        self.process_group = process_group
         self.param_groups: list[dict] = []
         self._slots: list[_Slot] = []
         self._by_id: dict[int, _Slot] = {}
@@ -403,7 +407,8 @@ class UpdateEngine:
             length = limbs.shape[-1]
             lo, hi = (slot.quire.offset, slot.quire.offset + length) if length else (big, -big)
             meta[i] = torch.tensor([-lo, hi, int(slot.touched)])
-        dist.all_reduce(meta, op=dist.ReduceOp.MAX)
+        group = self.process_group
+        dist.all_reduce(meta, op=dist.ReduceOp.MAX, group=group)
         for i, slot in enumerate(self._slots):
             lo, hi, touched = -int(meta[i, 0]), int(meta[i, 1]), bool(meta[i, 2])
             slot.touched = touched
@@ -413,8 +418,8 @@ class UpdateEngine:
             q.widen(lo, hi + 1)  # one spare limb on top for the carries of the sum
             limbs = q.limbs.clone()
             nar = q.nar.to(torch.uint8)
-            dist.all_reduce(limbs, op=dist.ReduceOp.SUM)
-            dist.all_reduce(nar, op=dist.ReduceOp.MAX)
+            dist.all_reduce(limbs, op=dist.ReduceOp.SUM, group=group)
+            dist.all_reduce(nar, op=dist.ReduceOp.MAX, group=group)
             slot.quire = Quire.from_limbs(q.fmt, limbs, lo, nar.bool())
 
     # ------------------------------------------------------------------ step
