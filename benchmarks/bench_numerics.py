@@ -60,7 +60,9 @@ QUICK = {
     "softposit_n": 2 * 10**3,
     "outer_shapes": [(512, 32, 32), (4096, 16, 16)],
 }
+ENCODE_INPUTS = ("normal", "wide")
 REPEATS = 3
+MIN_TOTAL_S = 1.0  # fast calls are repeated (>= REPEATS times) until this much time is spent
 BUDGET_S = 30.0  # stop repeating a measurement once it has used this much time (>= 1 run)
 
 
@@ -126,13 +128,21 @@ def _fmt_rate(per_s: float) -> str:
 
 
 # --------------------------------------------------------------------------------- inputs
-def codec_inputs(n: int, gen: torch.Generator) -> torch.Tensor:
-    """``n`` float64 values, random sign, magnitudes log-uniform in [2**-40, 2**40], some specials."""
-    mag = torch.exp2(torch.rand(n, generator=gen, dtype=torch.float64) * 80 - 40)
-    sign = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0).to(torch.float64)
-    x = mag * sign
-    x[:: max(1, n // 64)] = 0.0
-    return x
+def codec_inputs(kind: str, n: int, gen: torch.Generator) -> torch.Tensor:
+    """``n`` float64 values to encode.
+
+    ``normal``: standard normal (weights, gradients).  ``wide``: random sign, magnitude log-uniform
+    in [2**-40, 2**40] (beyond posit8's range: exercises saturation), one value in 64 is zero.
+    """
+    if kind == "normal":
+        return torch.randn(n, generator=gen, dtype=torch.float64)
+    if kind == "wide":
+        mag = torch.exp2(torch.rand(n, generator=gen, dtype=torch.float64) * 80 - 40)
+        sign = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0).to(torch.float64)
+        x = mag * sign
+        x[:: 64] = 0.0
+        return x
+    raise ValueError(f"unknown input kind {kind!r}")
 
 
 def pattern_inputs(fmt: PositFormat, n: int, gen: torch.Generator) -> torch.Tensor:
@@ -178,55 +188,58 @@ def softposit_name(width: int) -> str:
 
 # --------------------------------------------------------------------------------- measurements
 def bench_codec(cfg: dict, progress: Progress) -> list[dict]:
+    """One row per (format, operation, input kind): our throughput, SoftPosit's, the ratio."""
     gen = torch.Generator().manual_seed(SEED)
     n, n_sp = cfg["codec_n"], cfg["softposit_n"]
-    x = codec_inputs(n, gen)
-    sp_cache: dict[int, dict] = {}
+    floats = {kind: codec_inputs(kind, n, gen) for kind in ENCODE_INPUTS}
+    sp_cache: dict[tuple[int, str], dict] = {}
     rows = []
     for fmt, width, same in CODEC_FORMATS:
-        bits_in = pattern_inputs(fmt, n, gen)
-        fmt.decode(fmt.encode(x[:1000]))  # warm-up
-        t_enc, r_enc, _ = best_time(lambda fmt=fmt: fmt.encode(x))
-        progress(f"encode {fmt.name} ({n:.0e} values)", t_enc, r_enc)
-        t_dec, r_dec, _ = best_time(lambda fmt=fmt, b=bits_in: fmt.decode(b))
-        progress(f"decode {fmt.name} ({n:.0e} patterns)", t_dec, r_dec)
+        enc, dec = softposit_codec(width)
+        patterns = pattern_inputs(fmt, n, gen)
+        jobs = [("encode", kind, floats[kind]) for kind in ENCODE_INPUTS] + [("decode", "patterns", patterns)]
+        for op, kind, data in jobs:
+            fn = fmt.encode if op == "encode" else fmt.decode
+            fn(data[:4096])  # warm-up (builds any lookup tables)
+            t, runs, _ = best_time(lambda fn=fn, data=data: fn(data), min_total_s=MIN_TOTAL_S)
+            progress(f"{op} {fmt.name} ({n:.0e} {kind})", t, runs)
 
-        if width not in sp_cache:
-            enc, dec = softposit_codec(width)
-            xs = x[:n_sp].tolist()
-            # SoftPosit writes NaR as 0x80..0 and decodes it to inf; sample real patterns only
-            pats = [b for b in pattern_inputs(fmt, 2 * n_sp, gen).tolist() if b != 1 << (width - 1)][:n_sp]
-            t_sp_enc, r, sp_bits = best_time(lambda enc=enc, xs=xs: [enc(v) for v in xs])
-            progress(f"SoftPosit encode loop {width}-bit ({n_sp:.0e} values)", t_sp_enc, r)
-            t_sp_dec, r, sp_vals = best_time(lambda dec=dec, pats=pats: [dec(b) for b in pats])
-            progress(f"SoftPosit decode loop {width}-bit ({n_sp:.0e} patterns)", t_sp_dec, r)
-            sp_cache[width] = {
-                "enc_rate": n_sp / t_sp_enc, "dec_rate": n_sp / t_sp_dec,
-                "bits": sp_bits, "pats": pats, "vals": sp_vals,
-            }
-        sp = sp_cache[width]
-        agree = None
-        if same:  # our results on the SoftPosit sample, bit for bit
-            ours_bits = fmt.encode(x[:n_sp]).tolist()
-            ours_vals = fmt.decode(torch.tensor(sp["pats"], dtype=torch.int64)).tolist()
-            agree = ours_bits == sp["bits"] and ours_vals == sp["vals"]
-        enc_rate, dec_rate = n / t_enc, n / t_dec
-        rows.append({
-            "format": fmt.name,
-            "n": n,
-            "encode_s": t_enc,
-            "decode_s": t_dec,
-            "encode_values_per_s": enc_rate,
-            "decode_values_per_s": dec_rate,
-            "softposit_reference": softposit_name(width),
-            "softposit_same_format": same,
-            "softposit_n": n_sp,
-            "softposit_encode_values_per_s": sp["enc_rate"],
-            "softposit_decode_values_per_s": sp["dec_rate"],
-            "encode_speedup": enc_rate / sp["enc_rate"],
-            "decode_speedup": dec_rate / sp["dec_rate"],
-            "agrees_with_softposit": agree,
-        })
+            key = (width, kind)
+            if key not in sp_cache:
+                if op == "encode":
+                    sample = data[:n_sp].tolist()
+                    loop = enc
+                else:  # SoftPosit decodes NaR to inf: time real patterns only
+                    sample = [b for b in data[: 2 * n_sp].tolist() if b != 1 << (width - 1)][:n_sp]
+                    loop = dec
+                t_sp, runs_sp, out = best_time(lambda loop=loop, sample=sample: [loop(v) for v in sample])
+                progress(f"SoftPosit {op} loop {width}-bit ({n_sp:.0e} {kind})", t_sp, runs_sp)
+                sp_cache[key] = {"seconds": t_sp, "n": len(sample), "in": sample, "out": out}
+            sp = sp_cache[key]
+            agree = None
+            if same:  # our results on the SoftPosit sample, bit for bit
+                if op == "encode":
+                    ours = fmt.encode(torch.tensor(sp["in"], dtype=torch.float64)).tolist()
+                else:
+                    ours = fmt.decode(torch.tensor(sp["in"], dtype=torch.int64)).tolist()
+                agree = ours == sp["out"]
+            rate, sp_rate = n / t, sp["n"] / sp["seconds"]
+            rows.append({
+                "format": fmt.name,
+                "op": op,
+                "inputs": kind,
+                "n": n,
+                "seconds": t,
+                "runs": runs,
+                "values_per_s": rate,
+                "softposit_reference": softposit_name(width),
+                "softposit_same_format": same,
+                "softposit_n": sp["n"],
+                "softposit_seconds": sp["seconds"],
+                "softposit_values_per_s": sp_rate,
+                "speedup": rate / sp_rate,
+                "agrees_with_softposit": agree,
+            })
     return rows
 
 
@@ -241,7 +254,7 @@ def bench_outer(cfg: dict, progress: Progress) -> list[dict]:
             post_t = post.T.contiguous()  # what a caller would hold; the transpose is not timed
             torch.matmul(post_t, pre)  # warm-up
             Quire(fmt, (m, n)).add_outer(post[:64], pre[:64])
-            t_mm, r_mm, _ = best_time(lambda a=post_t, b=pre: torch.matmul(a, b), min_total_s=0.25)
+            t_mm, r_mm, _ = best_time(lambda a=post_t, b=pre: torch.matmul(a, b), min_total_s=MIN_TOTAL_S)
             progress(f"float32 matmul  {kind:6s} {shape}", t_mm, r_mm)
 
 
@@ -282,21 +295,22 @@ def bench_outer(cfg: dict, progress: Progress) -> list[dict]:
 
 # --------------------------------------------------------------------------------- report
 def print_report(codec: list[dict], outer: list[dict]) -> None:
-    print("\nEncode / decode throughput (values/s; ratio = ours / SoftPosit per-element Python loop)")
-    head = (f"{'format':<9s} {'encode':>9s} {'SoftPosit':>10s} {'ratio':>7s}   "
-            f"{'decode':>9s} {'SoftPosit':>10s} {'ratio':>7s}   {'reference (bit-exact?)'}")
+    print("\nEncode / decode throughput (values/s); ratio = ours / SoftPosit per-element Python loop")
+    head = (f"{'format':<9s} {'op':<7s} {'inputs':<9s} {'ours':>9s} {'SoftPosit':>10s} {'ratio':>8s}  "
+            f"{'SoftPosit reference':<26s} {'bit-exact'}")
     print(head)
     print("-" * len(head))
     for r in codec:
         star = " " if r["softposit_same_format"] else "*"
         agree = {True: "yes", False: "NO", None: "n/a"}[r["agrees_with_softposit"]]
         print(
-            f"{r['format']:<9s} {_fmt_rate(r['encode_values_per_s']):>9s} "
-            f"{_fmt_rate(r['softposit_encode_values_per_s']):>10s} {r['encode_speedup']:6.1f}x{star}  "
-            f"{_fmt_rate(r['decode_values_per_s']):>9s} "
-            f"{_fmt_rate(r['softposit_decode_values_per_s']):>10s} {r['decode_speedup']:6.1f}x{star}  "
-            f"{r['softposit_reference']} ({agree})"
+            f"{r['format']:<9s} {r['op']:<7s} {r['inputs']:<9s} {_fmt_rate(r['values_per_s']):>9s} "
+            f"{_fmt_rate(r['softposit_values_per_s']):>10s} {r['speedup']:7.1f}x{star} "
+            f"{r['softposit_reference']:<26s} {agree}"
         )
+    print("inputs: normal = randn float64; wide = log-uniform magnitudes 2^-40..2^40, random sign,")
+    print("1/64 zeros; patterns = uniformly random bit patterns.  SoftPosit: per-element loop over a Python")
+    print("list, timed on a slice and extrapolated; bit-exact = our output equals SoftPosit's on that slice.")
     if any(not r["softposit_same_format"] for r in codec):
         print("* SoftPosit has no b-posits: compared with its posit<16,2> loop.")
 
@@ -327,10 +341,11 @@ def main(argv: list[str] | None = None) -> int:
     print("bench_numerics" + (" --quick" if args.quick else ""))
     info = print_machine()
     n_sp_widths = len({w for _, w, _ in CODEC_FORMATS})
-    total = 2 * len(CODEC_FORMATS) + 2 * n_sp_widths + 2 * 2 * len(cfg["outer_shapes"])
+    per_format = len(ENCODE_INPUTS) + 1
+    total = (per_format * (len(CODEC_FORMATS) + n_sp_widths)) + 2 * 2 * len(cfg["outer_shapes"])
     progress = Progress(total)
-    print(f"\nmeasuring ({total} measurements; best of {REPEATS} unless one run exceeds {BUDGET_S:.0f} s)",
-          flush=True)
+    print(f"\nmeasuring ({total} measurements; best of >= {REPEATS} runs, fast calls repeated for "
+          f">= {MIN_TOTAL_S:g} s, slow ones stopped after {BUDGET_S:.0f} s)", flush=True)
     t0 = time.perf_counter()
     codec = bench_codec(cfg, progress)
     outer = bench_outer(cfg, progress)
@@ -344,7 +359,8 @@ def main(argv: list[str] | None = None) -> int:
             "benchmark": "bench_numerics",
             "quick": bool(args.quick),
             "machine": info,
-            "config": {"repeats": REPEATS, "budget_s": BUDGET_S, **cfg},
+            "config": {"repeats": REPEATS, "budget_s": BUDGET_S, "min_total_s": MIN_TOTAL_S,
+                       "encode_inputs": list(ENCODE_INPUTS), **cfg},
             "codec": codec,
             "add_outer": outer,
             "wall_s": wall,

@@ -15,18 +15,15 @@ REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "benchmarks" / "bench_numerics.py"
 
 CODEC_KEYS = {
-    "format", "n", "encode_s", "decode_s", "encode_values_per_s", "decode_values_per_s",
-    "softposit_reference", "softposit_n", "softposit_encode_values_per_s",
-    "softposit_decode_values_per_s", "encode_speedup", "decode_speedup", "agrees_with_softposit",
+    "format", "op", "inputs", "n", "seconds", "values_per_s", "softposit_reference", "softposit_n",
+    "softposit_seconds", "softposit_values_per_s", "speedup", "agrees_with_softposit",
 }
 OUTER_KEYS = {
     "format", "inputs", "K", "M", "N", "matmul_f32_s", "add_outer_s", "ratio", "readout_s",
     "f32_matmul_max_err", "f64_matmul_max_err", "rounded_equals_f64_rounded",
 }
-POSITIVE_CODEC = [
-    "encode_s", "decode_s", "encode_values_per_s", "decode_values_per_s",
-    "softposit_encode_values_per_s", "softposit_decode_values_per_s", "encode_speedup", "decode_speedup",
-]
+POSITIVE_CODEC = ["n", "seconds", "values_per_s", "softposit_n", "softposit_seconds",
+                  "softposit_values_per_s", "speedup"]
 POSITIVE_OUTER = ["matmul_f32_s", "add_outer_s", "ratio", "readout_s"]
 
 
@@ -65,13 +62,15 @@ def test_quick_json_has_machine(quick_run):
 def test_quick_json_codec(quick_run):
     _, data = quick_run
     rows = data["codec"]
-    assert [r["format"] for r in rows] == ["posit8", "posit16", "posit32", "bposit16"]
+    seen = {(r["format"], r["op"]) for r in rows}
+    for fmt in ("posit8", "posit16", "posit32", "bposit16"):
+        assert {(fmt, "encode"), (fmt, "decode")} <= seen, fmt
     for r in rows:
         assert CODEC_KEYS <= r.keys(), CODEC_KEYS - r.keys()
         for key in POSITIVE_CODEC:
-            assert _positive(r[key]), (r["format"], key, r[key])
-        if r["format"] != "bposit16":
-            assert r["agrees_with_softposit"] is True, r["format"]
+            assert _positive(r[key]), (r["format"], r["op"], key, r[key])
+        if r["format"] != "bposit16":  # SoftPosit has no b-posits
+            assert r["agrees_with_softposit"] is True, (r["format"], r["op"], r["inputs"])
 
 
 def test_quick_json_add_outer(quick_run):
