@@ -377,12 +377,13 @@ class UpdateEngine:
                              f"axes (M, N...), got shape {tuple(param.shape)}")
         post = post if isinstance(post, torch.Tensor) else torch.as_tensor(post, dtype=torch.float64)
         pre = pre if isinstance(pre, torch.Tensor) else torch.as_tensor(pre, dtype=torch.float64)
-        rest = tuple(slot.vshape[1:])
+        rest = tuple(param.shape[1:])
+        rests = {rest, tuple(slot.vshape[1:])}  # a Cl(0) parameter takes pre with or without its 1-axis
         if post.dim() == 1:
             post = post.unsqueeze(0)
-        if tuple(pre.shape) == rest:
+        if tuple(pre.shape) in rests:
             pre = pre.unsqueeze(0)
-        if post.dim() != 2 or post.shape[1] != slot.qshape[0] or tuple(pre.shape[1:]) != rest \
+        if post.dim() != 2 or post.shape[1] != slot.qshape[0] or tuple(pre.shape[1:]) not in rests \
                 or pre.shape[0] != post.shape[0]:
             raise ValueError(f"{slot.name}: accumulate_outer expects post (K, {slot.qshape[0]}) and pre "
                              f"(K, {', '.join(map(str, rest))}), got post {tuple(post.shape)} and pre "
