@@ -616,11 +616,6 @@ def test_to_float_correctly_rounded_normal_range():
     assert got[:3] == [1.0, 1.0 + 2**-52, 1.0 - 2**-53]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="reported: Quire.to_float returns 0.0 for exact values below 2**-1022 (float64 "
-    "subnormals): torch.ldexp(mant, scale - 52) underflows 2**(scale - 52) to 0 first",
-)
 def test_to_float_subnormal_results():
     """Products of tiny posit<32,5> values land in float64's subnormal range (2**-1074..2**-1022)."""
     fmt = PositFormat(32, 5)

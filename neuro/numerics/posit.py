@@ -27,6 +27,7 @@ import torch
 __all__ = ["PositFormat", "POSIT8", "POSIT16", "POSIT32", "BPOSIT16", "BPOSIT32"]
 
 _BODY_BITS = 62  # width of the unrounded magnitude string built by the encoder
+_BLOCK = 1 << 16  # elements per block of the CPU rounding loop
 _SIG_BITS = 53  # significands handed to the rounding core lie in [2**52, 2**53)
 
 
@@ -71,6 +72,8 @@ class PositFormat:
         self.es = es
         self.rs = rs
         self._cap = nbits - 1 if rs is None else min(rs, nbits - 1)
+        self._tables: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._decode_tables: dict[torch.device, torch.Tensor] = {}
         self.name = name or (f"posit{nbits}_es{es}" if rs is None else f"bposit{nbits}_es{es}_rs{rs}")
         self.maxpos_exact = self._value_of(self.maxpos_bits)
         self.minpos_exact = self._value_of(1)
@@ -232,6 +235,105 @@ class PositFormat:
         out = torch.where(too_small, torch.ones_like(out), out)
         return torch.where(neg, ((1 << n) - out) & ((1 << n) - 1), out)
 
+    def _binade_tables(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tables indexed by the biased float64 exponent (0..2047) for the fast rounding path.
+
+        In a binade ``[2**s, 2**(s+1))`` whose exponent field is complete (and whose successor's
+        is too), the format is a grid of ``F(s)`` fraction bits on which consecutive patterns step
+        by one: rounding is round-to-nearest-even of the float's 52-bit mantissa at
+        ``sh = 52 - F`` bits, and the pattern is ``base(s)`` plus the rounded fraction (a carry
+        lands on the next pattern).  ``packed`` holds ``base | slow << 38 | sh << 40``; ``slow``
+        marks binades near minpos/maxpos (cut exponent bits, bounded regimes) that go through
+        :meth:`round_parts`.  Zero, subnormals, out-of-range values, inf and NaN get a
+        constant pattern through ``sh = 62``.  ``special`` is the float value for those.
+        """
+        cached = self._tables.get(device)
+        if cached is not None:
+            return cached
+
+        def binade(s: int) -> tuple[bool, int, int]:
+            if not self.min_scale < s < self.max_scale:
+                return False, 0, 0
+            k, e = divmod(s, 1 << self.es)
+            run = k + 1 if k >= 0 else -k
+            term = 1 if run < self._cap else 0
+            avail = self.nbits - 1 - run - term
+            if avail < self.es:
+                return False, 0, 0
+            f = avail - self.es
+            regime = ((1 << run) - 1) << term if k >= 0 else term
+            return True, f, (regime << avail) | (e << f)
+
+        packed, special = [], []
+        for biased in range(2048):
+            s = biased - 1023
+            if biased == 2047:
+                packed.append(self.nar | 62 << 40)
+                special.append(float("nan"))
+            elif biased == 0 or s < self.min_scale:
+                packed.append(1 | 62 << 40)  # subnormals and tiny values -> minpos (0 -> 0 below)
+                special.append(self.minpos)
+            elif s > self.max_scale:
+                packed.append(self.maxpos_bits | 62 << 40)
+                special.append(self.maxpos)
+            else:
+                ok, f, base = binade(s)
+                ok_next, _, base_next = binade(s + 1)
+                if ok and s + 1 < self.max_scale and not (ok_next and base_next == base + (1 << f)):
+                    ok = False  # a carry out of this binade would not land on 2**(s+1)
+                packed.append(base | (0 if ok else 1) << 38 | (52 - f) << 40)
+                special.append(0.0)
+        tables = (
+            torch.tensor(packed, dtype=torch.int64, device=device),
+            torch.tensor(special, dtype=torch.float64, device=device),
+        )
+        self._tables[device] = tables
+        return tables
+
+    def _round_fast(self, x: torch.Tensor, want_bits: bool) -> torch.Tensor:
+        """Shared body of :meth:`encode` (``want_bits``) and :meth:`quantize` (float64 values).
+
+        Large CPU tensors are processed in cache-sized blocks: the ~20 element-wise passes then
+        run from cache instead of memory (3-5x faster for 10**7 elements).
+        """
+        x = self._check_float(x, "encode" if want_bits else "quantize").contiguous()
+        if x.device.type == "cpu" and x.numel() > _BLOCK:
+            flat = x.reshape(-1)
+            out = torch.empty(flat.shape, dtype=torch.int64 if want_bits else torch.float64)
+            for start in range(0, flat.numel(), _BLOCK):
+                out[start:start + _BLOCK] = self._round_block(flat[start:start + _BLOCK], want_bits)
+            return out.reshape(x.shape)
+        return self._round_block(x, want_bits)
+
+    def _round_block(self, x: torch.Tensor, want_bits: bool) -> torch.Tensor:
+        packed_t, special_t = self._binade_tables(x.device)
+        xi = x.view(torch.int64)
+        biased = (xi >> 52) & 0x7FF
+        packed = torch.take(packed_t, biased)
+        sh = packed >> 40
+        base = packed & ((1 << 38) - 1)
+        mant = xi & ((1 << 52) - 1)
+        odd = (base + (mant >> sh)) & 1
+        half_m1 = (torch.bitwise_left_shift(1, sh) >> 1) - 1
+        slow = ((packed >> 38) & 1).bool()
+        any_slow = bool(slow.any())
+        if want_bits:
+            out = base + ((mant + half_m1 + odd) >> sh)
+            if any_slow:
+                ones = torch.ones(int(slow.sum()), dtype=torch.int64, device=x.device)
+                out[slow] = self.round_parts(~ones.bool(), biased[slow] - 1023,
+                                             (mant[slow] | (1 << 52)), ~ones.bool())
+            neg = xi >> 63  # -1 for negative values, 0 otherwise
+            out = ((out ^ neg) - neg) & ((1 << self.nbits) - 1)
+            return out * ((xi << 1) != 0)  # +-0 -> 0
+        magnitude = xi & ((1 << 63) - 1)
+        val = (((magnitude + half_m1 + odd) >> sh) << sh).view(torch.float64)
+        val = torch.where(sh == 62, torch.take(special_t, biased), val)
+        if any_slow:
+            val[slow] = self.decode(self.encode_exact(x[slow].abs()))
+        val = torch.where(xi < 0, -val, val)
+        return torch.where((xi << 1) == 0, 0.0, val)
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Round float values to bit patterns.
 
@@ -240,6 +342,10 @@ class PositFormat:
         Returns:
             int64 tensor of the same shape, patterns in ``[0, 2**nbits)``.
         """
+        return self._round_fast(x, want_bits=True)
+
+    def encode_exact(self, x: torch.Tensor) -> torch.Tensor:
+        """Reference encoder: every element through :meth:`round_parts` (slower, same result)."""
         x = self._check_float(x, "encode")
         finite = torch.isfinite(x)
         zero = x == 0
@@ -286,14 +392,24 @@ class PositFormat:
 
     def decode(self, bits: torch.Tensor) -> torch.Tensor:
         """Values of bit patterns as float64 (exact; NaR -> nan).  Same shape as ``bits``."""
+        bits = self._check_bits(bits, "decode")
+        if self.nbits > 16:
+            return self._decode_general(bits)
+        table = self._decode_tables.get(bits.device)  # all 2**nbits values
+        if table is None:
+            table = self._decode_general(torch.arange(1 << self.nbits, device=bits.device))
+            self._decode_tables[bits.device] = table
+        return torch.take(table, bits)
+
+    def _decode_general(self, bits: torch.Tensor) -> torch.Tensor:
         sig, exp, is_nar = self.decompose(bits)
         power = ((exp + 1023) << 52).view(torch.float64)  # 2**exp, exact: |exp| < 1000 here
         value = sig.to(torch.float64) * power
         return torch.where(is_nar, torch.full_like(value, float("nan")), value)
 
     def quantize(self, x: torch.Tensor) -> torch.Tensor:
-        """``decode(encode(x))``: the nearest value of the format, as float64."""
-        return self.decode(self.encode(x))
+        """``decode(encode(x))``: the nearest value of the format, as float64 (NaR -> nan)."""
+        return self._round_fast(x, want_bits=False)
 
 
 POSIT8 = PositFormat(8, 2, name="posit8")

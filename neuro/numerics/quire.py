@@ -52,7 +52,7 @@ def _bit_length(x: torch.Tensor) -> torch.Tensor:
     return bl - too_high.to(torch.int64)
 
 
-class _Planes:
+class _IntPlanes:
     """A tensor of exact values ``sig * 2**exp`` cut into digit planes of ``width`` bits.
 
     ``value == sum_p digits(p) * 2**(lo + width * p)`` with integer digits ``|d| < 2**width``.
@@ -93,6 +93,60 @@ class _Planes:
                 continue
             digit = torch.where(self.neg, -digit, digit)
             out.append((base, digit.to(torch.float64)))
+        return out
+
+
+class _FloatPlanes:
+    """A float64 tensor of exact values with at most ``sig_bits`` significant bits each, cut into
+    digit planes: ``value == sum_p digits(p) * 2**(lo + width * p)``, ``|digit| <= 2**width``.
+
+    Digits are computed with float arithmetic that is exact here: scaling by powers of two,
+    ``floor``, and subtractions whose result is representable.
+    """
+
+    def __init__(self, values: torch.Tensor, sig_bits: int):
+        self.values = values
+        mag = values.abs()
+        top = mag.amax() if values.numel() else torch.zeros((), dtype=values.dtype)
+        self.empty = not bool(top > 0)
+        if self.empty:
+            self.lo, self.hi = 0, 0
+            return
+        smallest = torch.where(mag > 0, mag, torch.inf).amin()
+        self.hi = int(torch.frexp(top)[1])  # |value| < 2**hi
+        self.lo = int(torch.frexp(smallest)[1]) - sig_bits  # every set bit is at or above lo
+
+    @property
+    def range_bits(self) -> int:
+        return self.hi - self.lo
+
+    def planes(self, width: int) -> list[tuple[int, torch.Tensor]]:
+        if self.empty:
+            return []
+        if self.range_bits > 1000:  # the scaled values would overflow float64: go through ints
+            mant, ex = torch.frexp(self.values)
+            sig = (mant * 2.0**_EXACT_BITS).to(torch.int64)
+            return _IntPlanes(sig, ex.to(torch.int64) - _EXACT_BITS).planes(width)
+        scaled = self.values
+        shift = -self.lo
+        while shift:  # scale by 2**-lo in steps that cannot overflow 2**+-1023
+            step = max(-1000, min(1000, shift))
+            scaled = scaled * 2.0**step
+            shift -= step
+        count = -(-self.range_bits // width)
+        if count == 1:
+            return [(self.lo, scaled)]
+        out = []
+        step = float(2.0**width)
+        rest = scaled
+        for p in range(count - 1):
+            upper = torch.floor(rest / step)
+            digit = rest - upper * step
+            if bool(digit.any()):
+                out.append((self.lo + width * p, digit))
+            rest = upper
+        if bool(rest.any()):
+            out.append((self.lo + width * (count - 1), rest))
         return out
 
 
@@ -195,6 +249,32 @@ class Quire:
             self._limbs = torch.cat(parts, dim=-1)
             self._offset -= below
 
+    def trim(self) -> None:
+        """Shrink the window to the smallest one that holds every value (a canonical form:
+        equal values give equal ``(offset, limbs)`` whatever the history)."""
+        self.normalize()
+        limbs = self._limbs
+        length = limbs.shape[-1]
+        nonzero_cols = (limbs != 0).reshape(-1, length).any(0)
+        if not bool(nonzero_cols.any()):
+            self._limbs = limbs[..., :0].clone()
+            self._offset = 0
+            return
+        lo = int(nonzero_cols.nonzero()[0])
+        hi = length
+        # Drop top limbs that are pure sign extension of the limb below.
+        while hi - lo > 1:
+            top, below = limbs[..., hi - 1], limbs[..., hi - 2]
+            positive_ext = (top == 0) & (below < (1 << 31))
+            negative_ext = (top == -1) & (below >= (1 << 31))
+            if not bool((positive_ext | negative_ext).all()):
+                break
+            limbs = limbs.clone() if hi == length else limbs
+            limbs[..., hi - 2] = torch.where(negative_ext, below - (1 << LIMB_BITS), below)
+            hi -= 1
+        self._limbs = limbs[..., lo:hi].clone()
+        self._offset += lo
+
     def normalize(self) -> None:
         """Propagate carries so every limb but the top lies in [0, 2**32); detect overflow."""
         if self._pending == 0:
@@ -258,46 +338,83 @@ class Quire:
             self.normalize()
 
     # ------------------------------------------------------------------------ adding terms
-    def _exact(self, x, what: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Round ``x`` to the format and return its exact ``(sig, exp, nar)``."""
+    def _as_float(self, x, what: str) -> torch.Tensor:
+        """Validate an input: a float tensor, or a bool tensor (spikes, exactly 0/1)."""
         if not isinstance(x, torch.Tensor):
             x = torch.as_tensor(x, dtype=torch.float64)
-        if not x.dtype.is_floating_point:
+        if not (x.dtype.is_floating_point or x.dtype == torch.bool):
             raise ValueError(
-                f"Quire.{what}: expected a floating-point tensor, got dtype {x.dtype}"
+                f"Quire.{what}: expected a floating-point (or bool spike) tensor, got dtype {x.dtype}"
             )
-        return self.fmt.decompose(self.fmt.encode(x.to(self.device)))
+        return x.to(self.device)
 
     def _check_tail(self, shape: torch.Size, what: str) -> None:
         n = len(self.shape)
-        if tuple(shape[len(shape) - n:]) != tuple(self.shape) or len(shape) < n:
+        if len(shape) < n or tuple(shape[len(shape) - n:]) != tuple(self.shape):
             raise ValueError(
                 f"Quire.{what}: the trailing dimensions of the input {tuple(shape)} must equal "
                 f"the quire shape {tuple(self.shape)}"
             )
 
-    def _add_products(self, sig: torch.Tensor, exp: torch.Tensor, nar: torch.Tensor) -> None:
-        """Add ``sum over leading dims of sig * 2**exp`` (int64, ``(..., *shape)``, |sig| < 2**62)."""
-        sig = sig.reshape(-1, *self.shape)
-        exp = exp.reshape(-1, *self.shape)
-        self._nar |= nar.reshape(-1, *self.shape).any(0)
-        k = sig.shape[0]
+    @property
+    def _sig_bits(self) -> int:
+        """Significant bits of the widest value of the format (hidden bit included)."""
+        return self.fmt.max_fraction_bits + 1
+
+    def _quantized(self, x: torch.Tensor, tail: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """``(round(x) as float64 with NaR -> 0, NaR mask over the last `tail` dims, sig bits)``.
+
+        Bool tensors are spike trains: exactly 0/1, no rounding needed (1 significant bit).
+        """
+        tail_shape = x.shape[x.dim() - tail:]
+        if x.dtype == torch.bool:
+            return x.to(torch.float64), torch.zeros(tail_shape, dtype=torch.bool, device=x.device), 1
+        q = self.fmt.quantize(x)
+        nar = torch.isnan(q.reshape(-1, *tail_shape).sum(0))
+        if bool(nar.any()):
+            q = torch.nan_to_num(q, nan=0.0)
+        return q, nar, self._sig_bits
+
+    def _products(self, a: torch.Tensor, b: torch.Tensor | None, tail: int):
+        """Exact ``round(a) * round(b)`` as digit planes, and the NaR mask over the last dims.
+
+        Float64 holds the products exactly when the two significands have at most 53 bits
+        together and the products stay inside float64's exponent range (every named format but
+        posit32); otherwise they go through integer significands.
+        """
+        qa, nar, bits_a = self._quantized(a, tail)
+        if b is None:
+            return _FloatPlanes(qa, bits_a), nar
+        qb, nar_b, bits_b = self._quantized(b, tail)
+        nar = nar | nar_b
+        fmt = self.fmt
+        if bits_a + bits_b <= _EXACT_BITS and 2 * fmt.max_scale < 1000 and 2 * fmt.ulp_min > -1000:
+            return _FloatPlanes(qa * qb, bits_a + bits_b), nar
+        shape = torch.broadcast_shapes(qa.shape, qb.shape)
+        sa, ea, _ = self.fmt.decompose(self.fmt.encode(qa).expand(shape))
+        sb, eb, _ = self.fmt.decompose(self.fmt.encode(qb).expand(shape))
+        return _IntPlanes(sa * sb, ea + eb), nar
+
+    def _add_planes(self, planes, nar: torch.Tensor) -> None:
+        """Add the sum over the leading dims of planes of values shaped ``(..., *shape)``."""
+        self._nar |= nar
+        if planes.empty:
+            return
+        values = planes.values if isinstance(planes, _FloatPlanes) else planes.mag
+        k = values.numel() // max(1, self.shape.numel())
         width = _EXACT_BITS - max(1, math.ceil(math.log2(max(k, 2))))
-        for base, digits in _Planes(sig, exp).planes(width):
-            self._fold(digits.sum(0), base)
+        for base, digits in planes.planes(width):
+            self._fold(digits.reshape(-1, *self.shape).sum(0), base)
 
     def add(self, x: torch.Tensor) -> None:
         """Add ``round(x)`` exactly; dims of ``x`` before the quire shape are summed."""
-        if not isinstance(x, torch.Tensor):
-            x = torch.as_tensor(x, dtype=torch.float64)
+        x = self._as_float(x, "add")
         self._check_tail(x.shape, "add")
-        sig, exp, nar = self._exact(x, "add")
-        self._add_products(sig, exp, nar)
+        self._add_planes(*self._products(x, None, len(self.shape)))
 
     def fma(self, a: torch.Tensor, b: torch.Tensor) -> None:
         """Add ``round(a) * round(b)`` exactly (broadcast; leading dims beyond the shape summed)."""
-        a = a if isinstance(a, torch.Tensor) else torch.as_tensor(a, dtype=torch.float64)
-        b = b if isinstance(b, torch.Tensor) else torch.as_tensor(b, dtype=torch.float64)
+        a, b = self._as_float(a, "fma"), self._as_float(b, "fma")
         try:
             shape = torch.broadcast_shapes(a.shape, b.shape)
         except RuntimeError as err:
@@ -305,10 +422,7 @@ class Quire:
                 f"Quire.fma: shapes {tuple(a.shape)} and {tuple(b.shape)} do not broadcast"
             ) from err
         self._check_tail(shape, "fma")
-        sa, ea, na = self._exact(a, "fma")
-        sb, eb, nb = self._exact(b, "fma")
-        sa, ea, na, sb, eb, nb = (t.expand(shape) for t in (sa, ea, na, sb, eb, nb))
-        self._add_products(sa * sb, ea + eb, na | nb)
+        self._add_planes(*self._products(a.expand(shape), b.expand(shape), len(self.shape)))
 
     def add_outer(
         self, post: torch.Tensor, pre: torch.Tensor, scale: torch.Tensor | float | None = None
@@ -322,8 +436,7 @@ class Quire:
                 factors such as a learning rate or ``A_plus``); rounded to the format.
         The quire's shape must be ``(M, N)``.
         """
-        post = post if isinstance(post, torch.Tensor) else torch.as_tensor(post, dtype=torch.float64)
-        pre = pre if isinstance(pre, torch.Tensor) else torch.as_tensor(pre, dtype=torch.float64)
+        post, pre = self._as_float(post, "add_outer"), self._as_float(pre, "add_outer")
         if post.dim() == 1:
             post = post.unsqueeze(0)
         if pre.dim() == 1:
@@ -337,26 +450,23 @@ class Quire:
                 f"Quire.add_outer: expected post (K, M) and pre (K, N) with quire shape (M, N); "
                 f"got post {tuple(post.shape)}, pre {tuple(pre.shape)}, quire {tuple(self.shape)}"
             )
-        sa, ea, na = self._exact(post, "add_outer")
-        sb, eb, nb = self._exact(pre, "add_outer")
-        if scale is not None:
-            scale_t = (
-                scale if isinstance(scale, torch.Tensor)
-                else torch.tensor(float(scale), dtype=torch.float64)
-            )
-            ss, es_, ns = self._exact(scale_t.to(torch.float64), "add_outer")
+        if scale is None:
+            a, nar_a = self._products(post, None, 1)
+        else:
+            scale_t = self._as_float(scale, "add_outer")
             try:
-                ss, es_, ns = (t.expand(sa.shape) for t in (ss, es_, ns))
+                torch.broadcast_shapes(scale_t.shape, post.shape)
             except RuntimeError as err:
                 raise ValueError(
                     f"Quire.add_outer: scale of shape {tuple(scale_t.shape)} does not broadcast "
                     f"to post {tuple(post.shape)}"
                 ) from err
-            sa, ea, na = sa * ss, ea + es_, na | ns
-        self._nar |= na.any(0)[:, None] | nb.any(0)[None, :]
-        self._outer_planes(_Planes(sa, ea), _Planes(sb, eb), post.shape[0])
+            a, nar_a = self._products(post, scale_t.expand(post.shape), 1)
+        b, nar_b = self._products(pre, None, 1)
+        self._nar |= nar_a[:, None] | nar_b[None, :]
+        self._outer_planes(a, b, post.shape[0])
 
-    def _outer_planes(self, a: _Planes, b: _Planes, k: int) -> None:
+    def _outer_planes(self, a, b, k: int) -> None:
         if a.empty or b.empty:
             return
         m, n = self.shape
@@ -441,11 +551,16 @@ class Quire:
     def to_float(self) -> torch.Tensor:
         """Each accumulator's exact value rounded to the nearest float64 (NaR -> nan)."""
         negative, scale, sig, sticky, is_zero = self._top_bits(_EXACT_BITS + 2)
-        mant = sig >> 2
-        rest = sig & 3
-        up = (rest > 2) | ((rest == 2) & (sticky | ((mant & 1) == 1)))
+        # Results below 2**-1022 are subnormal: they keep fewer bits, so round at a higher bit.
+        extra = (-1022 - scale).clamp(0, 60)
+        shift = 2 + extra
+        one = torch.ones_like(sig)
+        mant = sig >> shift
+        rest = sig & ((one << shift) - 1)
+        half = one << (shift - 1)
+        up = (rest > half) | ((rest == half) & (sticky | ((mant & 1) == 1)))
         mant = mant + up.to(torch.int64)
-        value = torch.ldexp(mant.to(torch.float64), (scale - (_EXACT_BITS - 1)).to(torch.float64))
+        value = torch.ldexp(mant.to(torch.float64), (scale - (_EXACT_BITS - 1) + extra).to(torch.float64))
         value = torch.where(negative, -value, value)
         value = torch.where(is_zero, torch.zeros_like(value), value)
         return torch.where(self._nar, torch.full_like(value, float("nan")), value)
