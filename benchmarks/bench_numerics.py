@@ -54,15 +54,16 @@ FULL = {
     "codec_n": 10**6,
     "softposit_n": 2 * 10**4,
     "outer_shapes": [(4096, 256, 256), (65536, 128, 128)],
+    "min_total_s": 1.0,  # fast calls are repeated (>= REPEATS times) until this much time is spent
 }
 QUICK = {
     "codec_n": 10**4,
     "softposit_n": 2 * 10**3,
     "outer_shapes": [(512, 32, 32), (4096, 16, 16)],
+    "min_total_s": 0.05,
 }
 ENCODE_INPUTS = ("normal", "wide")
 REPEATS = 3
-MIN_TOTAL_S = 1.0  # fast calls are repeated (>= REPEATS times) until this much time is spent
 BUDGET_S = 30.0  # stop repeating a measurement once it has used this much time (>= 1 run)
 
 
@@ -74,13 +75,14 @@ class Progress:
         self.done = 0
         self.t0 = time.perf_counter()
 
-    def __call__(self, what: str, seconds: float, runs: int) -> None:
+    def __call__(self, what: str, seconds: float, runs: int, note: str = "") -> None:
         self.done += 1
         elapsed = time.perf_counter() - self.t0
         width = len(str(self.total))
+        note = f"; {note}" if note else ""
         print(
             f"  [{self.done:{width}d}/{self.total}] {what:<46s} {_fmt_s(seconds):>9s}"
-            f"  (best of {runs}; {elapsed:6.1f} s elapsed)",
+            f"  (best of {runs}{note}; {elapsed:.1f} s elapsed)",
             flush=True,
         )
 
@@ -201,7 +203,7 @@ def bench_codec(cfg: dict, progress: Progress) -> list[dict]:
         for op, kind, data in jobs:
             fn = fmt.encode if op == "encode" else fmt.decode
             fn(data[:4096])  # warm-up (builds any lookup tables)
-            t, runs, _ = best_time(lambda fn=fn, data=data: fn(data), min_total_s=MIN_TOTAL_S)
+            t, runs, _ = best_time(lambda fn=fn, data=data: fn(data), min_total_s=cfg["min_total_s"])
             progress(f"{op} {fmt.name} ({n:.0e} {kind})", t, runs)
 
             key = (width, kind)
@@ -253,8 +255,8 @@ def bench_outer(cfg: dict, progress: Progress) -> list[dict]:
             shape = f"K={k} M={m} N={n}"
             post_t = post.T.contiguous()  # what a caller would hold; the transpose is not timed
             torch.matmul(post_t, pre)  # warm-up
-            Quire(fmt, (m, n)).add_outer(post[:64], pre[:64])
-            t_mm, r_mm, _ = best_time(lambda a=post_t, b=pre: torch.matmul(a, b), min_total_s=MIN_TOTAL_S)
+            t_mm, r_mm, _ = best_time(lambda a=post_t, b=pre: torch.matmul(a, b),
+                                      min_total_s=cfg["min_total_s"])
             progress(f"float32 matmul  {kind:6s} {shape}", t_mm, r_mm)
 
 
@@ -263,8 +265,11 @@ def bench_outer(cfg: dict, progress: Progress) -> list[dict]:
                 q.add_outer(post, pre)
                 return q
 
+            t0 = time.perf_counter()
+            run()  # a full-size warm-up: first calls pay for allocations and caches
+            t_first = time.perf_counter() - t0
             t_q, r_q, q = best_time(run)
-            progress(f"quire add_outer {kind:6s} {shape}", t_q, r_q)
+            progress(f"quire add_outer {kind:6s} {shape}", t_q, r_q, f"first call {_fmt_s(t_first)}")
             t0 = time.perf_counter()
             exact = q.to_float()
             bits = q.to_bits()
@@ -283,6 +288,7 @@ def bench_outer(cfg: dict, progress: Progress) -> list[dict]:
                 "matmul_runs": r_mm,
                 "add_outer_s": t_q,
                 "add_outer_runs": r_q,
+                "add_outer_first_call_s": t_first,
                 "ratio": t_q / t_mm,
                 "readout_s": t_read,
                 "quire_nbytes": q.nbytes,
@@ -345,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     total = (per_format * (len(CODEC_FORMATS) + n_sp_widths)) + 2 * 2 * len(cfg["outer_shapes"])
     progress = Progress(total)
     print(f"\nmeasuring ({total} measurements; best of >= {REPEATS} runs, fast calls repeated for "
-          f">= {MIN_TOTAL_S:g} s, slow ones stopped after {BUDGET_S:.0f} s)", flush=True)
+          f">= {cfg['min_total_s']:g} s, slow ones stopped after {BUDGET_S:.0f} s)", flush=True)
     t0 = time.perf_counter()
     codec = bench_codec(cfg, progress)
     outer = bench_outer(cfg, progress)
@@ -359,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
             "benchmark": "bench_numerics",
             "quick": bool(args.quick),
             "machine": info,
-            "config": {"repeats": REPEATS, "budget_s": BUDGET_S, "min_total_s": MIN_TOTAL_S,
+            "config": {"repeats": REPEATS, "budget_s": BUDGET_S,
                        "encode_inputs": list(ENCODE_INPUTS), **cfg},
             "codec": codec,
             "add_outer": outer,
