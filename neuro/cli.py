@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from neuro import __version__
 
@@ -18,7 +19,76 @@ def build_parser() -> argparse.ArgumentParser:
 
     formats = sub.add_parser("formats", help="list the number formats the engine can store weights in")
     formats.set_defaults(func=_cmd_formats)
+
+    models = sub.add_parser("models", help="list the bundled model files with one-line descriptions")
+    models.add_argument("--dir", default=None, help="folder of model files (default: the bundled models/)")
+    models.set_defaults(func=_cmd_models)
+
+    train = sub.add_parser("train", help="train a model file and print its metrics")
+    train.add_argument("model", help="model file (models/NAME.toml) or the name of a bundled model")
+    train.add_argument("--out", default=None, help="output folder (default: runs/MODEL)")
+    train.add_argument("--format", default=None, help="store every projection's weights in this format "
+                       "(float32, float64, posit8, posit16, posit32, bposit16, bposit32)")
+    train.add_argument("--epochs", type=int, default=None, help="override training.epochs")
+    train.add_argument("--seed", type=int, default=None, help="override training.seed")
+    train.add_argument("--max-train", type=int, default=None, help="use only the first N training samples")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(func=_cmd_train)
     return parser
+
+
+def _models_dir() -> Path:
+    """The bundled models/ folder (next to the package in a source checkout)."""
+    return Path(__file__).resolve().parent.parent / "models"
+
+
+def _resolve_model(text: str) -> Path:
+    path = Path(text)
+    if path.exists():
+        return path
+    bundled = _models_dir() / (text if text.endswith(".toml") else f"{text}.toml")
+    if bundled.exists():
+        return bundled
+    names = sorted(p.stem for p in _models_dir().glob("*.toml"))
+    import difflib
+
+    near = difflib.get_close_matches(path.stem, names, n=1)
+    hint = f"; did you mean {near[0]!r}?" if near else ""
+    raise SystemExit(f"neuro: no model file {text!r} (bundled models: {', '.join(names)}){hint}")
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from neuro.spec import ModelFileError, load_model
+
+    folder = Path(args.dir) if args.dir else _models_dir()
+    for path in sorted(folder.glob("*.toml")):
+        try:
+            description = load_model(path).description
+        except ModelFileError as err:
+            description = f"(invalid: {str(err).splitlines()[0]})"
+        print(f"{path.stem:<24} {description}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from neuro.spec import ModelFileError, load_model
+    from neuro.train import train
+
+    path = _resolve_model(args.model)
+    try:
+        graph = load_model(path)
+        if args.format:
+            graph = graph.with_format(args.format)
+    except (ModelFileError, ValueError) as err:
+        print(f"neuro train: {err}", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else Path("runs") / graph.name
+    result = train(graph, epochs=args.epochs, seed=args.seed, out_dir=out, progress=not args.quiet,
+                   max_train=args.max_train)
+    m = result.metrics
+    print(f"{graph.name}: test_accuracy {m['test_accuracy']:.4f}  train_accuracy {m['train_accuracy']:.4f}  "
+          f"epochs {m['epochs']}  format {','.join(m['format'])}  {m['seconds']:.1f} s  -> {out}")
+    return 0
 
 
 def _cmd_formats(args: argparse.Namespace) -> int:

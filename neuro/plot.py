@@ -1,0 +1,88 @@
+"""Figures users look at: learning curves, spike rasters with membrane traces, weight histograms.
+
+Every function draws with matplotlib's Agg backend and saves a PNG; none needs a display.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+__all__ = ["learning_curve", "raster", "weights_hist"]
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def learning_curve(history: dict, path: str | Path) -> None:
+    """Loss and accuracy per epoch (``history`` as in ``metrics.json``)."""
+    plt = _pyplot()
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.2))
+    epochs = history.get("epoch", [])
+    ax_loss.plot(epochs, history.get("loss", []), marker="o")
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("training loss (per sample)")
+    ax_acc.plot(epochs, history.get("train_accuracy", []), marker="o", label="train")
+    ax_acc.plot(epochs, history.get("test_accuracy", []), marker="s", label="test")
+    ax_acc.set_xlabel("epoch")
+    ax_acc.set_ylabel("accuracy")
+    ax_acc.set_ylim(0, 1)
+    ax_acc.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def raster(result, graph, path: str | Path, sample: int = 0) -> None:
+    """Spike raster of every spiking population of one sample, with the output's membrane traces.
+
+    Args:
+        result: a :class:`neuro.network.RunResult` made with ``record=True``.
+        graph: the model graph (time step and population names).
+    """
+    plt = _pyplot()
+    pops = [name for name in result.spikes]
+    traces = result.voltages.get(graph.output)
+    rows = len(pops) + (1 if traces is not None else 0)
+    fig, axes = plt.subplots(rows, 1, figsize=(8, 1.6 * rows + 0.6), sharex=True, squeeze=False)
+    dt_ms = graph.dt * 1e3
+    for ax, name in zip(axes[:, 0], pops):
+        z = result.spikes[name][:, sample].detach().cpu()
+        t, n = torch.nonzero(z > 0, as_tuple=True)
+        ax.scatter(t.numpy() * dt_ms, n.numpy(), s=2, c="k")
+        ax.set_ylabel(f"{name}\nneuron")
+        ax.set_ylim(-0.5, z.shape[1] - 0.5)
+    if traces is not None:
+        ax = axes[-1, 0]
+        v = traces[:, sample].detach().cpu()
+        steps = torch.arange(v.shape[0]) * dt_ms
+        for j in range(v.shape[1]):
+            ax.plot(steps.numpy(), v[:, j].numpy(), lw=1, label=f"{graph.output}[{j}]")
+        ax.set_ylabel("membrane")
+        if v.shape[1] <= 10:
+            ax.legend(fontsize=6, ncol=5)
+    axes[-1, 0].set_xlabel("time (ms)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def weights_hist(weights: dict[str, torch.Tensor], path: str | Path, bins: int = 60) -> None:
+    """Histogram of each projection's weights."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(weights), figsize=(3.6 * len(weights), 2.8), squeeze=False)
+    for ax, (name, w) in zip(axes[0], weights.items()):
+        ax.hist(w.detach().cpu().double().flatten().numpy(), bins=bins, color="tab:blue")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("weight")
+    axes[0, 0].set_ylabel("count")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
