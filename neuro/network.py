@@ -263,8 +263,9 @@ class Network(torch.nn.Module):
                     total = torch.zeros(batch, pop.size, device=self.device, dtype=self.dtype)
                 p = self._params[pop.name]
                 if pop.type == "LI":
-                    v, states[pop.name] = leaky_integrator.li_feed_forward_step(total, states[pop.name], p, dt)
-                    out = v
+                    out, states[pop.name] = leaky_integrator.li_feed_forward_step(
+                        total, states[pop.name], p, dt)
+                    v = out
                 else:
                     out, v = self._spiking_step(pop, total, states, p, dt)
                 history[pop.name].append(out)
@@ -301,7 +302,8 @@ class Network(torch.nn.Module):
             blocked = extra["refractory"] > 0
             z = torch.where(blocked, torch.zeros_like(z), z)
             state = type(state)(v=torch.where(blocked, p.v_reset.expand_as(state.v), state.v), i=state.i)
-            extra = dict(extra, refractory=torch.where(z > 0, float(steps), (extra["refractory"] - 1).clamp(min=0)))
+            countdown = (extra["refractory"] - 1).clamp(min=0)
+            extra = dict(extra, refractory=torch.where(z > 0, float(steps), countdown))
         states[pop.name] = (state, extra)
         return z, state.v
 

@@ -48,7 +48,8 @@ def raster(result, graph, path: str | Path, sample: int = 0) -> None:
         graph: the model graph (time step and population names).
     """
     plt = _pyplot()
-    pops = [name for name in result.spikes]
+    currents = {name for name, enc in graph.encodings.items() if enc.kind == "current"}
+    pops = [name for name in result.spikes if name not in currents]  # current inputs are no spikes
     traces = result.voltages.get(graph.output)
     rows = len(pops) + (1 if traces is not None else 0)
     fig, axes = plt.subplots(rows, 1, figsize=(8, 1.6 * rows + 0.6), sharex=True, squeeze=False)

@@ -202,7 +202,8 @@ def train(
                 batch = order[b * spec.batch_size:(b + 1) * spec.batch_size]
                 for mb in range(rank, per_batch, world):
                     idx = batch[mb * spec.microbatch:(mb + 1) * spec.microbatch]
-                    x = train_set.encode(idx, epoch, graph.steps, graph.dt, encoder=encoder, dtype=network.dtype)
+                    x = train_set.encode(idx, epoch, graph.steps, graph.dt, encoder=encoder,
+                                         dtype=network.dtype)
                     result = network(x, track=True)
                     scores = readout_scores(result.readout, spec.readout)
                     labels = train_set.labels[idx]
@@ -215,7 +216,8 @@ def train(
                     seen += len(idx)
                 engine.step()
                 if progress and not rank:
-                    bar.set_postfix(loss=f"{loss_sum / max(1, seen):.3f}", acc=f"{correct / max(1, seen):.3f}")
+                    bar.set_postfix(loss=f"{loss_sum / max(1, seen):.3f}",
+                                    acc=f"{correct / max(1, seen):.3f}")
             test_acc = evaluate(network, test_set, graph)
             history["epoch"].append(epoch + 1)
             history["loss"].append(loss_sum / max(1, seen))
