@@ -83,6 +83,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(f"neuro train: {err}", file=sys.stderr)
         return 2
     out = Path(args.out) if args.out else Path("runs") / graph.name
+    local_rules = {"stdp_pair", "stdp_triplet", "rstdp"}
+    if any(p.rule in local_rules for p in graph.projections.values()):
+        from neuro.plasticity import train_local as train  # noqa: F811 - local-rule models
     result = train(graph, epochs=args.epochs, seed=args.seed, out_dir=out, progress=not args.quiet,
                    max_train=args.max_train)
     m = result.metrics
