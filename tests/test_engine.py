@@ -13,8 +13,16 @@ import torch
 
 from neuro.algebra import Algebra
 from neuro.engine import Bounds, ParamType, Sign, UpdateEngine, flatten_state_dict, unflatten_state_dict
-from neuro.engine.exact import counter_uniform, quire_from_float64, round_quire, scale_quire, stream_key
-from neuro.numerics import BPOSIT16, POSIT8, POSIT16, POSIT32
+from neuro.engine.exact import (
+    _nearest,
+    counter_uniform,
+    quire_from_float64,
+    round_quire,
+    round_sum_nearest,
+    scale_quire,
+    stream_key,
+)
+from neuro.numerics import BPOSIT16, POSIT8, POSIT16, POSIT32, PositFormat
 
 # ----------------------------------------------------------------------------- oracles
 
@@ -116,6 +124,40 @@ def test_stochastic_rounding_is_unbiased_and_reproducible():
     assert not torch.equal(r, round_quire(q, POSIT16, "stochastic", other))
     onehalf = torch.full((n,), 1.5, dtype=torch.float64)
     assert torch.equal(round_quire(quire_from_float64(POSIT16, onehalf), POSIT16, "stochastic", u), onehalf)
+
+
+@pytest.mark.parametrize("storage", [POSIT16, POSIT8, BPOSIT16, PositFormat(20, 3, rs=5), POSIT32,
+                                     "float32", "float64"])
+def test_fast_rounding_of_w_plus_q_equals_the_exact_path(storage):
+    """round_sum_nearest's rounding test gives the exact path's bits, also right at boundaries."""
+    g = torch.Generator().manual_seed(0)
+    fmt = storage if isinstance(storage, PositFormat) else POSIT32
+    n = 4000
+    for trial in range(3):
+        x = torch.randn(n, generator=g, dtype=torch.float64)
+        if isinstance(storage, PositFormat):
+            w = storage.quantize(x * torch.exp2(torch.randint(-30, 30, (n,), generator=g).double()))
+        else:
+            w = x.float().double()
+        w[:50] = 0
+        if trial == 0:
+            target = torch.randn(n, generator=g, dtype=torch.float64) * 2.0**-8 + w
+        elif isinstance(storage, str):  # IEEE midpoints
+            c = w.float() if storage == "float32" else w
+            target = (c.double() + torch.nextafter(c, torch.full_like(c, float("inf"))).double()) / 2
+        elif storage.nbits < 32:  # the standard's rounding points: (n+1)-bit posits
+            wide = PositFormat(storage.nbits + 1, storage.es, storage.rs)
+            target = wide.decode(torch.randint(0, 1 << (storage.nbits + 1), (n,), generator=g))
+            target = torch.where(torch.isnan(target), torch.zeros_like(target), target)
+        else:
+            target = w * (1 + 2.0**-29)
+        q = quire_from_float64(fmt, target)
+        q.merge(quire_from_float64(fmt, -w))
+        tiny = torch.randint(-1, 2, (n,), generator=g).double() * 2.0 ** -(90 * trial)
+        q.merge(quire_from_float64(fmt, tiny))
+        exact = q.clone()
+        exact.merge(quire_from_float64(fmt, w))
+        assert torch.equal(round_sum_nearest(w, q, storage), _nearest(exact, storage))
 
 
 # ----------------------------------------------------------------------------- engine vs oracle

@@ -26,7 +26,10 @@ What ``step()`` computes, for a parameter ``w`` with accumulated exact sum ``S``
    round-to-nearest-even (``Quire.to_bits``), float32 by rounding the exact value once to float32
    (the nearest float64 is read first and the exact remainder settles the rare case where it lies
    exactly halfway between two float32 values, so there is no double-rounding error), or
-   stochastically with a counter-based stream keyed by ``(seed, step, parameter index)``.
+   stochastically with a counter-based stream keyed by ``(seed, step, parameter index)``. For
+   nearest rounding a rounding test reads the result from ``w`` and ``lr * D`` without building the
+   whole exact sum, falling back to it for the entries whose sum lies too close to a rounding
+   boundary to decide (``exact.round_sum_nearest``): same bits as the full path, much cheaper.
 5. The parameter is kept in its type: coefficients outside its grades are set to exactly 0, bounds
    and Dale's-law signs are clamped (bounds rounded inward to storage values). A rotor parameter
    instead takes the exponential-map retraction ``R <- R exp(B)``, ``B = <R~ (lr D)>_2`` (with
@@ -50,7 +53,14 @@ from typing import Any
 
 import torch
 
-from neuro.engine.exact import counter_uniform, quire_from_float64, round_quire, scale_quire, stream_key
+from neuro.engine.exact import (
+    counter_uniform,
+    quire_from_float64,
+    round_quire,
+    round_sum_nearest,
+    scale_quire,
+    stream_key,
+)
 from neuro.numerics import POSIT16, POSIT32, PositFormat, Quire
 from neuro.params import (
     Bounds,
@@ -520,6 +530,8 @@ class UpdateEngine:
                 r_new = slot.retract(slot.coeffs(w), d).reshape(slot.param.shape)
                 new = slot.constrain(slot.from_q(slot.round(quire_from_float64(fmt, slot.to_q(r_new)),
                                                             self.seed, slot.step)))
+            elif g["rounding"] == "nearest":
+                new = slot.constrain(slot.from_q(round_sum_nearest(slot.to_q(w), lr_d, slot.storage)))
             else:
                 total = quire_from_float64(fmt, slot.to_q(w))
                 total.merge(lr_d)
