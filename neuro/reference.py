@@ -1,0 +1,411 @@
+"""Brian2 reference simulations built from the same :class:`neuro.graph.ModelGraph` as the Norse network.
+
+:func:`simulate_brian2` turns a graph, its weights and an input tensor into a Brian2 network, runs
+it and returns a :class:`ReferenceResult` shaped like :class:`neuro.network.RunResult` (spikes and
+membrane potentials ``(T, B, n)``, readout) plus the final weights of every projection.
+
+Model mapping (Brian2 equations with units; potentials are dimensionless, unit ``1``, as in the
+model files; inverse time constants carry ``hertz``)::
+
+    dv/dt = tau_mem_inv*((v_leak - v) + I) : 1      (unless refractory, when refractory > 0)
+    dI/dt = -tau_syn_inv*I : 1                      (LIF, AdaptiveLIF, LI; LIFBox: I : 1, zeroed
+                                                     after every state update)
+    threshold  v > v_th (+ b for AdaptiveLIF)        reset  v = v_reset (b += adapt_increment)
+    synapses   on_pre: I_post += w                   (delays: ``delay`` of the projection)
+
+Alignment with Norse.  Norse adds a step's input to ``I`` *before* that step's membrane update, so
+the spike at step ``k`` depends on the input of step ``k``; Brian2's default schedule applies
+``on_pre`` after the state update, one step later.  Instead of shifting spike trains we give every
+object an explicit place in the ``groups`` slot of Brian2's schedule, population by population in
+graph order: input generators first; then for each population its incoming synaptic pathways, its
+state update, its threshold and reset, and the postsynaptic pathways of its plastic synapses.  A
+projection from an earlier population then delivers the same step's spikes (Norse's lag 0), a
+projection from the population itself or a later one delivers the previous step's spikes (Norse's
+recurrent lag 1), and a delay of ``d`` steps adds ``d`` -- exactly Norse's rule.  Brian2 step ``k``
+is Norse step ``k``; spikes and voltages are recorded at the end of each step (after the reset),
+which is what Norse returns.
+
+Bit-identity.  With forward Euler (``method="euler"``), float64 parameters, ``v_leak = 0`` and the
+``numpy`` target the generated arithmetic is Norse's, term for term: rasters are identical and
+membrane traces agree to a few ulp (Brian2 adds synaptic jumps one by one, Norse sums them with a
+matmul).  The ``cython`` target is compiled in its own cache directory with
+``-O3 -ffp-contract=off`` (no ``-ffast-math``, no FMA contraction), which keeps the same
+arithmetic; Brian2's default flags do not.  ``method="exact"`` integrates the linear equations
+exactly (a different discrete model, for the statistical comparison).
+
+Plasticity (``stdp_pair``): per-synapse traces ``apre``, ``apost`` (event-driven, i.e. decayed by
+``exp(-dt/tau)`` per step), the presynaptic pathway before the postsynaptic one::
+
+    on_pre:  I_post += w; apre += a_plus; w = clip(w + apost, low, high)      (additive)
+    on_post: apost -= a_minus; w = clip(w + apre, low, high)
+
+Multiplicative mode scales the updates by the distance to the bound: ``w + apost*(w - low)`` and
+``w + apre*(high - w)``.  A same-step pre/post pair gives LTP only (Brian2's order).
+
+Brian2 is imported lazily (it is slow to import and replaces ``sys.excepthook``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from neuro.graph import ModelGraph, Population, Projection
+from neuro.network import RunResult
+
+__all__ = ["ReferenceResult", "simulate_brian2", "brian2_equations", "TARGETS", "METHODS", "SUPPORTED_RULES"]
+
+TARGETS = ("numpy", "cython")
+METHODS = ("euler", "exact")
+SUPPORTED_RULES = ("none", "bptt", "eprop", "stdp_pair")
+
+#: Compiler flags of the cython target: Brian2's defaults without -ffast-math and without FMA
+#: contraction, which would change the arithmetic.
+CYTHON_FLAGS = ["-w", "-O3", "-ffp-contract=off", "-fno-fast-math"]
+
+
+@functools.cache
+def _brian2():
+    """Import Brian2 quietly and keep the interpreter's ``sys.excepthook``."""
+    hook = sys.excepthook
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import brian2
+    finally:
+        sys.excepthook = hook
+    brian2.prefs.core.default_float_dtype = np.float64
+    # Keep Brian2's log quiet (it writes a debug log file per process otherwise).
+    brian2.prefs.logging.file_log = False
+    brian2.prefs.logging.console_log_level = "ERROR"
+    return brian2
+
+
+@dataclass
+class ReferenceResult(RunResult):
+    """:class:`~neuro.network.RunResult` of a Brian2 run plus its final weights.
+
+    Attributes:
+        weights: projection -> final weights, float64, same shape as the Norse weights
+            (``(target, source)`` or ``(size,)``).
+        wall_s: seconds spent in ``Network.run`` (summed over the batch), excluding the build.
+    """
+
+    weights: dict[str, torch.Tensor] = field(default_factory=dict)
+    wall_s: float = 0.0
+
+
+def brian2_equations(pop: Population, method: str = "euler") -> str:
+    """Brian2 equations (text) for a non-input population; see the module docstring."""
+    unless = " (unless refractory)" if pop.refractory and pop.refractory > 0 else ""
+    lines = [f"dv/dt = tau_mem_inv*((v_leak - v) + I) : 1{unless}"]
+    if pop.type == "LIFBox":
+        lines.append("I : 1")
+    else:
+        lines.append("dI/dt = -tau_syn_inv*I : 1")
+        lines.append("tau_syn_inv : hertz (shared, constant)")
+    lines += ["tau_mem_inv : hertz (shared, constant)", "v_leak : 1 (shared, constant)"]
+    if pop.spiking:
+        lines += ["v_th : 1 (shared, constant)", "v_reset : 1 (shared, constant)"]
+    if pop.type == "AdaptiveLIF":
+        lines += ["b : 1", "adapt_decay : 1 (shared, constant)", "adapt_increment : 1 (shared, constant)"]
+    return "\n".join(lines)
+
+
+def _stdp_code(proj: Projection) -> tuple[str, str, str, dict]:
+    """(model, on_pre, on_post, namespace) of a pair-STDP synapse."""
+    p = proj.params
+    mode = p.get("mode", "additive")
+    if proj.bounds is not None:
+        lo, hi = proj.bounds
+    else:
+        if mode == "multiplicative":
+            raise ValueError(f"reference: projection {proj.name}: multiplicative STDP needs bounds")
+        lo, hi = -np.inf, np.inf
+    model = (
+        "w : 1\n"
+        "dapre/dt = -apre/tau_plus : 1 (event-driven)\n"
+        "dapost/dt = -apost/tau_minus : 1 (event-driven)"
+    )
+    if mode == "additive":
+        ltd, ltp = "w + apost", "w + apre"
+    else:
+        ltd, ltp = "w + apost*(w - w_low)", "w + apre*(w_high - w)"
+    on_pre = f"I_post += w\napre += a_plus\nw = clip({ltd}, w_low, w_high)"
+    on_post = f"apost -= a_minus\nw = clip({ltp}, w_low, w_high)"
+    b2 = _brian2()
+    ns = {
+        "tau_plus": float(p["tau_plus"]) * b2.second,
+        "tau_minus": float(p["tau_minus"]) * b2.second,
+        "a_plus": float(p["a_plus"]),
+        "a_minus": float(p["a_minus"]),
+        "w_low": float(lo),
+        "w_high": float(hi),
+    }
+    return model, on_pre, on_post, ns
+
+
+@contextlib.contextmanager
+def _codegen(target: str, cache_dir: str | os.PathLike | None):
+    """Set Brian2's code generation target (and cython flags / cache) for the duration of a run."""
+    b2 = _brian2()
+    prefs = b2.prefs
+    saved = {"codegen.target": prefs["codegen.target"]}
+    if target == "cython":
+        saved["codegen.cpp.extra_compile_args_gcc"] = list(prefs["codegen.cpp.extra_compile_args_gcc"])
+        saved["codegen.runtime.cython.cache_dir"] = prefs["codegen.runtime.cython.cache_dir"]
+        if cache_dir is None:
+            cache_dir = Path.home() / ".cache" / "neuro" / "brian2_cython_nofastmath"
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        prefs["codegen.cpp.extra_compile_args_gcc"] = list(CYTHON_FLAGS)
+        prefs["codegen.runtime.cython.cache_dir"] = str(cache_dir)
+    prefs["codegen.target"] = target
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            prefs[k] = v
+
+
+def _to_numpy(x: torch.Tensor) -> np.ndarray:
+    return x.detach().to("cpu", torch.float64).numpy()
+
+
+def simulate_brian2(
+    graph: ModelGraph,
+    inputs: torch.Tensor | dict[str, torch.Tensor],
+    weights: dict[str, torch.Tensor],
+    *,
+    method: str = "euler",
+    target: str = "numpy",
+    record: bool = True,
+    cache_dir: str | os.PathLike | None = None,
+    plastic: bool = True,
+) -> ReferenceResult:
+    """Run the graph in Brian2 on the given inputs and weights.
+
+    Args:
+        graph: the model graph (``neuro.spec.load_model``).
+        inputs: ``(T, B, n_in)`` for a single input population, or a dict per input population:
+            0/1 spikes for spiking encodings, currents for ``current`` encodings (the same tensor
+            that is passed to :class:`neuro.network.Network`).
+        weights: projection -> weights (``Network.weights``; converted to float64).
+        method: ``"euler"`` (Norse's discretisation) or ``"exact"`` (Brian2's exact integration).
+        target: Brian2 code generation target, ``"numpy"`` (default; bit-identical arithmetic) or
+            ``"cython"`` (compiled without fast-math into ``cache_dir``, default
+            ``~/.cache/neuro/brian2_cython_nofastmath``).
+        record: record membrane potentials of every non-input population.
+        plastic: run the plasticity of ``stdp_pair`` projections (False: fixed weights).
+    Returns:
+        :class:`ReferenceResult`: ``spikes[pop]`` ``(T, B, n)`` float64 0/1 (inputs included),
+        ``voltages[pop]`` ``(T, B, n)`` (after reset, as Norse returns them), ``readout``,
+        ``weights[proj]`` final weights.  Each batch element is an independent Brian2 run.
+    """
+    if method not in METHODS:
+        raise ValueError(f"reference: method must be one of {METHODS}, got {method!r}")
+    if target not in TARGETS:
+        raise ValueError(f"reference: target must be one of {TARGETS}, got {target!r}")
+    for proj in graph.projections.values():
+        if proj.rule not in SUPPORTED_RULES:
+            raise ValueError(
+                f"reference: projection {proj.name} uses rule {proj.rule!r}; the Brian2 reference "
+                f"expresses {SUPPORTED_RULES} (gradient rules run with fixed weights)"
+            )
+        if graph.weight_shape(proj.name) not in ((graph.populations[proj.target].size,
+                                                    graph.populations[proj.source].size),
+                                                   (graph.populations[proj.target].size,)):
+            raise ValueError(f"reference: projection {proj.name} has multivector weights")
+    if isinstance(inputs, torch.Tensor):
+        ins = graph.inputs()
+        if len(ins) != 1:
+            raise ValueError(f"{graph.name}: {len(ins)} input populations; pass a dict of inputs")
+        inputs = {ins[0].name: inputs}
+    steps, batch = next(iter(inputs.values())).shape[:2]
+    per_run = [
+        _run_one(graph, {k: v[:, b] for k, v in inputs.items()}, weights, method, target, record,
+                 cache_dir, plastic)
+        for b in range(batch)
+    ]
+    spikes = {k: torch.stack([r[0][k] for r in per_run], dim=1) for k in per_run[0][0]}
+    for name, x in inputs.items():
+        spikes[name] = x.detach().to("cpu", torch.float64)
+    volts = {k: torch.stack([r[1][k] for r in per_run], dim=1) for k in per_run[0][1]}
+    # Weights: with a batch > 1 each run learns on its own; return the first run's weights stacked
+    # on a leading batch axis only when they differ.
+    final: dict[str, torch.Tensor] = {}
+    for k in per_run[0][2]:
+        ws = [r[2][k] for r in per_run]
+        final[k] = ws[0] if all(torch.equal(ws[0], w) for w in ws[1:]) else torch.stack(ws)
+    out = graph.populations[graph.output]
+    readout = spikes[out.name] if out.spiking else volts[out.name]
+    return ReferenceResult(readout=readout, spikes=spikes, voltages=volts if record else {},
+                           weights=final, wall_s=sum(r[3] for r in per_run))
+
+
+def _run_one(graph, inputs, weights, method, target, record, cache_dir, plastic):
+    """One Brian2 run of one batch element; returns (spikes, voltages, weights, wall seconds)."""
+    import time
+
+    b2 = _brian2()
+    second, hertz = b2.second, b2.hertz
+    dt = graph.dt
+    steps = next(iter(inputs.values())).shape[0]
+    clock = b2.Clock(dt=dt * second)
+    objs: list = []
+    groups: dict[str, object] = {}
+    order = 0
+
+    def place(obj, slot_order):
+        obj.when = "groups"
+        obj.order = slot_order
+
+    with _codegen(target, cache_dir):
+        # Input populations: spike generators (spiking encodings) or TimedArray currents.
+        currents: dict[str, np.ndarray] = {}
+        for pop in graph.inputs():
+            x = inputs[pop.name]
+            enc = graph.encodings[pop.name]
+            if enc.spiking:
+                t_idx, n_idx = torch.nonzero(x > 0, as_tuple=True)
+                gen = b2.SpikeGeneratorGroup(
+                    pop.size, n_idx.numpy().astype(np.int64), t_idx.numpy() * dt * second,
+                    clock=clock, name=f"in_{pop.name}*", when="groups", order=order,
+                )
+                order += 1
+                groups[pop.name] = gen
+                objs.append(gen)
+            else:
+                currents[pop.name] = _to_numpy(x)
+        synapses: dict[str, object] = {}
+        monitors: dict[str, tuple] = {}
+        for pop in graph.populations.values():
+            if pop.type == "input":
+                continue
+            base = 1000 * (1 + list(graph.populations).index(pop.name))
+            ns = {"tau_mem_inv": 1.0 / pop.tau_mem * hertz, "v_leak": float(pop.v_leak)}
+            kwargs = {}
+            if pop.type != "LIFBox":
+                ns["tau_syn_inv"] = (1.0 / pop.tau_syn) * hertz
+            if pop.spiking:
+                thr = "v > v_th + b" if pop.type == "AdaptiveLIF" else "v > v_th"
+                reset = "v = v_reset" + ("\nb += adapt_increment" if pop.type == "AdaptiveLIF" else "")
+                kwargs.update(threshold=thr, reset=reset)
+                if pop.refractory and pop.refractory > 0:
+                    # Norse blocks the `steps` steps after a spike; Brian2 re-enables a neuron in
+                    # the state update of step t_spike + refractory/dt, so ask for one step more.
+                    kwargs["refractory"] = (round(pop.refractory / dt) + 1) * dt * second
+            group = b2.NeuronGroup(pop.size, brian2_equations(pop, method), method=method, clock=clock,
+                                   name=f"pop_{pop.name}*", namespace={}, **kwargs)
+            for k, v in ns.items():
+                setattr(group, k, v)
+            group.v = float(pop.v_leak)
+            if pop.spiking:
+                group.v_th = float(pop.v_th)
+                group.v_reset = float(pop.v_reset)
+            if pop.type == "AdaptiveLIF":
+                group.adapt_decay = float(np.exp(-dt / pop.tau_adapt))
+                group.adapt_increment = float(pop.adapt_increment)
+            groups[pop.name] = group
+            objs.append(group)
+            # incoming projections
+            k_in = 0
+            for proj in graph.incoming(pop.name):
+                w = _to_numpy(weights[proj.name])
+                src = graph.populations[proj.source]
+                if src.name in currents:
+                    # Current input: Norse adds pre @ w.T each step; precompute it the same way.
+                    pre = torch.from_numpy(currents[src.name])
+                    wt = torch.from_numpy(w)
+                    cur = (pre * wt) if proj.kind == "one_to_one" else pre @ wt.T
+                    lag = graph.delay_steps(proj.name)
+                    if lag:
+                        cur = torch.cat([torch.zeros(lag, cur.shape[1], dtype=cur.dtype), cur[:-lag]])
+                    ta = b2.TimedArray(cur.numpy(), dt=dt * second, name=f"cur_{proj.name}*")
+                    group.namespace[ta.name] = ta
+                    runner = group.run_regularly(f"I += {ta.name}(t, i)", clock=clock,
+                                                 name=f"curin_{proj.name}*")
+                    place(runner, base + k_in)
+                    k_in += 1
+                    continue
+                stdp = plastic and proj.rule == "stdp_pair"
+                if stdp:
+                    model, on_pre, on_post, sns = _stdp_code(proj)
+                    syn = b2.Synapses(groups[src.name], group, model, on_pre=on_pre, on_post=on_post,
+                                      namespace=sns, clock=clock, name=f"syn_{proj.name}*")
+                else:
+                    syn = b2.Synapses(groups[src.name], group, "w : 1", on_pre="I_post += w",
+                                      clock=clock, name=f"syn_{proj.name}*")
+                if proj.kind == "one_to_one":
+                    syn.connect(j="i")
+                    wflat = w
+                else:
+                    jj, ii = np.meshgrid(np.arange(pop.size), np.arange(src.size), indexing="ij")
+                    syn.connect(i=ii.ravel(), j=jj.ravel())
+                    wflat = w[syn.j[:], syn.i[:]]
+                syn.w = wflat
+                d = graph.delay_steps(proj.name)
+                if d:
+                    syn.pre.delay = d * dt * second
+                place(syn.pre, base + k_in)
+                k_in += 1
+                if stdp:
+                    place(syn.post, base + 900 + k_in)
+                synapses[proj.name] = syn
+                objs.append(syn)
+            place(group.state_updater, base + 500)
+            if pop.type == "LIFBox":
+                place(group.run_regularly("I = 0", clock=clock, name=f"box_{pop.name}*"), base + 501)
+            if pop.spiking:
+                place(group.thresholder["spike"], base + 600)
+                if pop.type == "AdaptiveLIF":
+                    place(group.run_regularly("b = b*adapt_decay", clock=clock,
+                                              name=f"adapt_{pop.name}*"), base + 601)
+                place(group.resetter["spike"], base + 700)
+                smon = b2.SpikeMonitor(group, when="end", name=f"spk_{pop.name}*")
+            else:
+                smon = None
+            vmon = b2.StateMonitor(group, "v", record=True, when="end", name=f"v_{pop.name}*") \
+                if (record or not pop.spiking) else None
+            monitors[pop.name] = (smon, vmon)
+            objs += [m for m in (smon, vmon) if m is not None]
+        net = b2.Network(*objs)
+        t0 = time.perf_counter()
+        net.run(steps * dt * second, namespace={})
+        wall = time.perf_counter() - t0
+        spikes: dict[str, torch.Tensor] = {}
+        volts: dict[str, torch.Tensor] = {}
+        for name, (smon, vmon) in monitors.items():
+            n = graph.populations[name].size
+            if smon is not None:
+                z = torch.zeros(steps, n, dtype=torch.float64)
+                k = np.rint(np.asarray(smon.t_[:]) / dt).astype(np.int64)
+                z[torch.from_numpy(k), torch.from_numpy(np.asarray(smon.i[:], dtype=np.int64))] = 1.0
+                spikes[name] = z
+            if vmon is not None:
+                v = torch.from_numpy(np.array(vmon.v[:], dtype=np.float64).T.copy())
+                if v.shape[0] != steps:
+                    raise RuntimeError(f"reference: recorded {v.shape[0]} steps, expected {steps}")
+                volts[name] = v
+        final: dict[str, torch.Tensor] = {}
+        for name, syn in synapses.items():
+            proj = graph.projections[name]
+            w = np.asarray(syn.w[:], dtype=np.float64)
+            if proj.kind == "one_to_one":
+                final[name] = torch.from_numpy(w.copy())
+            else:
+                shape = graph.weight_shape(name)
+                full = np.zeros(shape, dtype=np.float64)
+                full[np.asarray(syn.j[:]), np.asarray(syn.i[:])] = w
+                final[name] = torch.from_numpy(full)
+        for name in graph.projections:
+            if name not in final:
+                final[name] = weights[name].detach().to("cpu", torch.float64).clone()
+    return spikes, volts, final, wall
