@@ -96,8 +96,9 @@ class RunResult:
         readout: ``(T, B, n_out)`` membrane potential of an LI output population, or spikes.
         spikes: population -> ``(T, B, n)`` spikes (spiking populations and inputs).
         voltages: population -> ``(T, B, n)`` membrane potentials (when ``record=True``).
-        currents: projection -> list of T ``(B, M)`` synaptic current jumps (when ``track=True``;
-            their ``.grad`` after ``backward`` is the error signal of that projection).
+        currents: projection -> synaptic current jumps (when ``track=True``): one ``(T, B, M)``
+            tensor for a feed-forward projection on the fast path, else a list of T ``(B, M)``
+            tensors; their ``.grad`` after ``backward`` is the error signal of that projection.
         pre: projection -> ``(T, B, N)`` presynaptic activity seen by each projection (delays
             and recurrent shifts applied; when ``track=True``).
     """
@@ -105,7 +106,7 @@ class RunResult:
     readout: torch.Tensor
     spikes: dict[str, torch.Tensor] = field(default_factory=dict)
     voltages: dict[str, torch.Tensor] = field(default_factory=dict)
-    currents: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+    currents: dict[str, torch.Tensor | list[torch.Tensor]] = field(default_factory=dict)
     pre: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
@@ -200,24 +201,60 @@ class Network(torch.nn.Module):
         extra = {"threshold": zeros.clone(), "refractory": zeros.clone()}
         return state, extra
 
-    def _project(self, name: str, pre: torch.Tensor) -> torch.Tensor:
+    def _project(self, name: str, pre: torch.Tensor, detach: bool = False) -> torch.Tensor:
+        """Synaptic current jumps ``(..., M)`` of projection ``name`` for presynaptic activity
+        ``(..., N)``; ``detach``: use the weights without recording them in the autograd graph."""
         w = self.weights[name]
+        if detach:
+            w = w.detach()
         if self.graph.projections[name].kind == "one_to_one":
             return pre * w
         return pre @ w.T
 
+    @staticmethod
+    def _shift(x: torch.Tensor, lag: int) -> torch.Tensor:
+        """``x`` (T, B, N) delayed by ``lag`` steps (zeros for the first ``lag`` steps)."""
+        if lag == 0:
+            return x
+        if lag >= x.shape[0]:
+            return torch.zeros_like(x)
+        return torch.cat([torch.zeros_like(x[:lag]), x[:-lag]], dim=0)
+
+    @staticmethod
+    def _mark(c: torch.Tensor) -> torch.Tensor:
+        """Make ``c``'s gradient available after ``backward`` (its ``.grad`` is the error signal)."""
+        if c.requires_grad:
+            c.retain_grad()
+        else:
+            c.requires_grad_(True)
+        return c
+
+    @property
+    def layerwise(self) -> bool:
+        """True when no projection feeds a population from one updated after it: then every
+        population can run over all time steps at once, after its sources (the fast path)."""
+        position = {name: i for i, name in enumerate(self.graph.populations)}
+        return all(position[p.source] <= position[p.target] for p in self.graph.projections.values())
+
     def forward(self, inputs: torch.Tensor | dict[str, torch.Tensor], *, record: bool = False,
-                track: bool = False) -> RunResult:
+                track: bool = False, stepwise: bool = False) -> RunResult:
         """Run the network over a whole input sequence.
 
         Args:
             inputs: ``(T, B, n_in)`` for the single input population, or a dict per input
                 population.  Spikes (0/1) or currents, as the encoding produced them.
             record: also return membrane potentials of every population.
-            track: keep per-step currents and presynaptic activity (for learning rules).
+            track: keep the synaptic currents and presynaptic activity of every projection (for
+                learning rules).  The weights then enter the autograd graph detached: the error
+                signals land in ``result.currents[...].grad`` and no ``W.grad`` is computed (run
+                with ``track=False`` to get ``W.grad`` from autograd).
+            stepwise: force the step-by-step loop over all populations (otherwise used only when
+                a projection feeds back from a later population).  Without feedback the fast path
+                computes each feed-forward projection's currents for all steps with one matmul,
+                then loops over time with element-wise neuron updates only; self-recurrent
+                projections are applied per step in both paths.
         """
         graph = self.graph
-        _, _, leaky_integrator = _norse()
         if isinstance(inputs, torch.Tensor):
             ins = graph.inputs()
             if len(ins) != 1:
@@ -231,9 +268,73 @@ class Network(torch.nn.Module):
                     f"{graph.name}: input {pop.name!r} must be a (T={steps}, B={batch}, {pop.size}) "
                     f"tensor, got {None if x is None else tuple(x.shape)}"
                 )
-        history: dict[str, list[torch.Tensor]] = {
-            name: list(x.to(device=self.device, dtype=self.dtype).unbind(0)) for name, x in inputs.items()
-        }
+        inputs = {name: x.to(device=self.device, dtype=self.dtype) for name, x in inputs.items()}
+        if stepwise or not self.layerwise:
+            return self._forward_steps(inputs, steps, batch, record, track)
+        return self._forward_layers(inputs, steps, batch, record, track)
+
+    def _step_population(self, pop: Population, total: torch.Tensor, states: dict, dt: float):
+        """One step of population ``pop`` driven by current jumps ``total`` (B, n): (out, v)."""
+        p = self._params[pop.name]
+        if pop.type == "LI":
+            _, _, leaky_integrator = _norse()
+            out, states[pop.name] = leaky_integrator.li_feed_forward_step(total, states[pop.name], p, dt)
+            return out, out
+        return self._spiking_step(pop, total, states, p, dt)
+
+    def _forward_layers(self, inputs: dict[str, torch.Tensor], steps: int, batch: int, record: bool,
+                        track: bool) -> RunResult:
+        graph = self.graph
+        position = {name: i for i, name in enumerate(graph.populations)}
+        acts: dict[str, torch.Tensor] = dict(inputs)  # population -> (T, B, n) activity
+        voltages: dict[str, torch.Tensor] = {}
+        currents: dict[str, torch.Tensor | list[torch.Tensor]] = {}
+        pres: dict[str, torch.Tensor] = {}
+        states = {pop.name: self._initial_state(pop, batch) for pop in self._order}
+        dt = graph.dt
+        for pop in self._order:
+            feed, recurrent = [], []
+            for proj in graph.incoming(pop.name):
+                (recurrent if position[proj.source] >= position[pop.name] else feed).append(proj)
+            drive = None
+            for proj in feed:  # all steps at once: one (T*B, N) x (N, M) product
+                pre = self._shift(acts[proj.source], self._lag[proj.name])
+                c = self._project(proj.name, pre, detach=track)
+                if track:
+                    currents[proj.name] = self._mark(c)
+                    pres[proj.name] = pre
+                drive = c if drive is None else drive + c
+            if drive is None:
+                drive = torch.zeros(steps, batch, pop.size, device=self.device, dtype=self.dtype)
+            drive_t = drive.unbind(0)
+            for proj in recurrent:
+                currents[proj.name] = []
+                pres[proj.name] = []
+            zeros = torch.zeros(batch, pop.size, device=self.device, dtype=self.dtype)
+            outs, vs = [], []
+            for t in range(steps):
+                total = drive_t[t]
+                for proj in recurrent:  # self-connections: the population's own past output
+                    lag = self._lag[proj.name]
+                    pre = outs[t - lag] if t >= lag else zeros
+                    c = self._project(proj.name, pre, detach=track)
+                    if track:
+                        currents[proj.name].append(self._mark(c))
+                        pres[proj.name].append(pre)
+                    total = total + c
+                out, v = self._step_population(pop, total, states, dt)
+                outs.append(out)
+                if record:
+                    vs.append(v)
+            acts[pop.name] = torch.stack(outs)
+            if record:
+                voltages[pop.name] = torch.stack(vs)
+        return self._result(acts, inputs, voltages, currents, pres, record, track)
+
+    def _forward_steps(self, inputs: dict[str, torch.Tensor], steps: int, batch: int, record: bool,
+                       track: bool) -> RunResult:
+        graph = self.graph
+        history: dict[str, list[torch.Tensor]] = {name: list(x.unbind(0)) for name, x in inputs.items()}
         states = {pop.name: self._initial_state(pop, batch) for pop in self._order}
         voltages: dict[str, list[torch.Tensor]] = {pop.name: [] for pop in self._order}
         currents: dict[str, list[torch.Tensor]] = {name: [] for name in graph.projections}
@@ -250,37 +351,32 @@ class Network(torch.nn.Module):
                     lag = self._lag[proj.name]
                     src = history[proj.source]
                     pre = src[t - lag] if t - lag >= 0 and t - lag < len(src) else zeros[proj.name]
-                    c = self._project(proj.name, pre)
+                    c = self._project(proj.name, pre, detach=track)
                     if track:
-                        if c.requires_grad:
-                            c.retain_grad()
-                        else:
-                            c.requires_grad_(True)
-                        currents[proj.name].append(c)
+                        currents[proj.name].append(self._mark(c))
                         pres[proj.name].append(pre)
                     total = c if total is None else total + c
                 if total is None:
                     total = torch.zeros(batch, pop.size, device=self.device, dtype=self.dtype)
-                p = self._params[pop.name]
-                if pop.type == "LI":
-                    out, states[pop.name] = leaky_integrator.li_feed_forward_step(
-                        total, states[pop.name], p, dt)
-                    v = out
-                else:
-                    out, v = self._spiking_step(pop, total, states, p, dt)
+                out, v = self._step_population(pop, total, states, dt)
                 history[pop.name].append(out)
                 if record:
                     voltages[pop.name].append(v)
-        spikes = {name: torch.stack(seq) for name, seq in history.items()
+        acts = {name: torch.stack(seq) for name, seq in history.items()}
+        volts = {name: torch.stack(v) for name, v in voltages.items()} if record else {}
+        return self._result(acts, inputs, volts, currents, pres, record, track)
+
+    def _result(self, acts, inputs, voltages, currents, pres, record: bool, track: bool) -> RunResult:
+        graph = self.graph
+        spikes = {name: z for name, z in acts.items()
                   if name in inputs or graph.populations[name].type != "LI"}
-        out_pop = graph.populations[graph.output]
-        readout = torch.stack(history[out_pop.name])
-        result = RunResult(readout=readout, spikes=spikes)
+        result = RunResult(readout=acts[graph.output], spikes=spikes)
         if record:
-            result.voltages = {name: torch.stack(v) for name, v in voltages.items()}
+            result.voltages = voltages
         if track:
-            result.currents = currents
-            result.pre = {name: torch.stack(seq) for name, seq in pres.items() if seq}
+            result.currents = {name: c for name, c in currents.items() if len(c)}
+            result.pre = {name: (p if isinstance(p, torch.Tensor) else torch.stack(p))
+                          for name, p in pres.items() if len(p)}
         return result
 
     def _spiking_step(self, pop: Population, current, states, p, dt: float):

@@ -70,11 +70,16 @@ def bptt_contribute(engine, network, result, projections: list[str], scale: floa
             quire's exact spike path).
     """
     for name in projections:
-        currents = result.currents[name]
-        if not currents or currents[0].grad is None:
+        currents = result.currents.get(name)
+        if isinstance(currents, torch.Tensor):  # (T, B, M) on the network's fast path
+            delta = currents.grad
+        elif currents and all(c.grad is not None for c in currents):  # T tensors (B, M)
+            delta = torch.stack([c.grad for c in currents])
+        else:
+            delta = None
+        if delta is None:
             raise ValueError(f"bptt: projection {name} has no error signal; call loss.backward() on a "
                              "run made with track=True first")
-        delta = torch.stack([c.grad for c in currents])  # (T, B, M)
         pre = result.pre[name]  # (T, B, N)
         weight = network.weights[name]
         post2 = delta.reshape(-1, delta.shape[-1])
