@@ -375,7 +375,7 @@ class Network(torch.nn.Module):
             result.voltages = voltages
         if track:
             result.currents = {name: c for name, c in currents.items() if len(c)}
-            result.pre = {name: (p if isinstance(p, torch.Tensor) else torch.stack(p))
+            result.pre = {name: (p if isinstance(p, torch.Tensor) else torch.stack(p)).detach()
                           for name, p in pres.items() if len(p)}
         return result
 
