@@ -373,7 +373,8 @@ def overlay_figure(graph: ModelGraph, ours, ref, path: str | Path, *, title: str
         tb, nb = torch.nonzero(b > 0, as_tuple=True)
         ax_r.scatter(tb * dt_ms, nb + offset, marker="o", s=22, facecolors="none", edgecolors="tab:blue",
                      linewidths=0.8, label="Brian2" if offset == 0 else None)
-        ax_r.scatter(ta * dt_ms, na + offset, marker=".", s=10, color="k", label="ours" if offset == 0 else None)
+        ax_r.scatter(ta * dt_ms, na + offset, marker=".", s=10, color="k",
+                     label="ours" if offset == 0 else None)
         miss = (a > 0) != (b > 0)
         tm, nm = torch.nonzero(miss, as_tuple=True)
         ax_r.scatter(tm * dt_ms, nm + offset, marker="x", s=40, color="tab:red",
