@@ -1,0 +1,52 @@
+"""`neuro train` end to end on a tiny run: metrics, weights, resolved model, figures; clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from neuro.cli import main
+from neuro.spec import load_model
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+
+
+def test_neuro_train_writes_every_output(tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = main(["train", "yinyang_bptt", "--out", str(out), "--epochs", "1", "--max-train", "64",
+               "--format", "posit16", "--seed", "4", "--quiet"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "yinyang_bptt: test_accuracy" in printed and str(out) in printed
+    names = {p.name for p in out.iterdir()}
+    assert {"metrics.json", "weights.safetensors", "model.toml", "learning_curve.png", "raster.png",
+            "weights_hist.png"} <= names
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("test_accuracy", "train_accuracy", "epochs", "seconds", "format"):
+        assert key in metrics, key
+    assert metrics["epochs"] == 1 and metrics["format"] == ["posit16"] and metrics["seed"] == 4
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0 and metrics["seconds"] > 0
+    for png in ("learning_curve.png", "raster.png", "weights_hist.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    resolved = load_model(out / "model.toml")  # the resolved model parses back to the trained graph
+    assert resolved.projections["input_hidden"].format == "posit16"
+    from safetensors.torch import load_file
+
+    from neuro.numerics import POSIT16
+
+    weights = load_file(out / "weights.safetensors")
+    assert set(weights) == set(resolved.projections)
+    w = weights["input_hidden"].double()
+    assert w.shape == resolved.weight_shape("input_hidden")
+    assert bool((POSIT16.quantize(w) == w).all())  # stored values are posit16 values
+
+
+def test_bad_model_path_is_a_clear_error():
+    proc = subprocess.run([sys.executable, "-m", "neuro", "train", "models/yinyang_bpt.toml", "--quiet"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "no model file 'models/yinyang_bpt.toml'" in proc.stderr
+    assert "yinyang_bptt" in proc.stderr  # the nearest bundled model is suggested
+    assert "Traceback" not in proc.stderr
