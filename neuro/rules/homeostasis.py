@@ -1,0 +1,67 @@
+"""Homeostasis for unsupervised STDP networks (Diehl & Cook 2015 style).
+
+* Adaptive thresholds: ``theta <- exp(-dt/tau_theta) theta + theta_plus z`` per neuron; the
+  neuron fires when ``v > v_th + theta``.  Pure step function on NamedTuples.
+* Weight normalisation: each postsynaptic neuron's incoming weights are rescaled to a fixed sum.
+  The rescaled weights reach the engine as a contribution ``target - w`` (the engine then rounds
+  once and clamps), never by writing the weight.
+* Lateral inhibition (winner-take-all): every spike inhibits the *other* neurons of the layer by a
+  fixed current, the effect of Diehl & Cook's 1:1 inhibitory population without simulating it.
+
+Shapes: spikes and thresholds ``(B, M)``; weights ``(M, N)`` (post, pre).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+
+__all__ = [
+    "AdaptiveThresholdParameters",
+    "adaptive_threshold_step",
+    "normalised_weights",
+    "normalisation_contribute",
+    "lateral_inhibition",
+]
+
+
+class AdaptiveThresholdParameters(NamedTuple):
+    """``theta_plus``: threshold increase per spike (potential units); ``tau_theta``: decay (s)."""
+
+    theta_plus: float = 0.05
+    tau_theta: float = 1e4
+
+
+def adaptive_threshold_step(
+    z: torch.Tensor, theta: torch.Tensor, p: AdaptiveThresholdParameters, dt: float
+) -> torch.Tensor:
+    """New thresholds ``exp(-dt/tau_theta) * theta + theta_plus * z`` (``(B, M)``)."""
+    return theta * math.exp(-dt / p.tau_theta) + p.theta_plus * z.to(theta.dtype)
+
+
+def normalised_weights(w: torch.Tensor, total: float, eps: float = 1e-12) -> torch.Tensor:
+    """``w`` with every row (incoming weights of one postsynaptic neuron) rescaled to sum ``total``
+    (float64; rows summing to 0 are left unchanged)."""
+    w64 = w.detach().to(torch.float64)
+    s = w64.sum(-1, keepdim=True)
+    return torch.where(s.abs() > eps, w64 * (total / s.clamp(min=eps)), w64)
+
+
+def normalisation_contribute(engine, weight: torch.Tensor, total: float) -> None:
+    """Hand ``normalised_weights(w, total) - w`` to ``engine`` (call ``engine.step()`` after)."""
+    engine.accumulate(weight, normalised_weights(weight, total) - weight.detach().to(torch.float64))
+
+
+def lateral_inhibition(z: torch.Tensor, strength: float, include_self: bool = False) -> torch.Tensor:
+    """Inhibitory current ``-strength * (number of spikes of the other neurons)`` (``(B, M)``).
+
+    Args:
+        z: ``(B, M)`` spikes of the layer (previous step).
+        strength: current jump per inhibiting spike (>= 0, potential units).
+        include_self: also inhibit the spiking neuron itself.
+    """
+    zf = z.to(torch.float64) if not z.dtype.is_floating_point else z
+    total = zf.sum(-1, keepdim=True)
+    return -strength * (total.expand_as(zf) if include_self else total - zf)
