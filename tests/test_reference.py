@@ -1,0 +1,143 @@
+"""Brian2 reference vs our simulation: the acceptance criteria of issue 6.
+
+Default run: shortened models (0.3-2 s of simulated time).  ``-m slow``: full-size runs (the Song
+2000 model with 1000 inputs, the cython target).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from neuro.fidelity import crosscheck
+from neuro.spec import load_model
+
+
+def _ff():
+    return load_model("models/crosscheck_ff.toml")
+
+
+def _single_layer(tau_mem: float | None = None):
+    """crosscheck_ff's first layer alone (Poisson -> 60 LIF)."""
+    g = _ff()
+    hidden = g.populations["hidden"]
+    if tau_mem is not None:
+        hidden = dataclasses.replace(hidden, tau_mem=tau_mem)
+    pops = {"inputs": g.populations["inputs"], "hidden": hidden}
+    return dataclasses.replace(g, populations=pops, projections={"in_hidden": g.projections["in_hidden"]},
+                               output="hidden")
+
+
+def _song(n_inputs: int, duration: float):
+    """Song 2000 scaled to n_inputs (weights, bounds and STDP amplitudes scaled by 1000/n)."""
+    g = load_model("models/song2000_stdp.toml")
+    s = 1000 / n_inputs
+    pops = dict(g.populations)
+    pops["inputs"] = dataclasses.replace(pops["inputs"], size=n_inputs)
+    pj = g.projections["synapses"]
+    prm = dict(pj.rule_params)
+    prm["a_plus"] *= s
+    prm["a_minus"] *= s
+    pj = dataclasses.replace(pj, init=dataclasses.replace(pj.init, high=0.04 * s), bounds=(0.0, 0.04 * s),
+                             rule_params=tuple(sorted(prm.items())))
+    return dataclasses.replace(g, populations=pops, projections={"synapses": pj}, duration=duration)
+
+
+@pytest.mark.parametrize("model", ["crosscheck_ff", "crosscheck_recurrent"])
+def test_criterion1_float64_euler_is_bit_identical(model):
+    g = load_model(f"models/{model}.toml")
+    r = crosscheck(g, None, duration=0.5)
+    assert r["n_spikes_ours"] > 300
+    assert r["count_equality"] == 1.0
+    assert r["match_0"] == 1.0
+    assert r["max_abs_dv"] <= 1e-13
+    assert r["passed"]
+
+
+def test_reference_returns_runresult_structures():
+    from neuro.fidelity import make_inputs
+    from neuro.network import Network
+    from neuro.reference import simulate_brian2
+
+    g = dataclasses.replace(load_model("models/crosscheck_recurrent.toml"), duration=0.05)
+    net = Network(g, seed=0, dtype=torch.float64)
+    x = make_inputs(g, 0, batch=2)
+    ref = simulate_brian2(g, x, dict(net.weights))
+    with torch.no_grad():
+        ours = net(x, record=True)
+    assert set(ref.spikes) == set(ours.spikes) and set(ref.voltages) == set(ours.voltages)
+    for k in ours.spikes:
+        assert ref.spikes[k].shape == ours.spikes[k].shape
+        assert torch.equal(ref.spikes[k], ours.spikes[k])  # two batch elements, two Brian2 runs
+    assert ref.readout.shape == ours.readout.shape
+    assert torch.equal(ref.weights["exc_exc"], net.weights["exc_exc"].detach())
+
+
+def test_criterion2_float32_vs_brian2_float64():
+    r = crosscheck(_ff(), None, dtype=torch.float32)
+    assert r["n_spikes_ref"] > 1000
+    assert 1.0 - r["match_0"] <= 1e-3
+    assert r["match_1"] == 1.0
+    assert r["gamma_1ms"] >= 0.999
+
+
+def test_criterion3_euler_vs_exact_statistical():
+    # tau_mem 20 ms (Euler's error grows with dt / tau_mem: with 10 ms Gamma(2 ms) is ~0.97-0.98)
+    r = crosscheck(_single_layer(tau_mem=0.02), None, method="exact", duration=2.0)
+    assert r["n_spikes_ref"] > 1000
+    assert r["gamma_2ms"] >= 0.97
+    assert r["rate_diff"] <= 0.02
+    assert r["mean_abs_dt_ms"] <= 0.2
+
+
+def test_criterion4_stdp_song_scaled_weights_match():
+    g = _song(200, 2.0)
+    r = crosscheck(g, None)
+    assert r["n_spikes_ref"] > 50  # the plastic weights drive the neuron
+    assert r["match_0"] == 1.0
+    assert r["max_abs_dw"] is not None and r["max_abs_dw"] <= 1e-12
+    assert r["passed"]
+
+
+def test_criterion4_weights_really_change():
+    from neuro.fidelity import make_inputs
+    from neuro.network import Network
+    from neuro.simulate import simulate_stdp
+
+    g = _song(200, 1.0)
+    net = Network(g, dtype=torch.float64)
+    w0 = net.weights["synapses"].detach().clone()
+    out = simulate_stdp(g, make_inputs(g, 0), dict(net.weights))
+    dw = (out.weights["synapses"] - w0).abs()
+    assert dw.max() > 5 * 0.005 * 0.2  # several STDP steps on some synapse
+    assert (dw > 0).float().mean() > 0.9
+
+
+@pytest.mark.parametrize("storage", ["posit16", "bposit16"])
+def test_criterion5_posit_storage_metrics(storage):
+    r = crosscheck(_ff(), None, storage=storage, duration=0.5)
+    # Reported, not bounded by the issue; the rounding of the weights moves few spikes by > 1 step.
+    print(storage, {k: r[k] for k in ("match_0", "match_1", "gamma_1ms", "gamma_2ms", "rate_diff")})
+    assert r["settings"]["storage"] == storage
+    assert r["match_1"] >= 0.95 and r["gamma_2ms"] >= 0.95
+
+
+@pytest.mark.slow
+def test_criterion4_song_full_size():
+    r = crosscheck(_song(1000, 10.0), None)
+    assert r["max_abs_dw"] <= 1e-12 and r["match_0"] == 1.0
+
+
+@pytest.mark.slow
+def test_cython_target_without_fast_math_is_bit_identical(tmp_path):
+    r = crosscheck(_ff(), None, target="cython", duration=0.5)
+    assert r["match_0"] == 1.0 and r["max_abs_dv"] <= 1e-13
+
+
+@pytest.mark.slow
+def test_criterion1_full_duration_both_models():
+    for name in ("crosscheck_ff", "crosscheck_recurrent"):
+        r = crosscheck(load_model(f"models/{name}.toml"), None)
+        assert r["match_0"] == 1.0 and r["max_abs_dv"] <= 1e-13
