@@ -75,6 +75,7 @@ from neuro.params import (
 __all__ = ["UpdateEngine", "rotor_norm_bound", "flatten_state_dict", "unflatten_state_dict"]
 
 _ROUNDINGS = ("nearest", "stochastic")
+_BLOCK_ENTRIES = 1 << 18  # entries per block of rows in step() (bounds temporary memory)
 _STATE_VERSION = 1
 
 
@@ -198,7 +199,8 @@ class _Slot:
         return round_quire(q, self.storage, rounding, u)
 
     def constrain(self, w: torch.Tensor) -> torch.Tensor:
-        """Project onto the grades and apply bounds / sign; ``w`` float64 of the parameter's shape."""
+        """Project onto the grades and apply bounds / sign; ``w`` float64 of the parameter's shape (or
+        a block of its leading rows)."""
         c = self.coeffs(w)
         c = self.type.project(c)
         con = self.type.constraint
@@ -208,7 +210,7 @@ class _Slot:
         elif isinstance(con, Sign):
             c = c.clamp(min=0.0) if con.kind == "excitatory" else c.clamp(max=0.0)
             c = c + 0.0  # no negative zeros
-        return c.reshape(self.param.shape)
+        return c.reshape(w.shape)
 
     def retract(self, r: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
         """Rotor retraction in float64: ``R exp(<R~ d>_2)`` renormalised; ``(..., dim)`` in and out."""
@@ -523,23 +525,46 @@ class UpdateEngine:
             fmt: PositFormat = g["format"]
             direction = self._direction(slot)
             sig, e = self._lr_parts(fmt, g["lr"]) if g["lr"] else (0, 0)
-            lr_d = scale_quire(direction, sig, e)
-            w = slot.param.detach().to(torch.float64)
-            if slot.type.constraint == "rotor":
-                d = slot.coeffs(slot.from_q(lr_d.to_float()))
-                r_new = slot.retract(slot.coeffs(w), d).reshape(slot.param.shape)
-                new = slot.constrain(slot.from_q(slot.round(quire_from_float64(fmt, slot.to_q(r_new)),
-                                                            self.seed, slot.step)))
-            elif g["rounding"] == "nearest":
-                new = slot.constrain(slot.from_q(round_sum_nearest(slot.to_q(w), lr_d, slot.storage)))
-            else:
-                total = quire_from_float64(fmt, slot.to_q(w))
-                total.merge(lr_d)
-                new = slot.constrain(slot.from_q(slot.round(total, self.seed, slot.step)))
-            slot.write(new)
+            uniform = slot.uniform(self.seed, slot.step) if g["rounding"] == "stochastic" else None
+            # Element-wise from here on: work in blocks of leading rows to bound temporary memory.
+            rows = slot.qshape[0] if slot.qshape else 1
+            per_row = max(1, math.prod(slot.qshape[1:]))
+            block = max(1, _BLOCK_ENTRIES // per_row) if slot.qshape else 1
+            for r0 in range(0, rows, block):
+                r1 = min(rows, r0 + block)
+                self._apply_rows(slot, direction, sig, e, uniform, r0, r1)
             slot.quire.clear()
             slot.touched = False
             slot.step += 1
+
+    def _apply_rows(self, slot: _Slot, direction: Quire, sig: int, e: int,
+                    uniform: torch.Tensor | None, r0: int, r1: int) -> None:
+        """Update rows ``r0:r1`` (of the quire's leading axis) of one parameter."""
+        g = slot.group
+        fmt: PositFormat = g["format"]
+        whole = not slot.qshape
+        if whole:
+            dq = direction
+        else:
+            dq = Quire.from_limbs(fmt, direction.limbs[r0:r1], direction.offset, direction.nar[r0:r1])
+        lr_d = scale_quire(dq, sig, e)
+        pview = slot.param.data if whole else slot.param.data[r0:r1]
+        w = pview.to(torch.float64)
+        wq = w.reshape(lr_d.shape)
+        u = uniform if (uniform is None or whole) else uniform[r0:r1]
+        if slot.type.constraint == "rotor":
+            d = slot.coeffs(lr_d.to_float().reshape(w.shape))
+            r_new = slot.retract(slot.coeffs(w), d).reshape(w.shape)
+            q_new = quire_from_float64(fmt, r_new.reshape(lr_d.shape))
+            new = round_quire(q_new, slot.storage, g["rounding"], u)
+        elif g["rounding"] == "nearest":
+            new = round_sum_nearest(wq, lr_d, slot.storage)
+        else:
+            total = quire_from_float64(fmt, wq)
+            total.merge(lr_d)
+            new = round_quire(total, slot.storage, g["rounding"], u)
+        new = slot.constrain(new.reshape(w.shape))
+        pview.copy_(new.to(pview.dtype))
 
     # ------------------------------------------------------------------ memory
     def quire_bytes(self) -> int:
