@@ -1,0 +1,131 @@
+"""Accuracy of the bundled surrogate-gradient models per weight storage format (BENCHMARKS.md).
+
+Trains each configuration once with ``neuro.train.train`` (the same code path as ``neuro train``):
+models/yinyang_bptt.toml and models/digits_bptt.toml, each with weights stored as float32, posit16,
+posit8 (quire + stochastic rounding) and bposit16, and prints test accuracy (fraction of the test set,
+in percent), training accuracy, wall-clock seconds and the difference to float32 next to the targets:
+Yin-Yang >= 97 %, digits >= 96 %, posit16 within 0.5 points of float32, posit8 within 2 points.
+
+Run: ``python benchmarks/bench_accuracy.py [--quick] [--json out.json] [--models M ...]
+[--formats F ...] [--epochs N]``.  ``--quick`` trains 2 epochs on the first 512 training samples (a
+smoke run; its accuracies say nothing about the targets).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(REPO))
+
+from neuro.spec import load_model  # noqa: E402
+from neuro.train import train  # noqa: E402
+
+MODELS = ("yinyang_bptt", "digits_bptt")
+FORMATS = ("float32", "posit16", "posit8", "bposit16")
+TARGET = {"yinyang_bptt": 97.0, "digits_bptt": 96.0}  # test accuracy, percent (float32)
+WITHIN = {"posit16": 0.5, "posit8": 2.0}  # allowed drop versus float32, points
+
+
+def _machine() -> dict:
+    """Machine description from benchmarks/_machine.py when present (printed), else a minimal one."""
+    try:
+        from _machine import print_machine
+    except ImportError:
+        import os
+        import platform
+
+        import torch
+
+        info = {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
+                "platform": platform.platform()}
+        print("machine:", ", ".join(f"{k} {v}" for k, v in info.items()))
+        return info
+    return print_machine()
+
+
+def run(models, formats, epochs: int | None, max_train: int | None, seed: int | None) -> list[dict]:
+    """Train every (model, format) pair once; one result row per pair."""
+    rows = []
+    for name in models:
+        base = load_model(REPO / "models" / f"{name}.toml")
+        for fmt in formats:
+            graph = base.with_format(fmt)
+            result = train(graph, epochs=epochs, seed=seed, progress=False, max_train=max_train)
+            m = result.metrics
+            row = {
+                "model": name, "format": fmt, "epochs": m["epochs"], "seed": m["seed"],
+                "train_samples": m.get("train_samples"),
+                "test_accuracy": round(100 * m["test_accuracy"], 2),
+                "train_accuracy": round(100 * m["train_accuracy"], 2),
+                "best_epoch_test_accuracy": round(100 * max(m["history"]["test_accuracy"]), 2),
+                "seconds": m["seconds"], "weights_sha256": m["weights_sha256"],
+            }
+            rows.append(row)
+            print(f"  {name:<14} {fmt:<9} test {row['test_accuracy']:6.2f} %  train "
+                  f"{row['train_accuracy']:6.2f} %  {row['seconds']:7.1f} s", flush=True)
+    return rows
+
+
+def table(rows: list[dict], judge: bool = True) -> str:
+    """The results as a Markdown table with the difference to float32 and the target verdicts
+    (``judge=False``: no verdicts, e.g. for ``--quick`` smoke runs)."""
+    ref = {r["model"]: r["test_accuracy"] for r in rows if r["format"] == "float32"}
+    lines = ["| model | format | epochs | test acc. (%) | best epoch (%) | train acc. (%) | vs float32 "
+             "(points) | target | met | seconds |",
+             "|---|---|---:|---:|---:|---:|---:|---|---|---:|"]
+    for r in rows:
+        f32 = ref.get(r["model"])
+        delta = None if f32 is None else round(r["test_accuracy"] - f32, 2)
+        if r["format"] == "float32":
+            goal = TARGET.get(r["model"], 0.0)
+            target, met = f">= {goal:g} %", r["test_accuracy"] >= goal
+        elif r["format"] in WITHIN and delta is not None:
+            target, met = f"within {WITHIN[r['format']]:g} pt", delta >= -WITHIN[r["format"]]
+        else:
+            target, met = "report", None
+        if not judge:
+            met = None
+        r["delta_vs_float32"], r["target"], r["target_met"] = delta, target, met
+        lines.append(
+            f"| {r['model']} | {r['format']} | {r['epochs']} | {r['test_accuracy']:.2f} | "
+            f"{r['best_epoch_test_accuracy']:.2f} | {r['train_accuracy']:.2f} | "
+            f"{'' if delta is None else f'{delta:+.2f}'} | {target} | "
+            f"{'' if met is None else ('yes' if met else 'NO')} | {r['seconds']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="2 epochs on 512 training samples (smoke run)")
+    ap.add_argument("--json", default=None, help="write machine info and results to this JSON file")
+    ap.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    ap.add_argument("--formats", nargs="+", default=list(FORMATS), choices=FORMATS)
+    ap.add_argument("--epochs", type=int, default=None, help="override the model files' epochs")
+    ap.add_argument("--seed", type=int, default=None, help="override the model files' seeds")
+    args = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    info = _machine()
+    epochs = args.epochs if args.epochs is not None else (2 if args.quick else None)
+    max_train = 512 if args.quick else None
+    print(f"\nAccuracy per storage format ({'quick smoke run' if args.quick else 'full training'}; "
+          "one run per configuration, seeds from the model files)")
+    rows = run(args.models, args.formats, epochs, max_train, args.seed)
+    print()
+    print(table(rows, judge=not args.quick and args.epochs is None))
+    total = time.perf_counter() - t0
+    print(f"\ntotal benchmark time {total:.1f} s")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": info, "quick": args.quick, "results": rows,
+                                               "total_seconds": round(total, 1)}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
