@@ -531,7 +531,7 @@ class Registry:
     def publish(self, graph, weights_file: str | Path | bytes, private_key, *, metrics: Mapping[str, Any]
                 | None = None, training: Mapping[str, Any] | None = None, dataset: Mapping[str, Any]
                 | None = None, certificate: Any = None, memory_budget: int | None = None,
-                note: str | None = None) -> VerifiedVersion:
+                note: str | None = None, verify: bool = True) -> VerifiedVersion | int:
         """Certify, sign and commit a new version of ``graph.name``; returns it.
 
         Args:
@@ -545,6 +545,8 @@ class Registry:
                 explicitly passed certificate is embedded as is (the verifier re-checks it).
             memory_budget: budget of the certificate's memory check, bytes.
             note: free text stored in the record.
+            verify: verify the committed version and return it as :class:`VerifiedVersion`
+                (``False``: return only the new version number).
         Raises:
             CertificationError: when a check fails (nothing is written).
         """
@@ -610,6 +612,8 @@ class Registry:
             os.rename(staging, final)  # the commit point
             _crash_point("after-rename")
             _fsync_dir(folder)
+        if not verify:
+            return version
         return self.verify(graph.name, version, [private_key.public_key()], chain=False)
 
     def publish_run(self, run_dir: str | Path, private_key, **kwargs: Any) -> VerifiedVersion:
