@@ -34,6 +34,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--max-train", type=int, default=None, help="use only the first N training samples")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(func=_cmd_train)
+
+    check = sub.add_parser("crosscheck", help="simulate a model in Norse and Brian2 and compare spikes, "
+                           "membranes and weights (exit 1 if the model's tolerances are not met)")
+    check.add_argument("model", help="model file or bundled model name")
+    check.add_argument("--out", default=None, help="output folder (default: runs/MODEL_crosscheck)")
+    check.add_argument("--seed", type=int, default=None, help="seed of weights and inputs")
+    check.add_argument("--method", default="euler", choices=("euler", "exact"),
+                       help="Brian2 integration method (euler matches ours step for step)")
+    check.add_argument("--target", default="numpy", choices=("numpy", "cython"), help="Brian2 code target")
+    check.add_argument("--format", default=None, help="weight storage format on our side (e.g. posit16)")
+    check.set_defaults(func=_cmd_crosscheck)
     return parser
 
 
@@ -88,10 +99,49 @@ def _cmd_train(args: argparse.Namespace) -> int:
         from neuro.plasticity import train_local as train  # noqa: F811 - local-rule models
     result = train(graph, epochs=args.epochs, seed=args.seed, out_dir=out, progress=not args.quiet,
                    max_train=args.max_train)
-    m = result.metrics
-    print(f"{graph.name}: test_accuracy {m['test_accuracy']:.4f}  train_accuracy {m['train_accuracy']:.4f}  "
-          f"epochs {m['epochs']}  format {','.join(m['format'])}  {m['seconds']:.1f} s  -> {out}")
+    print(f"{graph.name}: {_summary(result.metrics)}  -> {out}")
     return 0
+
+
+def _summary(metrics: dict) -> str:
+    """One line of the run's headline numbers (those that are numbers and not NaN)."""
+    keys = ("test_accuracy", "train_accuracy", "share_below_10pct", "share_above_90pct",
+            "rewarded_weight", "epochs", "seconds")
+    parts = []
+    for key in keys:
+        value = metrics.get(key)
+        if isinstance(value, float) and value == value:
+            parts.append(f"{key} {value:.4f}" if key != "seconds" else f"{value:.1f} s")
+        elif isinstance(value, int) and not isinstance(value, bool):
+            parts.append(f"{key} {value}")
+    fmt = metrics.get("format")
+    if fmt:
+        parts.append("format " + (",".join(fmt) if isinstance(fmt, list) else str(fmt)))
+    return "  ".join(parts)
+
+
+def _cmd_crosscheck(args: argparse.Namespace) -> int:
+    from neuro.fidelity import crosscheck
+    from neuro.spec import ModelFileError, load_model
+
+    path = _resolve_model(args.model)
+    try:
+        graph = load_model(path)
+    except ModelFileError as err:
+        print(f"neuro crosscheck: {err}", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else Path("runs") / f"{graph.name}_crosscheck"
+    report = crosscheck(graph, out, seed=args.seed, method=args.method, target=args.target,
+                        storage=args.format)
+    keys = ("count_equality", "match_0", "match_1", "match_2", "mean_abs_dt_ms", "gamma_1ms",
+            "gamma_2ms", "max_abs_dv", "max_abs_dw", "rate_diff")
+    for key in keys:
+        value = report.get(key)
+        if value is not None:
+            print(f"{key:<15} {value:.6g}" if isinstance(value, float) else f"{key:<15} {value}")
+    verdict = "PASSED" if report["passed"] else "FAILED (tolerances not met)"
+    print(f"{graph.name}: Norse vs Brian2 {verdict}  -> {out / 'fidelity.json'}, {out / 'overlay.png'}")
+    return 0 if report["passed"] else 1
 
 
 def _cmd_formats(args: argparse.Namespace) -> int:
