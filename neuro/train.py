@@ -25,7 +25,7 @@ import torch
 from neuro.engine import UpdateEngine
 from neuro.graph import ModelGraph
 from neuro.network import Network
-from neuro.numerics import BPOSIT16, BPOSIT32, POSIT8, POSIT16, POSIT32, PositFormat
+from neuro.numerics import BPOSIT32, POSIT32, PositFormat
 from neuro.params import Bounds, ParamType, Sign
 from neuro.rules.bptt import bptt_contribute, classification_loss, readout_scores
 
@@ -35,13 +35,20 @@ __all__ = ["TrainResult", "train", "evaluate", "accumulation_format", "schedule_
 SPIKE_ENCODINGS = ("poisson", "latency", "spike_times", "raster")
 LR_SCHEDULES = ("cosine", "constant")
 
+# The quire format of a projection's updates: the format every factor handed to the engine is
+# rounded to and the format of the Adam moments.  Storage (what the weights are rounded to once per
+# step) is the projection's own format.  16- and 8-bit storage formats accumulate in bposit32
+# (float32-like precision over a huge range): Adam's second moments (~1e-10) underflow a posit8
+# (minpos 2**-24) and error signals rounded to 3 fraction bits (posit8) or posit16 cost accuracy
+# for nothing, since the one rounding to storage happens at the end anyway.  Measured on
+# digits_bptt: posit16 storage with a posit16 quire 98.06 %, with a bposit32 quire 98.61 % (= float32).
 _ACCUMULATION = {
     "float32": BPOSIT32,  # ~float32 precision over a huge range; products stay on the fast path
     "float64": POSIT32,
-    "posit8": POSIT8,
-    "posit16": POSIT16,
+    "posit8": BPOSIT32,
+    "posit16": BPOSIT32,
     "posit32": POSIT32,
-    "bposit16": BPOSIT16,
+    "bposit16": BPOSIT32,
     "bposit32": BPOSIT32,
 }
 
@@ -250,6 +257,7 @@ def train(
             "epochs": epochs,
             "seed": seed,
             "workers": world,
+            "accumulation": sorted({accumulation_format(p.format).name for p in graph.projections.values()}),
             "learning_rate": spec.learning_rate,
             "lr_schedule": lr_schedule,
             "batch_size": spec.batch_size,
