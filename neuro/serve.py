@@ -30,7 +30,6 @@ Use :class:`ModelService` in code, :func:`make_server` for a server object, :fun
 from __future__ import annotations
 
 import hmac
-import itertools
 import json
 import math
 import os
@@ -221,7 +220,8 @@ class ModelService:
         self._rotate_lock = threading.Lock()
         self.events: list[dict[str, Any]] = []
         self.started = time.time()
-        self._served = itertools.count(1)
+        self._served = 0
+        self._served_lock = threading.Lock()
         if version is None:  # newest version that verifies
             errors = []
             for v in reversed(self.registry.versions(model)):
@@ -301,7 +301,8 @@ class ModelService:
             out["output_spike_counts"] = result.readout.sum(0).tolist()
             if body.get("return_spikes"):
                 out["output_spikes"] = result.readout.transpose(0, 1).tolist()
-        next(self._served)
+        with self._served_lock:
+            self._served += 1
         return out
 
     # ------------------------------------------------------------------ rotation
@@ -345,7 +346,7 @@ class ModelService:
     @property
     def requests(self) -> int:
         """Inference requests answered so far."""
-        return int(repr(self._served)[6:-1]) - 1
+        return self._served
 
     def version_info(self) -> dict[str, Any]:
         """The serving version's summary, the rollback history and the last rotation events."""
