@@ -6,7 +6,7 @@ posit8 (quire + stochastic rounding) and bposit16, and prints test accuracy (fra
 in percent), training accuracy, wall-clock seconds and the difference to float32 next to the targets:
 Yin-Yang >= 97 %, digits >= 96 %, posit16 within 0.5 points of float32, posit8 within 2 points.
 
-Run: ``python benchmarks/bench_accuracy.py [--quick] [--json out.json] [--models M ...]
+Run: ``python benchmarks/bench_accuracy.py [--quick] [--json out.json] [--models M ...] [--lr F=LR ...]
 [--formats F ...] [--epochs N]``.  ``--quick`` trains 2 epochs on the first 512 training samples (a
 smoke run; its accuracies say nothing about the targets).
 """
@@ -49,17 +49,22 @@ def _machine() -> dict:
     return print_machine()
 
 
-def run(models, formats, epochs: int | None, max_train: int | None, seed: int | None) -> list[dict]:
-    """Train every (model, format) pair once; one result row per pair."""
+def run(models, formats, epochs: int | None, max_train: int | None, seed: int | None,
+        lrs: dict[str, float] | None = None) -> list[dict]:
+    """Train every (model, format) pair once; one result row per pair.  ``lrs`` maps a format to a
+    learning rate that replaces the model file's for that format (reported in the row)."""
     rows = []
     for name in models:
         base = load_model(REPO / "models" / f"{name}.toml")
         for fmt in formats:
             graph = base.with_format(fmt)
+            if lrs and fmt in lrs:
+                graph = graph.with_training(learning_rate=lrs[fmt])
             result = train(graph, epochs=epochs, seed=seed, progress=False, max_train=max_train)
             m = result.metrics
             row = {
                 "model": name, "format": fmt, "epochs": m["epochs"], "seed": m["seed"],
+                "learning_rate": graph.training.learning_rate, "accumulation": m.get("accumulation"),
                 "train_samples": m.get("train_samples"),
                 "test_accuracy": round(100 * m["test_accuracy"], 2),
                 "train_accuracy": round(100 * m["train_accuracy"], 2),
@@ -67,8 +72,9 @@ def run(models, formats, epochs: int | None, max_train: int | None, seed: int | 
                 "seconds": m["seconds"], "weights_sha256": m["weights_sha256"],
             }
             rows.append(row)
-            print(f"  {name:<14} {fmt:<9} test {row['test_accuracy']:6.2f} %  train "
-                  f"{row['train_accuracy']:6.2f} %  {row['seconds']:7.1f} s", flush=True)
+            print(f"  {name:<14} {fmt:<9} lr {graph.training.learning_rate:<7g} test "
+                  f"{row['test_accuracy']:6.2f} %  train {row['train_accuracy']:6.2f} %  "
+                  f"{row['seconds']:7.1f} s", flush=True)
     return rows
 
 
@@ -76,9 +82,9 @@ def table(rows: list[dict], judge: bool = True) -> str:
     """The results as a Markdown table with the difference to float32 and the target verdicts
     (``judge=False``: no verdicts, e.g. for ``--quick`` smoke runs)."""
     ref = {r["model"]: r["test_accuracy"] for r in rows if r["format"] == "float32"}
-    lines = ["| model | format | epochs | test acc. (%) | best epoch (%) | train acc. (%) | vs float32 "
+    lines = ["| model | format | lr | epochs | test acc. (%) | best epoch (%) | train acc. (%) | vs float32 "
              "(points) | target | met | seconds |",
-             "|---|---|---:|---:|---:|---:|---:|---|---|---:|"]
+             "|---|---|---:|---:|---:|---:|---:|---:|---|---|---:|"]
     for r in rows:
         f32 = ref.get(r["model"])
         delta = None if f32 is None else round(r["test_accuracy"] - f32, 2)
@@ -93,7 +99,8 @@ def table(rows: list[dict], judge: bool = True) -> str:
             met = None
         r["delta_vs_float32"], r["target"], r["target_met"] = delta, target, met
         lines.append(
-            f"| {r['model']} | {r['format']} | {r['epochs']} | {r['test_accuracy']:.2f} | "
+            f"| {r['model']} | {r['format']} | {r['learning_rate']:g} | {r['epochs']} | "
+            f"{r['test_accuracy']:.2f} | "
             f"{r['best_epoch_test_accuracy']:.2f} | {r['train_accuracy']:.2f} | "
             f"{'' if delta is None else f'{delta:+.2f}'} | {target} | "
             f"{'' if met is None else ('yes' if met else 'NO')} | {r['seconds']:.1f} |"
@@ -109,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--formats", nargs="+", default=list(FORMATS), choices=FORMATS)
     ap.add_argument("--epochs", type=int, default=None, help="override the model files' epochs")
     ap.add_argument("--seed", type=int, default=None, help="override the model files' seeds")
+    ap.add_argument("--lr", nargs="+", default=[], metavar="FORMAT=LR",
+                    help="learning rate for one storage format instead of the model file's, "
+                    "e.g. posit8=1.5e-2")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     info = _machine()
@@ -116,7 +126,13 @@ def main(argv: list[str] | None = None) -> int:
     max_train = 512 if args.quick else None
     print(f"\nAccuracy per storage format ({'quick smoke run' if args.quick else 'full training'}; "
           "one run per configuration, seeds from the model files)")
-    rows = run(args.models, args.formats, epochs, max_train, args.seed)
+    lrs = {}
+    for item in args.lr:
+        fmt, _, value = item.partition("=")
+        if fmt not in FORMATS or not value:
+            ap.error(f"--lr expects FORMAT=LR with FORMAT one of {FORMATS}, got {item!r}")
+        lrs[fmt] = float(value)
+    rows = run(args.models, args.formats, epochs, max_train, args.seed, lrs)
     print()
     print(table(rows, judge=not args.quick and args.epochs is None))
     total = time.perf_counter() - t0
