@@ -45,7 +45,83 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--target", default="numpy", choices=("numpy", "cython"), help="Brian2 code target")
     check.add_argument("--format", default=None, help="weight storage format on our side (e.g. posit16)")
     check.set_defaults(func=_cmd_crosscheck)
+    _add_registry_commands(sub)
     return parser
+
+
+def _add_registry_commands(sub) -> None:
+    """keygen / sign / verify / versions / certify / export-nir / import-nir / serve."""
+    p = sub.add_parser("keygen", help="make an Ed25519 signing key pair (private key file mode 0600)")
+    p.add_argument("private_key")
+    p.add_argument("--public", default=None, help="also write the public key here")
+    p.set_defaults(func=lambda a: _call("neuro.registry", "cli_keygen", a.private_key, a.public))
+
+    p = sub.add_parser("sign", help="certify a training run and add it to a registry as a signed version")
+    p.add_argument("registry")
+    p.add_argument("run", help="run folder written by `neuro train`")
+    p.add_argument("--key", required=True, help="Ed25519 private key (PEM)")
+    p.add_argument("--memory-budget", type=int, default=None, help="bytes the memory plan must fit")
+    p.add_argument("--note", default=None)
+    p.set_defaults(func=lambda a: _call("neuro.registry", "cli_sign", a.registry, a.run, a.key,
+                                        memory_budget=a.memory_budget, note=a.note))
+
+    p = sub.add_parser("verify", help="verify signatures, hashes, hash chain and certificates")
+    p.add_argument("registry")
+    p.add_argument("--key", action="append", required=True, help="trusted public key (PEM); repeatable")
+    p.add_argument("--model", default=None)
+    p.add_argument("--version", type=int, default=None)
+    p.set_defaults(func=lambda a: _call("neuro.registry", "cli_verify", a.registry, a.key, a.model,
+                                        a.version))
+
+    p = sub.add_parser("versions", help="list the versions in a registry")
+    p.add_argument("registry")
+    p.add_argument("--model", default=None)
+    p.set_defaults(func=lambda a: _call("neuro.registry", "cli_versions", a.registry, a.model))
+
+    p = sub.add_parser("certify", help="check a model and its weights and write a certificate")
+    p.add_argument("model", help="model file")
+    p.add_argument("weights", help="weights.safetensors")
+    p.add_argument("--out", default=None, help="certificate JSON path")
+    p.add_argument("--memory-budget", type=int, default=1 << 30, help="bytes (default 1 GiB)")
+    p.set_defaults(func=lambda a: _call("neuro.certify", "cli_certify", a.model, a.weights, out=a.out,
+                                        memory_budget=a.memory_budget))
+
+    p = sub.add_parser("export-nir", help="export a run or model file to NIR (time constants in seconds)")
+    p.add_argument("run_or_model")
+    p.add_argument("out")
+    p.add_argument("--weights", default=None)
+    p.set_defaults(func=lambda a: _call("neuro.nir_io", "cli_export_nir", a.run_or_model, a.out,
+                                        weights=a.weights))
+
+    p = sub.add_parser("import-nir", help="import a NIR graph (ours, Norse's, ...) as a model file + weights")
+    p.add_argument("path")
+    p.add_argument("out_dir")
+    p.add_argument("--dt", type=float, default=None, help="time step in seconds")
+    p.add_argument("--producer", default="auto", choices=("auto", "neuro", "norse", "snntorch", "other"))
+    p.add_argument("--name", default=None)
+    p.set_defaults(func=lambda a: _call("neuro.nir_io", "cli_import_nir", a.path, a.out_dir, dt=a.dt,
+                                        producer=a.producer, name=a.name))
+
+    p = sub.add_parser("serve", help="serve a registry's model over HTTP on loopback, with warm rotation")
+    p.add_argument("registry")
+    p.add_argument("--key", action="append", required=True, help="trusted public key (PEM); repeatable")
+    p.add_argument("--model", default=None)
+    p.add_argument("--version", type=int, default=None)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8321)
+    p.add_argument("--token-file", default=None, help="bearer token for /rotate and /rollback")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--verbose", action="store_true")
+    p.set_defaults(func=lambda a: _call("neuro.serve", "cli_serve", a.registry, a.key, model=a.model,
+                                        version=a.version, host=a.host, port=a.port,
+                                        token_file=a.token_file, threads=a.threads, verbose=a.verbose))
+
+
+def _call(module: str, name: str, *args, **kwargs) -> int:
+    """Import ``module`` lazily (keeps ``neuro --help`` fast) and call its CLI function."""
+    import importlib
+
+    return int(getattr(importlib.import_module(module), name)(*args, **kwargs) or 0)
 
 
 def _models_dir() -> Path:
