@@ -300,8 +300,13 @@ class PositFormat:
         if x.device.type == "cpu" and x.numel() > _BLOCK:
             flat = x.reshape(-1)
             out = torch.empty(flat.shape, dtype=torch.int64 if want_bits else torch.float64)
-            for start in range(0, flat.numel(), _BLOCK):
-                out[start:start + _BLOCK] = self._round_block(flat[start:start + _BLOCK], want_bits)
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)  # cache-sized blocks gain nothing from threads, and lose a lot
+            try:  # when the cores are shared (thread hand-offs per pass)
+                for start in range(0, flat.numel(), _BLOCK):
+                    out[start:start + _BLOCK] = self._round_block(flat[start:start + _BLOCK], want_bits)
+            finally:
+                torch.set_num_threads(threads)
             return out.reshape(x.shape)
         return self._round_block(x, want_bits)
 
