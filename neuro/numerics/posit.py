@@ -399,7 +399,18 @@ class PositFormat:
         """Values of bit patterns as float64 (exact; NaR -> nan).  Same shape as ``bits``."""
         bits = self._check_bits(bits, "decode")
         if self.nbits > 16:
-            return self._decode_general(bits)
+            if bits.device.type != "cpu" or bits.numel() <= _BLOCK:
+                return self._decode_general(bits)
+            flat = bits.reshape(-1)
+            out = torch.empty(flat.shape, dtype=torch.float64)
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)  # as in _round_fast: cache-sized blocks, one thread
+            try:
+                for start in range(0, flat.numel(), _BLOCK):
+                    out[start:start + _BLOCK] = self._decode_general(flat[start:start + _BLOCK])
+            finally:
+                torch.set_num_threads(threads)
+            return out.reshape(bits.shape)
         table = self._decode_tables.get(bits.device)  # all 2**nbits values
         if table is None:
             table = self._decode_general(torch.arange(1 << self.nbits, device=bits.device))
