@@ -1,0 +1,392 @@
+"""Online eligibility-trace learning: e-prop (Bellec et al. 2020) and OTTT (Xiao et al. 2022).
+
+Both rules run the network forward one time step at a time and hand the engine, at every step,
+contributions ``post (B, M) x pre (B, N)`` through :meth:`UpdateEngine.accumulate_outer`: an
+eligibility trace (a presynaptic trace ``pre``, times the postsynaptic pseudo-derivative) times a
+learning signal.  Nothing is stored per time step, so the memory of a training step does not grow
+with the number of time steps ``T`` (see :mod:`neuro.plan` for the byte counts).
+
+Neuron arithmetic is the arithmetic of :mod:`neuro.network` (Norse's LIF / LI equations, the same
+surrogate derivatives), in the same order, so a forward pass here gives the spikes of
+:class:`~neuro.network.Network` (tested).  One Euler step of a LIF neuron with input current jump
+``I`` (dimensionless, per step) and ``a_m = dt / tau_mem``, ``a_s = dt / tau_syn``::
+
+    i_new = i + I
+    v'    = v + a_m * ((v_leak - v) + i_new)         # membrane before the threshold
+    i     = i_new - a_s * i_new
+    z     = H(v' - theta),  theta = v_th (+ b for AdaptiveLIF)
+    v     = (1 - z) v' + z v_reset
+
+Eligibility (reset derivative ignored, as in Bellec et al.): for a dense projection ``W (M, N)``
+with presynaptic activity ``x (B, N)``, ``dv'_j/dW_ji = ev_i`` where the per-sample traces
+``ei, ev (B, N)`` follow the same linear filters as the neuron::
+
+    ei_new = ei + x;   ev = (1 - a_m) ev + a_m ei_new;   ei = (1 - a_s) ei_new
+
+(For LIFBox ``ei`` is reset every step.)  So for LIF the eligibility trace factorises,
+``e_ji = psi_j ev_i`` with ``psi = surrogate'(v' - theta)``: memory ``O(B (M + N))`` per projection.
+For AdaptiveLIF (threshold ``theta = v_th + b``, ``b <- rho b + beta z``) e-prop adds the
+threshold-adaptation eligibility ``ea (B, M, N)`` (per synapse, ``O(B M N)``)::
+
+    e_ji = psi_j (ev_i - ea_ji);   ea <- rho ea + beta psi (ev - ea)
+
+Learning signals.  The loss is the per-step cross-entropy of the readout membrane summed over the
+``T`` steps, ``E = sum_t CE(v_out(t), label)``; ``err(t) = softmax(v_out(t)) - onehot`` (summed, not
+averaged, so the size of contributions, hence the quire window, does not shrink with ``T``; Adam
+makes the update independent of the overall scale).
+The readout (LI, linear) gets its exact gradient online: ``post = err``, ``pre = ev`` of the readout
+projection.  Hidden populations:
+
+* ``eprop``: ``L_j(t) = sum_k B_kj err_k(t)`` with ``B`` the readout weight (``feedback =
+  "symmetric"``, current values) or a fixed random matrix (``"random"``, or for populations that
+  do not project to the readout); contribution ``post = L * psi``, ``pre = ev`` (+ the ``ea`` term).
+* ``ottt``: the instantaneous error is backpropagated through the layers *at the current step
+  only* (OTTT's "spatial" gradient): ``dE/dz_q = sum_r (dE/dv'_r) a_m(r) W_{q->r}`` over
+  feed-forward projections, ``dE/dv'_q = psi_q dE/dz_q``; contribution ``post = dE/dv'``,
+  ``pre = ev`` (OTTT's presynaptic trace for this neuron model).
+
+Contributions are buffered ``chunk`` steps at a time (a fixed ``(chunk, B, M)`` / ``(chunk, B, N)``
+buffer allocated once) and handed to the engine as one ``accumulate_outer`` with ``K = chunk * B``.
+The AdaptiveLIF ``ea`` term is not an outer product: it is summed per microbatch in a float64
+``(M, N)`` buffer (fixed microbatch shape: deterministic) and handed over with ``accumulate``.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import torch
+
+from neuro.graph import ModelGraph, Population
+
+__all__ = ["ONLINE_RULES", "OnlineLearner", "surrogate_derivative", "check_online_graph"]
+
+ONLINE_RULES = ("eprop", "ottt")
+
+
+def surrogate_derivative(x: torch.Tensor, kind: str, scale: float) -> torch.Tensor:
+    """The pseudo-derivative ``psi(x)`` that :func:`neuro.network.spike_fn` uses in its backward."""
+    s = float(scale)
+    if kind == "superspike":
+        return 1.0 / (s * x.abs() + 1.0) ** 2
+    if kind == "sigmoid":
+        sig = torch.sigmoid(s * x)
+        return 4.0 * sig * (1.0 - sig)
+    if kind == "triangle":
+        return (1.0 - s * x.abs()).clamp(min=0.0)
+    if kind == "arctan":
+        return 1.0 / (1.0 + (math.pi * s * x) ** 2)
+    raise ValueError(f"surrogate_derivative: unknown surrogate {kind!r}")
+
+
+def check_online_graph(graph: ModelGraph) -> None:
+    """Raise ValueError (naming the entry) if the online rules cannot run ``graph``.
+
+    Supported: one input population, LIF / LIFBox / AdaptiveLIF hidden populations, an LI output,
+    dense feed-forward projections (source earlier in graph order) and recurrent self-projections,
+    no delays, no refractory periods, scalar weights.
+    """
+    ins = graph.inputs()
+    if len(ins) != 1:
+        raise ValueError(f"{graph.name}: online rules need exactly one input population, found {len(ins)}")
+    if graph.populations[graph.output].type != "LI":
+        raise ValueError(f"{graph.name}: online rules need an LI output population (populations."
+                         f"{graph.output}.type = \"LI\")")
+    position = {n: i for i, n in enumerate(graph.populations)}
+    for name, proj in graph.projections.items():
+        if proj.delay:
+            raise ValueError(f"{graph.name}: projections.{name}.delay: online rules support no delays")
+        if graph.weight_shape(name) != graph.weight_shape(name)[:2] or proj.kind == "one_to_one":
+            raise ValueError(f"{graph.name}: projections.{name}: online rules need dense scalar weights")
+        if proj.kind == "recurrent" and proj.source != proj.target:
+            raise ValueError(f"{graph.name}: projections.{name}: only self-recurrent projections")
+        if proj.kind == "dense" and position[proj.source] >= position[proj.target]:
+            raise ValueError(f"{graph.name}: projections.{name}: feedback from a later population")
+        if graph.populations[proj.source].type == "LI":
+            raise ValueError(f"{graph.name}: projections.{name}: an LI population cannot be a source")
+    for pop in graph.populations.values():
+        if pop.spiking and pop.refractory:
+            raise ValueError(f"{graph.name}: populations.{pop.name}.refractory: online rules support "
+                             "no refractory period (set it to \"0 ms\")")
+
+
+@dataclass
+class _Pop:
+    """Per-population constants and buffers (all ``(B, n)`` unless noted)."""
+
+    pop: Population
+    a_m: float
+    a_s: float
+    v: torch.Tensor
+    i: torch.Tensor
+    b: torch.Tensor | None  # AdaptiveLIF threshold offset
+    z_prev: torch.Tensor | None  # last step's output (recurrent source)
+    out: torch.Tensor  # this step's output (spikes, or the LI membrane)
+    params: object  # Norse LIFParameters / LIParameters (0-d tensors, as neuro.network builds them)
+
+
+class OnlineLearner:
+    """Step-by-step forward pass with online e-prop / OTTT contributions to an engine.
+
+    Args:
+        graph: the model graph (see :func:`check_online_graph` for what is supported).
+        weights: projection name -> weight tensor ``(M, N)`` (e.g. ``Network.weights``); updated
+            only by the engine.
+        batch: samples per forward pass (the microbatch), fixed: buffers are allocated for it.
+        rule: ``"eprop"`` or ``"ottt"``.
+        trained: names of the projections that receive contributions.
+        feedback: ``"symmetric"`` or ``"random"`` (e-prop learning-signal weights).
+        chunk: time steps per ``accumulate_outer`` call.
+        dtype: dtype of states and traces.
+        seed: seed of the random feedback matrices.
+        learn: False for inference only: no traces or contribution buffers are allocated.
+    Every buffer is allocated in the constructor; :meth:`run` allocates only per-step temporaries.
+    """
+
+    def __init__(self, graph: ModelGraph, weights: dict[str, torch.Tensor], *, batch: int,
+                 rule: str = "eprop", trained: list[str] | None = None, feedback: str = "symmetric",
+                 chunk: int = 8, dtype: torch.dtype = torch.float32, seed: int = 0,
+                 learn: bool = True) -> None:
+        check_online_graph(graph)
+        if rule not in ONLINE_RULES:
+            raise ValueError(f"OnlineLearner: rule must be one of {ONLINE_RULES}, got {rule!r}")
+        if feedback not in ("symmetric", "random"):
+            raise ValueError(f"OnlineLearner: feedback must be 'symmetric' or 'random', got {feedback!r}")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import norse.torch as nt
+        self.graph, self.weights, self.batch, self.rule = graph, weights, int(batch), rule
+        self.dtype, self.chunk, self.feedback = dtype, int(chunk), feedback
+        self.learn = bool(learn)
+        self.trained = [] if not learn else list(graph.projections) if trained is None else list(trained)
+        dt = graph.dt
+        self.dt = dt
+        kw = dict(dtype=dtype)
+        self.order = [p for p in graph.populations.values() if p.type != "input"]
+        self.input = graph.inputs()[0]
+        self.pops: dict[str, _Pop] = {}
+        for pop in self.order:
+            zeros = torch.zeros(self.batch, pop.size, **kw)
+            tau_syn_inv = 1.0 / pop.tau_syn if pop.tau_syn else 0.0
+            common = dict(tau_syn_inv=torch.tensor(tau_syn_inv, **kw),
+                          tau_mem_inv=torch.tensor(1.0 / pop.tau_mem, **kw),
+                          v_leak=torch.tensor(pop.v_leak, **kw))
+            if pop.type == "LI":
+                params = nt.LIParameters(**common)
+            else:
+                params = nt.LIFParameters(**common, v_th=torch.tensor(pop.v_th, **kw),
+                                          v_reset=torch.tensor(pop.v_reset, **kw), method="heaviside")
+            recurrent = any(p.kind == "recurrent" for p in graph.incoming(pop.name))
+            self.pops[pop.name] = _Pop(
+                pop=pop, a_m=dt / pop.tau_mem, a_s=dt * tau_syn_inv, v=zeros.clone(), i=zeros.clone(),
+                b=zeros.clone() if pop.type == "AdaptiveLIF" else None,
+                z_prev=zeros.clone() if recurrent else None, out=zeros.clone(), params=params)
+        # Presynaptic traces per projection.
+        self.ei: dict[str, torch.Tensor] = {}
+        self.ev: dict[str, torch.Tensor] = {}
+        self.ea: dict[str, torch.Tensor] = {}
+        self.ea_sum: dict[str, torch.Tensor] = {}
+        self.post_buf: dict[str, torch.Tensor] = {}
+        self.pre_buf: dict[str, torch.Tensor] = {}
+        for name, proj in graph.projections.items():
+            if not self.learn:
+                break
+            m, n = graph.weight_shape(name)
+            self.ei[name] = torch.zeros(self.batch, n, **kw)
+            self.ev[name] = torch.zeros(self.batch, n, **kw)
+            if name in self.trained:
+                self.post_buf[name] = torch.zeros(self.chunk, self.batch, m, **kw)
+                self.pre_buf[name] = torch.zeros(self.chunk, self.batch, n, **kw)
+                if rule == "eprop" and graph.populations[proj.target].type == "AdaptiveLIF":
+                    self.ea[name] = torch.zeros(self.batch, m, n, **kw)
+                    self.ea_sum[name] = torch.zeros(m, n, dtype=torch.float64)
+        # Learning-signal weights (e-prop): population -> (K, M) fixed random, or None (symmetric).
+        out = graph.output
+        k = graph.populations[out].size
+        gen = torch.Generator().manual_seed(int(seed) + 7919)
+        self.random_feedback: dict[str, torch.Tensor] = {}
+        self.readout_proj: dict[str, str] = {}
+        for pop in self.order:
+            if pop.type == "LI":
+                continue
+            direct = [p.name for p in graph.outgoing(pop.name) if p.target == out]
+            if direct and feedback == "symmetric":
+                self.readout_proj[pop.name] = direct[0]
+            elif rule == "eprop":
+                self.random_feedback[pop.name] = (torch.randn(k, pop.size, generator=gen, dtype=torch.float64)
+                                                  / math.sqrt(pop.size)).to(dtype)
+        self._filled = 0
+
+    # ------------------------------------------------------------------ state
+    def reset(self) -> None:
+        """Zero every state and trace in place (start of a new sequence)."""
+        for st in self.pops.values():
+            st.v.fill_(float(st.pop.v_leak))
+            st.i.zero_()
+            st.out.zero_()
+            if st.b is not None:
+                st.b.zero_()
+            if st.z_prev is not None:
+                st.z_prev.zero_()
+        for d in (self.ei, self.ev, self.ea):
+            for t in d.values():
+                t.zero_()
+        self._filled = 0
+
+    def buffer_bytes(self) -> int:
+        """Bytes of every buffer this learner allocated (states, traces, chunk buffers)."""
+        tensors = [t for st in self.pops.values() for t in (st.v, st.i, st.b, st.z_prev, st.out)
+                   if t is not None]
+        for d in (self.ei, self.ev, self.ea, self.ea_sum, self.post_buf, self.pre_buf, self.random_feedback):
+            tensors += list(d.values())
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    # ------------------------------------------------------------------ one step
+    def _pre(self, name: str, x_in: torch.Tensor) -> torch.Tensor:
+        proj = self.graph.projections[name]
+        if proj.source == self.input.name:
+            return x_in
+        src = self.pops[proj.source]
+        return src.z_prev if proj.kind == "recurrent" else src.out
+
+    def step(self, x_t: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Advance one time step with input ``x_t (B, n_in)``; returns population -> ``psi``
+        (the pseudo-derivative ``(B, M)`` of spiking populations) and updates every trace."""
+        graph = self.graph
+        psis: dict[str, torch.Tensor] = {}
+        for pop in self.order:
+            st = self.pops[pop.name]
+            total = None
+            for proj in graph.incoming(pop.name):
+                pre = self._pre(proj.name, x_t)
+                c = pre @ self.weights[proj.name].detach().T
+                total = c if total is None else total + c
+                if not self.learn:
+                    continue
+                # trace of dv'/dW (same linear filters as the neuron)
+                ei, ev = self.ei[proj.name], self.ev[proj.name]
+                if pop.type == "LIFBox":
+                    ei.copy_(pre)
+                else:
+                    ei.add_(pre)
+                ev.mul_(1.0 - st.a_m).add_(ei, alpha=st.a_m)
+                if pop.type != "LIFBox":
+                    ei.sub_(ei * st.a_s)
+            if total is None:
+                total = torch.zeros_like(st.v)
+            p = st.params
+            if pop.type == "LI":  # Norse li_feed_forward_step
+                i_jump = st.i + total
+                v_new = st.v + self.dt * p.tau_mem_inv * ((p.v_leak - st.v) + i_jump)
+                st.i.copy_(i_jump + (-self.dt * p.tau_syn_inv * i_jump))
+                st.v.copy_(v_new)
+                st.out.copy_(v_new)
+                continue
+            if st.z_prev is not None:
+                st.z_prev.copy_(st.out)
+            i_old = torch.zeros_like(st.i) if pop.type == "LIFBox" else st.i
+            i_new = i_old + total  # neuro.network.lif_step arithmetic, in its order
+            v_dec = st.v + self.dt * p.tau_mem_inv * ((p.v_leak - st.v) + i_new)
+            i_dec = i_new + (-self.dt * p.tau_syn_inv * i_new)
+            th = p.v_th + st.b if st.b is not None else p.v_th
+            x = v_dec - th
+            z = (x > 0).to(x.dtype)
+            st.v.copy_((1 - z) * v_dec + z * p.v_reset)
+            st.i.copy_(i_dec)
+            scale = pop.surrogate_scale if pop.surrogate_scale is not None else 10.0
+            psis[pop.name] = surrogate_derivative(x, pop.surrogate or "superspike", scale)
+            if st.b is not None:
+                st.b.copy_(st.b * math.exp(-self.dt / pop.tau_adapt) + pop.adapt_increment * z)
+            st.out.copy_(z)
+        return psis
+
+    # ------------------------------------------------------------------ learning
+    def _signals(self, err: torch.Tensor, psis: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``dE/dv'`` per population (B, M): the learning signal times the pseudo-derivative."""
+        graph = self.graph
+        out = graph.output
+        dv = {out: err}
+        if self.rule == "eprop":
+            for name, psi in psis.items():
+                fb = self.readout_proj.get(name)
+                b = self.weights[fb].detach() if fb is not None else self.random_feedback[name]
+                dv[name] = (err @ b) * psi
+            return dv
+        for pop in reversed(self.order):  # OTTT: spatial backprop at this step
+            if pop.type == "LI":
+                continue
+            dz = None
+            for proj in graph.outgoing(pop.name):
+                if proj.kind == "recurrent" or proj.target not in dv:
+                    continue
+                g = (dv[proj.target] * self.pops[proj.target].a_m) @ self.weights[proj.name].detach()
+                dz = g if dz is None else dz + g
+            dv[pop.name] = psis[pop.name] * dz if dz is not None else torch.zeros_like(psis[pop.name])
+        return dv
+
+    def _flush(self, engine, scale: float) -> None:
+        n = self._filled
+        if not n:
+            return
+        for name in self.trained:
+            post, pre = self.post_buf[name][:n], self.pre_buf[name][:n]
+            engine.accumulate_outer(self.weights[name], post.reshape(-1, post.shape[-1]),
+                                    pre.reshape(-1, pre.shape[-1]), scale)
+        self._filled = 0
+
+    def run(self, x: torch.Tensor, labels: torch.Tensor | None = None, engine=None,
+            scale: float = 1.0) -> tuple[torch.Tensor, float]:
+        """Run a whole sequence ``x (T, B, n_in)``; with ``labels (B,)`` and an ``engine``, hand it
+        ``scale * (-dE/dW)`` summed over the sequence (``scale`` e.g. ``1 / global batch``).
+
+        Returns ``(scores (B, K), loss)``: the maximum over time of the readout membrane (the
+        ``max_membrane`` readout) and ``sum_b E_b / T`` (the per-step loss averaged over time; 0.0
+        without labels).
+        """
+        steps = x.shape[0]
+        if x.shape[1] != self.batch:
+            raise ValueError(f"OnlineLearner: built for batch {self.batch}, got {x.shape[1]}")
+        self.reset()
+        learn = labels is not None and engine is not None and self.learn
+        out = self.pops[self.graph.output]
+        scores = torch.full_like(out.v, -math.inf)
+        loss = 0.0
+        onehot = None
+        if labels is not None:
+            onehot = torch.nn.functional.one_hot(labels, out.v.shape[1]).to(self.dtype)
+        for t in range(steps):
+            psis = self.step(x[t].to(self.dtype))
+            v_out = out.out
+            torch.maximum(scores, v_out, out=scores)
+            if labels is None:
+                continue
+            logp = torch.log_softmax(v_out, dim=1)
+            loss -= float((logp * onehot).sum())
+            if not learn:
+                continue
+            err = logp.exp() - onehot  # dE/dv_out(t)
+            dv = self._signals(err, psis)
+            slot = self._filled
+            for name in self.trained:
+                tgt = self.graph.projections[name].target
+                self.post_buf[name][slot].copy_(dv[tgt])
+                self.pre_buf[name][slot].copy_(self.ev[name])
+                if name in self.ea:
+                    ea, psi = self.ea[name], psis[tgt]
+                    lp = dv[tgt]  # L * psi
+                    self.ea_sum[name].sub_(torch.einsum("bm,bmn->mn", lp, ea).to(torch.float64))
+                    ev = self.ev[name]
+                    pop = self.graph.populations[tgt]
+                    rho = math.exp(-self.dt / pop.tau_adapt)
+                    ea.mul_(rho).add_(pop.adapt_increment * psi[:, :, None] * (ev[:, None, :] - ea))
+            self._filled += 1
+            if self._filled == self.chunk:
+                self._flush(engine, scale)
+        if learn:
+            self._flush(engine, scale)
+            for name, s in self.ea_sum.items():
+                engine.accumulate(self.weights[name], s * scale)
+                s.zero_()
+        return scores, loss / steps

@@ -1,0 +1,322 @@
+"""Training loops for the memory-bounded modes: online e-prop / OTTT and segment-checkpointed BPTT.
+
+* ``eprop`` / ``ottt``: :class:`neuro.rules.online.OnlineLearner` runs each microbatch step by step
+  and hands the engine its contributions online; memory does not depend on ``T``.
+* ``bptt_checkpoint``: surrogate-gradient BPTT where the time loop is cut into segments of
+  ``segment`` steps, each run under ``torch.utils.checkpoint`` (non-reentrant): only the states at
+  segment boundaries are kept, a segment's activations are recomputed during the backward pass.
+  Memory ~ ``T / segment`` boundary states + one segment of activations (``segment ~ sqrt(T)``
+  minimises it).  Error signals reach the engine through :class:`_Project`, whose backward hands
+  ``(delta (B, M), pre (B, N))`` of every step to ``accumulate_outer``: the same exact sum as
+  :func:`neuro.rules.bptt.bptt_contribute`.
+
+Every loop allocates its buffers up front (:func:`preallocate_quires` widens each quire to the
+window :mod:`neuro.plan` assumed), and reuses the data, engine, schedule and output helpers of
+:mod:`neuro.train`, so metrics and output files look like those of ``neuro train``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.checkpoint import checkpoint
+
+from neuro.graph import ModelGraph
+from neuro.network import Network, spike_fn
+from neuro.rules.online import ONLINE_RULES, OnlineLearner, check_online_graph
+from neuro.train import (
+    LR_SCHEDULES,
+    TrainResult,
+    _dtype_for,
+    _encoder,
+    _load_split,
+    accumulation_format,
+    build_engine,
+    evaluate,
+    schedule_lr,
+    weights_digest,
+    write_outputs,
+)
+
+__all__ = ["MODES", "train_online", "preallocate_quires", "CheckpointedBPTT", "online_mode_of"]
+
+MODES = ("eprop", "ottt", "bptt_checkpoint")
+#: Quire window (absolute limb indices [lo, hi), 32 bits per limb) allocated up front for a
+#: 32-bit quire format (bposit32 / posit32): measured on Yin-Yang training, contributions of
+#: surrogate-gradient, e-prop and OTTT updates occupy limbs -5..2 (bits 2**-160 .. 2**96, headroom
+#: for carries included).  A contribution outside the window widens it (never truncates).
+QUIRE_WINDOW = (-5, 3)
+
+
+def preallocate_quires(engine, window: tuple[int, int] = QUIRE_WINDOW) -> None:
+    """Allocate every parameter's quire limbs ``[lo, hi)`` now, as :mod:`neuro.plan` assumes.
+
+    Uses the engine's per-parameter quires (``engine._slot(p).quire.widen``): the engine has no
+    public pre-allocation call yet.
+    """
+    for p in engine.parameters():
+        engine._slot(p).quire.widen(*window)
+
+
+def online_mode_of(graph: ModelGraph) -> str | None:
+    """The online mode a graph's projection rules select (``"eprop"`` / ``"ottt"``), else None."""
+    rules = {p.rule for p in graph.projections.values()} & set(ONLINE_RULES)
+    if len(rules) > 1:
+        raise ValueError(f"{graph.name}: mixes online rules {sorted(rules)}; use one")
+    return rules.pop() if rules else None
+
+
+class _Project(torch.autograd.Function):
+    """``c = pre @ W^T`` whose backward hands ``(dL/dc, pre)`` to the engine (exact sum) instead of
+    computing ``W.grad``.  ``pre`` is saved through ``save_for_backward`` so checkpointing can drop
+    and recompute it."""
+
+    @staticmethod
+    def forward(ctx, pre, weight, engine, scale, spiking):
+        ctx.save_for_backward(pre)
+        ctx.weight = weight  # a parameter (kept alive anyway); the engine needs the same object
+        ctx.engine, ctx.scale, ctx.spiking = engine, scale, spiking
+        return pre @ weight.detach().T
+
+    @staticmethod
+    def backward(ctx, grad):
+        (pre,) = ctx.saved_tensors
+        weight = ctx.weight
+        if ctx.engine is not None:
+            ctx.engine.accumulate_outer(weight, grad, pre > 0 if ctx.spiking else pre, ctx.scale)
+        grad_pre = grad @ weight.detach() if ctx.needs_input_grad[0] else None
+        return grad_pre, None, None, None, None
+
+
+class CheckpointedBPTT:
+    """Surrogate-gradient BPTT over a feed-forward / self-recurrent graph, checkpointed in time.
+
+    Args:
+        graph, network: the graph and the :class:`Network` holding the weights (its arithmetic:
+            ``lif_step`` / Norse LI, same order).
+        segment: steps per checkpointed segment; ``None`` or ``>= T``: plain BPTT (every step's
+            activations kept).
+    """
+
+    def __init__(self, graph: ModelGraph, network: Network, *, segment: int | None = None) -> None:
+        check_online_graph(graph)
+        self.graph, self.network, self.segment = graph, network, segment
+        self.order = [p for p in graph.populations.values() if p.type != "input"]
+        self.input = graph.inputs()[0].name
+        self.trained: list[str] = []
+        self.engine = None
+        self.scale = 1.0
+
+    def _init_state(self, batch: int):
+        kw = dict(dtype=self.network.dtype)
+        state = []
+        for pop in self.order:
+            z = torch.zeros(batch, pop.size, **kw)
+            state += [z + pop.v_leak, z.clone(), z.clone(), z.clone()]  # v, i, b (adaptive), out
+        return state
+
+    def _step(self, x_t, state):
+        graph, net = self.graph, self.network
+        new = []
+        outs = {self.input: x_t}
+        prev = {pop.name: state[4 * k + 3] for k, pop in enumerate(self.order)}
+        dt = graph.dt
+        for k, pop in enumerate(self.order):
+            v, i, b, _ = state[4 * k: 4 * k + 4]
+            total = None
+            for proj in graph.incoming(pop.name):
+                pre = prev[proj.source] if proj.kind == "recurrent" else outs[proj.source]
+                w = net.weights[proj.name]
+                spiking = proj.source != self.input
+                if proj.name in self.trained:
+                    c = _Project.apply(pre, w, self.engine, self.scale, spiking)
+                else:
+                    c = _Project.apply(pre, w, None, 1.0, spiking)
+                total = c if total is None else total + c
+            if total is None:
+                total = torch.zeros_like(v)
+            tsi = 1.0 / pop.tau_syn if pop.tau_syn else 0.0
+            tmi = 1.0 / pop.tau_mem
+            if pop.type == "LI":
+                i_jump = i + total
+                v_new = v + dt * tmi * ((pop.v_leak - v) + i_jump)
+                new += [v_new, i_jump + (-dt * tsi * i_jump), b, v_new]
+                outs[pop.name] = v_new
+                continue
+            i_new = (torch.zeros_like(i) if pop.type == "LIFBox" else i) + total
+            v_dec = v + dt * tmi * ((pop.v_leak - v) + i_new)
+            i_dec = i_new + (-dt * tsi * i_new)
+            th = pop.v_th + b if pop.type == "AdaptiveLIF" else pop.v_th
+            z = spike_fn(v_dec - th, pop.surrogate or "superspike",
+                         pop.surrogate_scale if pop.surrogate_scale is not None else 10.0)
+            v_next = (1 - z) * v_dec + z * pop.v_reset
+            if pop.type == "AdaptiveLIF":
+                b = b * math.exp(-dt / pop.tau_adapt) + pop.adapt_increment * z
+            new += [v_next, i_dec, b, z]
+            outs[pop.name] = z
+        return new
+
+    def _segment(self, x_seg, running, *state):
+        state = list(state)
+        k_out = 4 * (len(self.order) - 1) + 3
+        for t in range(x_seg.shape[0]):
+            state = self._step(x_seg[t], state)
+            running = torch.maximum(running, state[k_out])
+        return (running, *state)
+
+    def run(self, x: torch.Tensor, engine=None, trained: list[str] | None = None,
+            scale: float = 1.0) -> torch.Tensor:
+        """Forward ``x (T, B, n_in)``; returns the max-membrane scores ``(B, K)`` (differentiable:
+        call ``backward`` on a loss of them to hand the engine ``scale * dL/dW``)."""
+        self.engine, self.trained, self.scale = engine, list(trained or []), scale
+        steps, batch = x.shape[:2]
+        state = self._init_state(batch)
+        for w in self.network.weights.values():
+            w.requires_grad_(True)
+        k = self.graph.populations[self.graph.output].size
+        running = torch.full((batch, k), -math.inf, dtype=self.network.dtype)
+        seg = steps if not self.segment else min(self.segment, steps)
+        for t0 in range(0, steps, seg):
+            x_seg = x[t0:t0 + seg]
+            if seg < steps:
+                running, *state = checkpoint(self._segment, x_seg, running, *state, use_reentrant=False)
+            else:
+                running, *state = self._segment(x_seg, running, *state)
+        return running
+
+
+def train_online(
+    graph: ModelGraph,
+    *,
+    epochs: int | None = None,
+    seed: int | None = None,
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+    max_train: int | None = None,
+    mode: str | None = None,
+    segment: int | None = None,
+    lr_schedule: str | None = None,
+) -> TrainResult:
+    """Train ``graph`` in a memory-bounded mode; same metrics and outputs as :func:`neuro.train.train`.
+
+    Args:
+        graph: the model graph; its projection rule selects the mode (``"eprop"``; ``"ottt"`` once
+            the model format accepts it) unless ``mode`` is given.
+        epochs, seed, out_dir, progress, max_train, lr_schedule: as in :func:`neuro.train.train`.
+        mode: ``"eprop"``, ``"ottt"`` or ``"bptt_checkpoint"`` (projections with rule ``eprop`` or
+            ``bptt`` are trained).
+        segment: steps per checkpoint segment for ``bptt_checkpoint`` (default ``ceil(sqrt(T))``).
+    """
+    from tqdm.auto import tqdm
+
+    from neuro.data import epoch_permutation
+    from neuro.rules.bptt import classification_loss
+
+    t0 = time.perf_counter()
+    spec = graph.training
+    mode = mode or online_mode_of(graph) or "bptt_checkpoint"
+    if mode not in MODES:
+        raise ValueError(f"{graph.name}: mode must be one of {MODES}, got {mode!r}")
+    epochs = spec.epochs if epochs is None else int(epochs)
+    seed = spec.seed if seed is None else int(seed)
+    lr_schedule = lr_schedule or getattr(spec, "lr_schedule", "cosine")
+    if lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"{graph.name}: lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
+    if spec.batch_size % spec.microbatch:
+        raise ValueError(f"{graph.name}: training.batch_size must be a multiple of training.microbatch")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train_set = _load_split(graph, "train")
+        test_set = _load_split(graph, "test")
+        if max_train is not None:
+            train_set = train_set.subset(torch.arange(min(max_train, len(train_set))))
+        network = Network(graph, seed=seed, dtype=_dtype_for(graph))
+        rules = ("eprop", "ottt", "bptt")
+        trained = network.plastic(rules)
+        rule_name = next(p.rule for p in graph.projections.values() if p.rule in rules)
+        engine = build_engine(graph, network, rule=rule_name, seed=seed)
+        preallocate_quires(engine)
+        feedback = dict(graph.projections[trained[0]].rule_params).get("feedback", "symmetric")
+        if mode in ONLINE_RULES:
+            learner = OnlineLearner(graph, dict(network.weights), batch=spec.microbatch, rule=mode,
+                                    trained=trained, feedback=feedback, dtype=network.dtype, seed=seed)
+        else:
+            learner = CheckpointedBPTT(graph, network,
+                                       segment=segment or math.ceil(math.sqrt(graph.steps)))
+        encoder = _encoder(graph)
+        scale = -1.0 / spec.batch_size
+        per_batch = spec.batch_size // spec.microbatch
+        n_batches = len(train_set) // spec.batch_size
+        history = {"epoch": [], "loss": [], "train_accuracy": [], "test_accuracy": []}
+        total_steps, done = max(1, epochs * n_batches), 0
+        for epoch in range(epochs):
+            order = epoch_permutation(len(train_set), seed, epoch)
+            bar = tqdm(range(n_batches), desc=f"{mode} epoch {epoch + 1}/{epochs}", disable=not progress,
+                       leave=False)
+            loss_sum, correct, seen = 0.0, 0, 0
+            for b in bar:
+                batch = order[b * spec.batch_size:(b + 1) * spec.batch_size]
+                for mb in range(per_batch):
+                    idx = batch[mb * spec.microbatch:(mb + 1) * spec.microbatch]
+                    x = train_set.encode(idx, epoch, graph.steps, graph.dt, encoder=encoder,
+                                         dtype=network.dtype)
+                    labels = train_set.labels[idx]
+                    if mode in ONLINE_RULES:
+                        with torch.no_grad():
+                            scores, loss = learner.run(x, labels, engine, scale)
+                    else:
+                        scores = learner.run(x, engine, trained, scale)
+                        loss_t = classification_loss(scores, labels)
+                        loss_t.backward()
+                        loss = float(loss_t.detach())
+                        for w in network.weights.values():
+                            w.grad = None
+                    loss_sum += loss
+                    correct += int((scores.argmax(-1) == labels).sum())
+                    seen += len(idx)
+                for group in engine.param_groups:
+                    group["lr"] = schedule_lr(spec.learning_rate, done, total_steps, lr_schedule)
+                engine.step()
+                done += 1
+                if progress:
+                    bar.set_postfix(loss=f"{loss_sum / max(1, seen):.3f}",
+                                    acc=f"{correct / max(1, seen):.3f}")
+            test_acc = evaluate(network, test_set, graph)
+            history["epoch"].append(epoch + 1)
+            history["loss"].append(loss_sum / max(1, seen))
+            history["train_accuracy"].append(correct / max(1, seen))
+            history["test_accuracy"].append(test_acc)
+            if progress:
+                tqdm.write(f"{mode} epoch {epoch + 1}/{epochs}: loss {loss_sum / max(1, seen):.4f} "
+                           f"train {correct / max(1, seen):.4f} test {test_acc:.4f}")
+        metrics = {
+            "model": graph.name,
+            "model_hash": graph.canonical_hash(),
+            "mode": mode,
+            "format": sorted({p.format for p in graph.projections.values()}),
+            "epochs": epochs,
+            "seed": seed,
+            "workers": 1,
+            "accumulation": sorted({accumulation_format(p.format).name for p in graph.projections.values()}),
+            "learning_rate": spec.learning_rate,
+            "lr_schedule": lr_schedule,
+            "batch_size": spec.batch_size,
+            "microbatch": spec.microbatch,
+            "train_samples": len(train_set),
+            "train_accuracy": history["train_accuracy"][-1] if epochs else math.nan,
+            "test_accuracy": history["test_accuracy"][-1] if epochs else evaluate(network, test_set, graph),
+            "seconds": round(time.perf_counter() - t0, 3),
+            "weights_sha256": weights_digest(network),
+            "history": history,
+        }
+        if mode == "bptt_checkpoint":
+            metrics["segment"] = learner.segment
+        if out_dir is not None:
+            write_outputs(Path(out_dir), graph, network, metrics, test_set)
+        return TrainResult(metrics=metrics, network=network, history=history)
+    finally:
+        torch.set_num_threads(threads)
