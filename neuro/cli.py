@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=int, default=None, help="override training.epochs")
     train.add_argument("--seed", type=int, default=None, help="override training.seed")
     train.add_argument("--max-train", type=int, default=None, help="use only the first N training samples")
+    train.add_argument("--device", default="cpu", help="torch device: cpu (default), cuda, cuda:N")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(func=_cmd_train)
 
@@ -171,12 +172,40 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return 2
     out = Path(args.out) if args.out else Path("runs") / graph.name
     local_rules = {"stdp_pair", "stdp_triplet", "rstdp"}
-    if any(p.rule in local_rules for p in graph.projections.values()):
-        from neuro.plasticity import train_local as train  # noqa: F811 - local-rule models
-    result = train(graph, epochs=args.epochs, seed=args.seed, out_dir=out, progress=not args.quiet,
-                   max_train=args.max_train)
-    print(f"{graph.name}: {_summary(result.metrics)}  -> {out}")
+    kwargs = dict(epochs=args.epochs, seed=args.seed, out_dir=out, progress=not args.quiet,
+                  max_train=args.max_train)
+    _init_distributed(args.device)
+    try:
+        if any(p.rule in local_rules for p in graph.projections.values()):
+            from neuro.plasticity import train_local
+
+            result = train_local(graph, **kwargs)
+        else:
+            result = train(graph, device=args.device, **kwargs)
+    except ValueError as err:
+        print(f"neuro train: {err}", file=sys.stderr)
+        return 2
+    import os
+
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"{graph.name}: {_summary(result.metrics)}  -> {out}")
     return 0
+
+
+def _init_distributed(device: str) -> None:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1): gloo on CPU, NCCL on GPU.
+
+    The engine then merges every worker's quires as integers, so the result has the same bits as a
+    single worker's run.
+    """
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if str(device).startswith("cuda") else "gloo")
 
 
 def _summary(metrics: dict) -> str:

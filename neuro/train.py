@@ -133,7 +133,7 @@ def evaluate(network: Network, dataset, graph: ModelGraph, *, epoch: int = 0, ba
         idx = torch.arange(start, min(len(dataset), start + batch))
         x = dataset.encode(idx, epoch, graph.steps, graph.dt, encoder=encoder, dtype=network.dtype)
         scores = readout_scores(network(x).readout, graph.training.readout)
-        correct += int((scores.argmax(-1) == dataset.labels[idx]).sum())
+        correct += int((scores.argmax(-1).cpu() == dataset.labels[idx]).sum())
     return correct / max(1, len(dataset))
 
 
@@ -159,6 +159,7 @@ def train(
     progress: bool = True,
     max_train: int | None = None,
     lr_schedule: str | None = None,
+    device: str | torch.device = "cpu",
 ) -> TrainResult:
     """Train ``graph`` with its declared rule (surrogate-gradient BPTT) and return its metrics.
 
@@ -169,6 +170,7 @@ def train(
             figures; nothing is written when ``None``.
         progress: show a progress bar with loss and accuracy.
         max_train: use only the first ``max_train`` training samples (quick runs and tests).
+        device: torch device of the network and the quires (``"cpu"``, ``"cuda"``).
         lr_schedule: ``"cosine"`` (default): the learning rate of update ``s`` out of ``S`` is
             ``lr * (1 + cos(pi * s / S)) / 2``, from ``training.learning_rate`` down to ~0 at the
             end, which settles the final weights (last-epoch accuracy stops jumping between
@@ -205,7 +207,7 @@ def train(
         test_set = _load_split(graph, "test")
         if max_train is not None:
             train_set = train_set.subset(torch.arange(min(max_train, len(train_set))))
-        network = Network(graph, seed=seed, dtype=_dtype_for(graph))
+        network = Network(graph, seed=seed, dtype=_dtype_for(graph), device=_check_device(device))
         trained = network.plastic("bptt")
         engine = build_engine(graph, network, seed=seed)
         spiking = _spiking_sources(graph, trained)
@@ -227,7 +229,7 @@ def train(
                                          dtype=network.dtype)
                     result = network(x, track=True)
                     scores = readout_scores(result.readout, spec.readout)
-                    labels = train_set.labels[idx]
+                    labels = train_set.labels[idx].to(network.device)
                     hidden = {k: v for k, v in result.spikes.items() if graph.populations[k].type != "input"}
                     loss = classification_loss(scores, labels, hidden, spec.rate_regularisation)
                     loss.backward()
@@ -281,6 +283,17 @@ def schedule_lr(lr: float, step: int, total: int, schedule: str = "cosine") -> f
     if schedule == "constant":
         return lr
     return lr * 0.5 * (1.0 + math.cos(math.pi * step / total))
+
+
+def _check_device(device: str | torch.device) -> torch.device:
+    """A usable torch device, or a clear error saying why not."""
+    try:
+        dev = torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"--device {device!r} is not a torch device (use cpu, cuda or cuda:N)") from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+    return dev
 
 
 def weights_digest(network: Network) -> str:
