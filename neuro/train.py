@@ -293,6 +293,9 @@ def _check_device(device: str | torch.device) -> torch.device:
         raise ValueError(f"--device {device!r} is not a torch device (use cpu, cuda or cuda:N)") from err
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s) "
+                         "(not a valid torch device index); use cuda:0")
     return dev
 
 

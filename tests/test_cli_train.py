@@ -50,3 +50,26 @@ def test_bad_model_path_is_a_clear_error():
     assert "no model file 'models/yinyang_bpt.toml'" in proc.stderr
     assert "yinyang_bptt" in proc.stderr  # the nearest bundled model is suggested
     assert "Traceback" not in proc.stderr
+
+
+def test_neuro_train_unusable_device_is_a_clear_error(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        device, why = "cuda:999", "torch device"
+    else:
+        device, why = "cuda", "CUDA is not available"
+    rc = main(["train", "digits_bptt", "--out", str(tmp_path / "r"), "--epochs", "1", "--max-train", "32",
+               "--device", device, "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--device" in err
+    assert why in err or "invalid" in err.lower() or "out of range" in err.lower()
+    assert not (tmp_path / "r" / "metrics.json").exists()
+
+
+def test_neuro_models_lists_every_bundled_model(capsys):
+    assert main(["models"]) == 0
+    printed = capsys.readouterr().out
+    for name in ("yinyang_bptt", "digits_bptt", "song2000_stdp", "crosscheck_ff"):
+        assert name in printed
+    assert "(invalid" not in printed
