@@ -8,8 +8,7 @@ population, ``M x N``: a projection's weight, ``d``: bytes of the compute dtype,
 * ``weights``: ``M N`` x bytes of the storage format (posit8: 1, posit16: 2, float32: 4 ...);
   ``weight_tensors``: the extra bytes of holding them in the compute dtype (posit storage is held
   in float32/float64 tensors; 0 for float storage).
-* ``neuron_states``: ``B n`` x (v, i, output; + threshold for AdaptiveLIF; + last output for
-  self-recurrent populations) x ``d``; ``readout``: the running max-membrane scores ``B K d``.
+* ``neuron_states``: ``B n`` x (v, i, output; + threshold for AdaptiveLIF) x ``d``; ``readout``: the running max-membrane scores ``B K d``.
 * ``input_buffer``: the encoded input sequence of one microbatch, ``T B n_in d`` (the data
   pipeline encodes whole sequences; it is the same in every mode).
 * ``step_workspace``: per-step temporaries, ``8 B n d`` per population (currents, decayed
@@ -35,9 +34,6 @@ population, ``M x N``: a projection's weight, ``d``: bytes of the compute dtype,
 * ``saved_activations`` (bptt, bptt_checkpoint): autograd keeps ``SAVED_PER_NEURON_STEP`` tensors of
   ``(B, n)`` per population and step; checkpointing keeps one segment's worth plus the states at
   segment boundaries (``ceil(T / S) x 3 B n d``).  Measured: 4.0 per neuron-step.
-* ``reversible`` keeps, per spiking population and step, the bits leak and reset discard
-  (:mod:`neuro.reversible`: 1 byte remainder + 1 byte spike flag + the reset values at spikes, a
-  4-byte slot per neuron-step in the worst case) instead of activations.
 
 ``training_bytes`` = persistent components + the larger of the two phases of :data:`PHASES`
 (forward/backward transients, then the engine update); ``ratio = training_bytes /
@@ -75,7 +71,7 @@ __all__ = [
     "format_table",
 ]
 
-MODES = ("bptt", "bptt_checkpoint", "reversible", "ottt", "eprop")
+MODES = ("bptt", "bptt_checkpoint", "ottt", "eprop")
 MODE_PREFERENCE = MODES
 #: Limbs per quire entry allocated up front (see the module docstring).
 QUIRE_LIMBS = 8
@@ -86,7 +82,7 @@ SAVED_PER_NEURON_STEP = 4
 #: Transient components by phase: the forward/backward pass frees its activations before
 #: ``UpdateEngine.step`` allocates its workspace, so a training peak adds the larger phase only.
 PHASES = {
-    "forward_backward": ("saved_activations", "step_workspace", "discarded_bits"),
+    "forward_backward": ("saved_activations", "step_workspace"),
     "update": ("engine_workspace",),
 }
 _STATE_SLOTS = {"LIF": 3, "LIFBox": 3, "AdaptiveLIF": 4, "LI": 3}
@@ -166,8 +162,6 @@ def _base(graph: ModelGraph, batch: int, steps: int) -> dict[str, int]:
         if pop.type == "input":
             continue
         slots = _STATE_SLOTS[pop.type]
-        if any(p.kind == "recurrent" for p in graph.incoming(pop.name)):
-            slots += 1
         states += batch * pop.size * slots * d
         work += 8 * batch * pop.size * d
     n_in = sum(p.size for p in graph.inputs())
@@ -245,13 +239,6 @@ def memory_plan(graph: ModelGraph, *, batch: int | None = None, steps: int | Non
             boundaries = math.ceil(steps / segment) * 3 * batch * neurons * d
             training["saved_activations"] = min(segment, steps) * per_step + boundaries
         training.update(_engine(graph))
-    else:  # reversible
-        spiking = sum(p.size for p in hidden if p.spiking)
-        training["discarded_bits"] = steps * batch * spiking * 4
-        training["saved_activations"] = 2 * SAVED_PER_NEURON_STEP * batch * neurons * d  # one block
-        training.update(_engine(graph))
-        notes.append("reversible: stored leak/reset bits grow with T (4 bytes per neuron-step, vs "
-                     f"{SAVED_PER_NEURON_STEP * d} bytes of saved activations in BPTT)")
     return MemoryPlan(model=graph.name, mode=mode, batch=batch, steps=steps, inference=inference,
                       training=training, segment=segment if mode == "bptt_checkpoint" else None,
                       notes=notes)

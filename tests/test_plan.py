@@ -163,8 +163,12 @@ def _measure(g, mode: str, steps: int, batch: int = 8) -> int:
     return tb.peak
 
 
-@pytest.mark.parametrize("mode,n,steps", [("eprop", 128, 50), ("eprop", 128, 300), ("ottt", 96, 60),
-                                          ("bptt_checkpoint", 32, 200)])
+@pytest.mark.parametrize("mode,n,steps", [
+    ("eprop", 128, 50),
+    pytest.param("eprop", 128, 300, marks=pytest.mark.slow),
+    pytest.param("ottt", 96, 60, marks=pytest.mark.slow),
+    ("bptt_checkpoint", 32, 200),
+])
 def test_measured_peak_within_10_percent_of_plan(mode, n, steps):
     """Tensor bytes allocated by a training run (TensorBytes, above the fixed pre-run baseline)."""
     g = loads_model(model_text(n=n, n_in=16))

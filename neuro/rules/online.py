@@ -122,7 +122,6 @@ class _Pop:
     v: torch.Tensor
     i: torch.Tensor
     b: torch.Tensor | None  # AdaptiveLIF threshold offset
-    z_prev: torch.Tensor | None  # last step's output (recurrent source)
     out: torch.Tensor  # this step's output (spikes, or the LI membrane)
     params: object  # Norse LIFParameters / LIParameters (0-d tensors, as neuro.network builds them)
 
@@ -178,11 +177,10 @@ class OnlineLearner:
             else:
                 params = nt.LIFParameters(**common, v_th=torch.tensor(pop.v_th, **kw),
                                           v_reset=torch.tensor(pop.v_reset, **kw), method="heaviside")
-            recurrent = any(p.kind == "recurrent" for p in graph.incoming(pop.name))
             self.pops[pop.name] = _Pop(
                 pop=pop, a_m=dt / pop.tau_mem, a_s=dt * tau_syn_inv, v=zeros.clone(), i=zeros.clone(),
                 b=zeros.clone() if pop.type == "AdaptiveLIF" else None,
-                z_prev=zeros.clone() if recurrent else None, out=zeros.clone(), params=params)
+                out=zeros.clone(), params=params)
         # Presynaptic traces per projection.
         self.ei: dict[str, torch.Tensor] = {}
         self.ev: dict[str, torch.Tensor] = {}
@@ -228,8 +226,6 @@ class OnlineLearner:
             st.out.zero_()
             if st.b is not None:
                 st.b.zero_()
-            if st.z_prev is not None:
-                st.z_prev.zero_()
         for d in (self.ei, self.ev, self.ea):
             for t in d.values():
                 t.zero_()
@@ -237,7 +233,7 @@ class OnlineLearner:
 
     def buffer_bytes(self) -> int:
         """Bytes of every buffer this learner allocated (states, traces, chunk buffers)."""
-        tensors = [t for st in self.pops.values() for t in (st.v, st.i, st.b, st.z_prev, st.out)
+        tensors = [t for st in self.pops.values() for t in (st.v, st.i, st.b, st.out)
                    if t is not None]
         for d in (self.ei, self.ev, self.ea, self.ea_sum, self.post_buf, self.pre_buf, self.random_feedback):
             tensors += list(d.values())
@@ -248,8 +244,8 @@ class OnlineLearner:
         proj = self.graph.projections[name]
         if proj.source == self.input.name:
             return x_in
-        src = self.pops[proj.source]
-        return src.z_prev if proj.kind == "recurrent" else src.out
+        # a self-recurrent source has not been updated yet this step: its output is z(t - 1)
+        return self.pops[proj.source].out
 
     def step(self, x_t: torch.Tensor) -> dict[str, torch.Tensor]:
         """Advance one time step with input ``x_t (B, n_in)``; returns population -> ``psi``
@@ -284,8 +280,6 @@ class OnlineLearner:
                 st.v.copy_(v_new)
                 st.out.copy_(v_new)
                 continue
-            if st.z_prev is not None:
-                st.z_prev.copy_(st.out)
             i_old = torch.zeros_like(st.i) if pop.type == "LIFBox" else st.i
             i_new = i_old + total  # neuro.network.lif_step arithmetic, in its order
             v_dec = st.v + self.dt * p.tau_mem_inv * ((p.v_leak - st.v) + i_new)
