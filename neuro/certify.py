@@ -173,7 +173,7 @@ def memory_plan(graph: ModelGraph, *, batch: int = 1, state_bytes: int = 4) -> d
         out = dict(_plan.plan(graph, batch=batch))
         out.setdefault("source", "neuro.plan")
         return out
-    except ImportError:
+    except (ImportError, AttributeError):
         pass
     weights = 0
     for name, proj in graph.projections.items():

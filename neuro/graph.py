@@ -42,6 +42,7 @@ __all__ = [
     "INIT_DISTS",
     "INIT_PARAMETERS",
     "LOSSES",
+    "LR_SCHEDULES",
     "NEURON_TYPES",
     "POPULATION_PARAMETERS",
     "PROJECTION_KINDS",
@@ -102,6 +103,8 @@ DATASET_SHAPES: dict[str, tuple[int, int]] = {"yinyang": (4, 3), "digits": (64, 
 READOUTS: tuple[str, ...] = ("max_membrane", "spike_count", "first_spike")
 #: Losses; ``none`` for models that only run local (unsupervised) rules.
 LOSSES: tuple[str, ...] = ("cross_entropy", "none")
+#: Learning-rate schedules of the loss-based rules (over the run's update steps).
+LR_SCHEDULES: tuple[str, ...] = ("cosine", "constant")
 #: Surrogate derivatives of the spike threshold for gradient-based rules.
 SURROGATES: tuple[str, ...] = ("superspike", "sigmoid", "triangle", "arctan")
 
@@ -643,6 +646,8 @@ class TrainingSpec:
         readout: one of :data:`READOUTS`, applied to the output population.
         loss: one of :data:`LOSSES`.
         rate_regularisation: weight of the firing-rate penalty in the loss (>= 0).
+        lr_schedule: one of :data:`LR_SCHEDULES` (``cosine``: from ``learning_rate`` down to 0 over
+            the run; ``constant``).
     """
 
     epochs: int = 1
@@ -653,6 +658,7 @@ class TrainingSpec:
     readout: str = "max_membrane"
     loss: str = "cross_entropy"
     rate_regularisation: float = 0.0
+    lr_schedule: str = "cosine"
 
     def __post_init__(self) -> None:
         for name, low in (("epochs", 1), ("batch_size", 1), ("microbatch", 1), ("seed", 0)):
@@ -674,6 +680,7 @@ class TrainingSpec:
         object.__setattr__(self, "rate_regularisation", reg)
         _check_choice(self.readout, READOUTS, "training.readout")
         _check_choice(self.loss, LOSSES, "training.loss")
+        _check_choice(self.lr_schedule, LR_SCHEDULES, "training.lr_schedule")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form."""

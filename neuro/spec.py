@@ -45,6 +45,7 @@ from neuro.graph import (
     INIT_DISTS,
     INIT_PARAMETERS,
     LOSSES,
+    LR_SCHEDULES,
     NEURON_TYPES,
     POPULATION_PARAMETERS,
     PROJECTION_KINDS,
@@ -399,6 +400,7 @@ _TRAINING: dict[str, _Param] = {
     "readout": ("choice", "max_membrane", READOUTS),
     "loss": ("choice", "cross_entropy", LOSSES),
     "rate_regularisation": ("number", 0.0, ">=0"),
+    "lr_schedule": ("choice", "cosine", LR_SCHEDULES),
 }
 
 _CROSSCHECK: dict[str, _Param] = {
