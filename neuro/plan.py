@@ -8,7 +8,8 @@ population, ``M x N``: a projection's weight, ``d``: bytes of the compute dtype,
 * ``weights``: ``M N`` x bytes of the storage format (posit8: 1, posit16: 2, float32: 4 ...);
   ``weight_tensors``: the extra bytes of holding them in the compute dtype (posit storage is held
   in float32/float64 tensors; 0 for float storage).
-* ``neuron_states``: ``B n`` x (v, i, output; + threshold for AdaptiveLIF) x ``d``; ``readout``: the running max-membrane scores ``B K d``.
+* ``neuron_states``: ``B n`` x (v, i, output; + threshold for AdaptiveLIF) x ``d``; ``readout``:
+  the running max-membrane scores ``B K d``.
 * ``input_buffer``: the encoded input sequence of one microbatch, ``T B n_in d`` (the data
   pipeline encodes whole sequences; it is the same in every mode).
 * ``step_workspace``: per-step temporaries, ``8 B n d`` per population (currents, decayed
