@@ -24,6 +24,8 @@ from fractions import Fraction
 
 import torch
 
+from neuro.numerics._threads import single_threaded
+
 __all__ = ["PositFormat", "POSIT8", "POSIT16", "POSIT32", "BPOSIT16", "BPOSIT32"]
 
 _BODY_BITS = 62  # width of the unrounded magnitude string built by the encoder
@@ -192,6 +194,7 @@ class PositFormat:
         return bits.to(torch.int64) & ((1 << self.nbits) - 1)
 
     # ----------------------------------------------------------------------------- encoding
+    @single_threaded
     def round_parts(
         self, neg: torch.Tensor, scale: torch.Tensor, sig: torch.Tensor, sticky: torch.Tensor
     ) -> torch.Tensor:
@@ -290,6 +293,7 @@ class PositFormat:
         self._tables[device] = tables
         return tables
 
+    @single_threaded
     def _round_fast(self, x: torch.Tensor, want_bits: bool) -> torch.Tensor:
         """Shared body of :meth:`encode` (``want_bits``) and :meth:`quantize` (float64 values).
 
@@ -300,13 +304,8 @@ class PositFormat:
         if x.device.type == "cpu" and x.numel() > _BLOCK:
             flat = x.reshape(-1)
             out = torch.empty(flat.shape, dtype=torch.int64 if want_bits else torch.float64)
-            threads = torch.get_num_threads()
-            torch.set_num_threads(1)  # cache-sized blocks gain nothing from threads, and lose a lot
-            try:  # when the cores are shared (thread hand-offs per pass)
-                for start in range(0, flat.numel(), _BLOCK):
-                    out[start:start + _BLOCK] = self._round_block(flat[start:start + _BLOCK], want_bits)
-            finally:
-                torch.set_num_threads(threads)
+            for start in range(0, flat.numel(), _BLOCK):
+                out[start:start + _BLOCK] = self._round_block(flat[start:start + _BLOCK], want_bits)
             return out.reshape(x.shape)
         return self._round_block(x, want_bits)
 
@@ -349,6 +348,7 @@ class PositFormat:
         """
         return self._round_fast(x, want_bits=True)
 
+    @single_threaded
     def encode_exact(self, x: torch.Tensor) -> torch.Tensor:
         """Reference encoder: every element through :meth:`round_parts` (slower, same result)."""
         x = self._check_float(x, "encode")
@@ -363,6 +363,7 @@ class PositFormat:
         return torch.where(finite, bits, torch.full_like(bits, self.nar))
 
     # ----------------------------------------------------------------------------- decoding
+    @single_threaded
     def decompose(self, bits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Exact integer form of patterns: ``value == sig * 2**exp``.
 
@@ -395,6 +396,7 @@ class PositFormat:
         exp = torch.where(special, torch.zeros_like(exp), exp)
         return sig, exp, is_nar
 
+    @single_threaded
     def decode(self, bits: torch.Tensor) -> torch.Tensor:
         """Values of bit patterns as float64 (exact; NaR -> nan).  Same shape as ``bits``."""
         bits = self._check_bits(bits, "decode")
@@ -403,13 +405,8 @@ class PositFormat:
                 return self._decode_general(bits)
             flat = bits.reshape(-1)
             out = torch.empty(flat.shape, dtype=torch.float64)
-            threads = torch.get_num_threads()
-            torch.set_num_threads(1)  # as in _round_fast: cache-sized blocks, one thread
-            try:
-                for start in range(0, flat.numel(), _BLOCK):
-                    out[start:start + _BLOCK] = self._decode_general(flat[start:start + _BLOCK])
-            finally:
-                torch.set_num_threads(threads)
+            for start in range(0, flat.numel(), _BLOCK):
+                out[start:start + _BLOCK] = self._decode_general(flat[start:start + _BLOCK])
             return out.reshape(bits.shape)
         table = self._decode_tables.get(bits.device)  # all 2**nbits values
         if table is None:

@@ -35,6 +35,7 @@ import math
 
 import torch
 
+from neuro.numerics._threads import single_threaded
 from neuro.numerics.posit import PositFormat
 
 __all__ = ["Quire"]
@@ -75,6 +76,7 @@ class _IntPlanes:
     def range_bits(self) -> int:
         return self.hi - self.lo
 
+    @single_threaded
     def planes(self, width: int) -> list[tuple[int, torch.Tensor]]:
         """Non-empty planes as ``(exponent, float64 digits)``, lowest first."""
         if self.empty:
@@ -120,6 +122,7 @@ class _FloatPlanes:
     def range_bits(self) -> int:
         return self.hi - self.lo
 
+    @single_threaded
     def planes(self, width: int) -> list[tuple[int, torch.Tensor]]:
         if self.empty:
             return []
@@ -249,6 +252,7 @@ class Quire:
             self._limbs = torch.cat(parts, dim=-1)
             self._offset -= below
 
+    @single_threaded
     def trim(self) -> None:
         """Shrink the window to the smallest one that holds every value (a canonical form:
         equal values give equal ``(offset, limbs)`` whatever the history)."""
@@ -275,6 +279,7 @@ class Quire:
         self._limbs = limbs[..., lo:hi].clone()
         self._offset += lo
 
+    @single_threaded
     def normalize(self) -> None:
         """Propagate carries so every limb but the top lies in [0, 2**32); detect overflow."""
         if self._pending == 0:
@@ -295,6 +300,7 @@ class Quire:
         self._pending = 0
         self._check_overflow()
 
+    @single_threaded
     def _check_overflow(self) -> None:
         """Turn accumulators whose value left [-2**top, 2**top) into NaR (limbs zeroed)."""
         top = self._top_bit
@@ -322,6 +328,7 @@ class Quire:
             self._nar |= bad
             self._limbs[bad] = 0
 
+    @single_threaded
     def _fold(self, value: torch.Tensor, exponent: int) -> None:
         """Add ``value * 2**exponent`` exactly; ``value`` float64 or int64 integers, |v| < 2**53."""
         v = value.to(torch.int64) if value.dtype != torch.int64 else value
@@ -375,6 +382,7 @@ class Quire:
             q = torch.nan_to_num(q, nan=0.0)
         return q, nar, self._sig_bits
 
+    @single_threaded
     def _products(self, a: torch.Tensor, b: torch.Tensor | None, tail: int):
         """Exact ``round(a) * round(b)`` as digit planes, and the NaR mask over the last dims.
 
@@ -395,6 +403,7 @@ class Quire:
         sb, eb, _ = self.fmt.decompose(self.fmt.encode(qb).expand(shape))
         return _IntPlanes(sa * sb, ea + eb), nar
 
+    @single_threaded
     def _add_planes(self, planes, nar: torch.Tensor) -> None:
         """Add the sum over the leading dims of planes of values shaped ``(..., *shape)``."""
         self._nar |= nar
@@ -480,6 +489,7 @@ class Quire:
                 for eb, db in planes_b:
                     self._fold(da_t @ db[start:stop], ea + eb)
 
+    @single_threaded
     def merge(self, other: Quire) -> None:
         """Add another quire of the same format and shape into this one, exactly."""
         if not isinstance(other, Quire) or other.fmt != self.fmt or other.shape != self.shape:
@@ -501,6 +511,7 @@ class Quire:
         self.normalize()
 
     # ------------------------------------------------------------------------ reading out
+    @single_threaded
     def _top_bits(self, width: int):
         """Sign, exponent of the leading bit, top ``width`` bits and sticky bit of each value."""
         self.normalize()
@@ -541,6 +552,7 @@ class Quire:
         scale = LIMB_BITS * (self._offset + h) + bl - 1
         return negative, scale, sig, sticky, is_zero
 
+    @single_threaded
     def to_bits(self) -> torch.Tensor:
         """Round every accumulator once to the format: int64 patterns of shape ``shape``."""
         negative, scale, sig, sticky, is_zero = self._top_bits(_EXACT_BITS)
@@ -548,6 +560,7 @@ class Quire:
         bits = torch.where(is_zero, torch.zeros_like(bits), bits)
         return torch.where(self._nar, torch.full_like(bits, self.fmt.nar), bits)
 
+    @single_threaded
     def to_float(self) -> torch.Tensor:
         """Each accumulator's exact value rounded to the nearest float64 (NaR -> nan)."""
         negative, scale, sig, sticky, is_zero = self._top_bits(_EXACT_BITS + 2)
