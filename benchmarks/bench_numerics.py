@@ -155,7 +155,7 @@ def pattern_inputs(fmt: PositFormat, n: int, gen: torch.Generator) -> torch.Tens
 def outer_inputs(kind: str, k: int, m: int, n: int, gen: torch.Generator):
     """float32 ``post (K, M)`` and ``pre (K, N)`` for an add_outer measurement."""
     post = torch.randn(k, m, generator=gen) * 0.01
-    if kind == "spikes":
+    if kind in ("spikes", "spikes_bool"):
         pre = (torch.rand(k, n, generator=gen) < 0.05).to(torch.float32)
     elif kind == "traces":
         pre = torch.rand(k, n, generator=gen)
@@ -250,17 +250,18 @@ def bench_outer(cfg: dict, progress: Progress) -> list[dict]:
     fmt = POSIT16
     rows = []
     for k, m, n in cfg["outer_shapes"]:
-        for kind in ("spikes", "traces"):
+        for kind in ("spikes", "spikes_bool", "traces"):
             post, pre = outer_inputs(kind, k, m, n, gen)
+            pre_q = pre.bool() if kind == "spikes_bool" else pre  # bool = exact spike path
             shape = f"K={k} M={m} N={n}"
             post_t = post.T.contiguous()  # what a caller would hold; the transpose is not timed
             torch.matmul(post_t, pre)  # warm-up
             t_mm, r_mm, _ = best_time(lambda a=post_t, b=pre: torch.matmul(a, b),
                                       min_total_s=cfg["min_total_s"])
-            progress(f"float32 matmul  {kind:6s} {shape}", t_mm, r_mm)
+            progress(f"float32 matmul  {kind:11s} {shape}", t_mm, r_mm)
 
 
-            def run(post=post, pre=pre, m=m, n=n) -> Quire:
+            def run(post=post, pre=pre_q, m=m, n=n) -> Quire:
                 q = Quire(fmt, (m, n))
                 q.add_outer(post, pre)
                 return q
@@ -269,7 +270,7 @@ def bench_outer(cfg: dict, progress: Progress) -> list[dict]:
             run()  # a full-size warm-up: first calls pay for allocations and caches
             t_first = time.perf_counter() - t0
             t_q, r_q, q = best_time(run)
-            progress(f"quire add_outer {kind:6s} {shape}", t_q, r_q, f"first call {_fmt_s(t_first)}")
+            progress(f"quire add_outer {kind:11s} {shape}", t_q, r_q, f"first call {_fmt_s(t_first)}")
             t0 = time.perf_counter()
             exact = q.to_float()
             bits = q.to_bits()
@@ -331,7 +332,8 @@ def print_report(codec: list[dict], outer: list[dict]) -> None:
             f"{_fmt_s(r['add_outer_s']):>10s} {r['ratio']:7.1f}x {_fmt_s(r['readout_s']):>9s} "
             f"{r['f32_matmul_max_err']:8.1e} {r['f64_matmul_max_err']:8.1e}"
         )
-    print("inputs: spikes = pre 0/1 (~5 % density) x post randn*0.01; traces = pre U[0,1] x post randn*0.01.")
+    print("inputs: spikes = pre 0/1 (~5 % density, float32) x post randn*0.01; spikes_bool = the same spikes "
+          "passed as a bool tensor;\ntraces = pre U[0,1] x post randn*0.01.")
     print("ratio = add_outer / matmul time; readout = to_float + to_bits once; err = max |matmul - exact| /")
     print("max |exact| over the (M, N) result, same posit16-rounded inputs (0 means the matmul was exact).")
 

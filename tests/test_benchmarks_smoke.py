@@ -76,7 +76,7 @@ def test_quick_json_codec(quick_run):
 def test_quick_json_add_outer(quick_run):
     _, data = quick_run
     rows = data["add_outer"]
-    assert {r["inputs"] for r in rows} == {"spikes", "traces"}
+    assert {r["inputs"] for r in rows} == {"spikes", "spikes_bool", "traces"}
     assert len(rows) == 2 * len(data["config"]["outer_shapes"])
     for r in rows:
         assert OUTER_KEYS <= r.keys(), OUTER_KEYS - r.keys()
