@@ -77,7 +77,7 @@ def test_quick_json_add_outer(quick_run):
     _, data = quick_run
     rows = data["add_outer"]
     assert {r["inputs"] for r in rows} == {"spikes", "spikes_bool", "traces"}
-    assert len(rows) == 2 * len(data["config"]["outer_shapes"])
+    assert len(rows) == 3 * len(data["config"]["outer_shapes"])
     for r in rows:
         assert OUTER_KEYS <= r.keys(), OUTER_KEYS - r.keys()
         for key in POSITIVE_OUTER:
