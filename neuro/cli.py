@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=None, help="override training.seed")
     train.add_argument("--max-train", type=int, default=None, help="use only the first N training samples")
     train.add_argument("--device", default="cpu", help="torch device: cpu (default), cuda, cuda:N")
+    train.add_argument("--mode", default=None, choices=("bptt", "bptt_checkpoint", "eprop", "ottt"),
+                       help="training mode for loss-based models (default: the model's rule); "
+                       "bptt_checkpoint, eprop and ottt bound memory in the number of steps")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(func=_cmd_train)
 
@@ -46,6 +49,15 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--target", default="numpy", choices=("numpy", "cython"), help="Brian2 code target")
     check.add_argument("--format", default=None, help="weight storage format on our side (e.g. posit16)")
     check.set_defaults(func=_cmd_crosscheck)
+    plan = sub.add_parser("plan", help="memory plan of a model before it runs: inference vs training modes")
+    plan.add_argument("model", help="model file or bundled model name")
+    plan.add_argument("--batch", type=int, default=None, help="batch size (default: the model's microbatch)")
+    plan.add_argument("--steps", type=int, default=None, help="time steps (default: duration / dt)")
+    plan.add_argument("--mode", default=None, help="bptt, bptt_checkpoint, ottt or eprop (default: all)")
+    plan.add_argument("--budget", default=None, help="e.g. 2x (of inference) or 512MiB; exit 1 if over")
+    plan.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    plan.set_defaults(func=lambda a: _call("neuro.plan", "plan_main", str(_resolve_model(a.model)), a.batch,
+                                           a.steps, a.mode, a.budget, a.json))
     _add_registry_commands(sub)
     return parser
 
@@ -176,10 +188,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
                   max_train=args.max_train)
     _init_distributed(args.device)
     try:
-        if any(p.rule in local_rules for p in graph.projections.values()):
+        rules = {p.rule for p in graph.projections.values()}
+        if rules & local_rules:
             from neuro.plasticity import train_local
 
             result = train_local(graph, **kwargs)
+        elif (args.mode not in (None, "bptt")) or (args.mode is None and rules & {"eprop", "ottt"}):
+            from neuro.train_online import train_online
+
+            result = train_online(graph, mode=args.mode, **kwargs)
         else:
             result = train(graph, device=args.device, **kwargs)
     except ValueError as err:

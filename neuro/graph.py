@@ -84,7 +84,7 @@ FORMATS: tuple[str, ...] = (
 #: ``one_to_one``: neuron k to neuron k, weight (size,).
 PROJECTION_KINDS: tuple[str, ...] = ("dense", "recurrent", "one_to_one")
 #: Learning rules; ``none`` keeps the weights fixed.
-RULES: tuple[str, ...] = ("none", "bptt", "eprop", "stdp_pair", "stdp_triplet", "rstdp")
+RULES: tuple[str, ...] = ("none", "bptt", "eprop", "ottt", "stdp_pair", "stdp_triplet", "rstdp")
 #: Rules that need a spiking target (they read postsynaptic spikes).
 STDP_RULES: tuple[str, ...] = ("stdp_pair", "stdp_triplet", "rstdp")
 #: Weight sign constraints.

@@ -364,6 +364,7 @@ RULE_PARAMETERS: dict[str, dict[str, _Param]] = {
     "none": {},
     "bptt": {},
     "eprop": {"feedback": ("choice", "symmetric", ("symmetric", "random"))},
+    "ottt": {},
     "stdp_pair": {
         "tau_plus": ("time", "20 ms", ">0"),
         "tau_minus": ("time", "20 ms", ">0"),

@@ -73,3 +73,18 @@ def test_neuro_models_lists_every_bundled_model(capsys):
     for name in ("yinyang_bptt", "digits_bptt", "song2000_stdp", "crosscheck_ff"):
         assert name in printed
     assert "(invalid" not in printed
+
+
+def test_neuro_plan_budget_exit_codes(capsys):
+    assert main(["plan", "yinyang_bptt", "--steps", "1000", "--batch", "32", "--budget", "2.5x"]) == 0
+    assert "fits" in capsys.readouterr().out
+    assert main(["plan", "yinyang_bptt", "--budget", "1.01x"]) == 1
+    assert "over the budget" in capsys.readouterr().err
+
+
+def test_neuro_train_ottt_model_runs(tmp_path, capsys):
+    rc = main(["train", "yinyang_ottt", "--epochs", "1", "--max-train", "64", "--quiet",
+               "--out", str(tmp_path / "o")])
+    assert rc == 0
+    metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert metrics["mode"] == "ottt" and 0.0 <= metrics["test_accuracy"] <= 1.0
