@@ -153,44 +153,25 @@ def tensors_digest(weights: Mapping[str, torch.Tensor]) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
-def memory_plan(graph: ModelGraph, *, batch: int = 1, state_bytes: int = 4) -> dict[str, Any]:
-    """A simple inference memory plan: weight bytes in the storage format plus neuron state bytes.
+def memory_plan(graph: ModelGraph, *, batch: int = 1) -> dict[str, Any]:
+    """The inference memory plan of ``graph`` for ``batch`` samples, from :mod:`neuro.plan`.
 
-    Defers to ``neuro.plan.plan(graph, batch=...)`` when that module exists (issue 7, owned by
-    another engineer); until then it counts, for a batch of ``batch`` samples:
-
-    * weights: ``numel(weight_shape) * bytes per coefficient of the projection's format``;
-    * state: per neuron ``v`` and ``i`` (all non-input types), plus threshold and refractory
-      counters for spiking types, ``state_bytes`` each (float32 = 4);
-    * delay buffers: ``delay_steps * batch * source size * state_bytes`` per delayed projection.
-
-    Returns a dict with ``weights_bytes``, ``state_bytes``, ``delay_bytes``, ``total_bytes``,
-    ``batch`` and ``source`` (``"neuro.plan"`` or ``"neuro.certify (stand-in)"``).
+    Returns a dict with ``weights_bytes`` (weights in their storage formats), ``state_bytes``
+    (neuron states and readout), ``delay_bytes`` (input and step buffers), ``total_bytes`` (the
+    whole inference plan), ``components``, ``batch``, ``steps`` and ``source``.
     """
-    try:  # pragma: no cover - neuro.plan does not exist yet
-        from neuro import plan as _plan  # type: ignore[attr-defined]
+    from neuro.plan import memory_plan as plan_of
 
-        out = dict(_plan.plan(graph, batch=batch))
-        out.setdefault("source", "neuro.plan")
-        return out
-    except (ImportError, AttributeError):
-        pass
-    weights = 0
-    for name, proj in graph.projections.items():
-        weights += math.prod(graph.weight_shape(name)) * STORAGE_BYTES[proj.format]
-    state = 0
-    for pop in graph.populations.values():
-        if pop.type == "input":
-            continue
-        per_neuron = 4 if pop.spiking else 2
-        state += per_neuron * pop.size * batch * state_bytes
-    delay = 0
-    for name, proj in graph.projections.items():
-        delay += graph.delay_steps(name) * batch * graph.populations[proj.source].size * state_bytes
+    plan = plan_of(graph, batch=batch)
+    parts = plan.inference
+    weights = parts.get("weights", 0)
+    state = parts.get("neuron_states", 0) + parts.get("readout", 0)
+    total = plan.inference_bytes
     return {
-        "weights_bytes": int(weights), "state_bytes": int(state), "delay_bytes": int(delay),
-        "total_bytes": int(weights + state + delay), "batch": batch,
-        "source": "neuro.certify (stand-in until neuro.plan exists)",
+        "weights_bytes": int(weights), "state_bytes": int(state),
+        "delay_bytes": int(total - weights - state), "total_bytes": int(total),
+        "components": {k: int(v) for k, v in parts.items()}, "batch": batch, "steps": plan.steps,
+        "source": "neuro.plan (inference)",
     }
 
 
@@ -339,7 +320,7 @@ def _check_sign(graph: ModelGraph, weights: Mapping[str, torch.Tensor]) -> tuple
 
 def _check_memory(plan: dict[str, Any], budget: int) -> tuple[bool, str]:
     total = plan["total_bytes"]
-    detail = (f"{total} bytes (weights {plan['weights_bytes']}, state {plan['state_bytes']}, delays "
+    detail = (f"{total} bytes (weights {plan['weights_bytes']}, state {plan['state_bytes']}, buffers "
               f"{plan['delay_bytes']}, batch {plan['batch']}) vs budget {budget} bytes; plan from "
               f"{plan['source']}")
     return total <= budget, detail

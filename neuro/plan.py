@@ -149,6 +149,13 @@ def _dtype_bytes(graph: ModelGraph) -> int:
     return 8 if any(p.format in wide for p in graph.projections.values()) else 4
 
 
+def _rows_cols(graph: ModelGraph, name: str) -> tuple[int, int]:
+    """A projection's weight as (postsynaptic rows, everything else): multivector weights carry a
+    trailing blade axis, one_to_one weights are a vector."""
+    shape = graph.weight_shape(name)
+    return shape[0], math.prod(shape[1:])
+
+
 def _trained(graph: ModelGraph) -> list[str]:
     return [n for n, p in graph.projections.items() if p.rule not in ("none",)]
 
@@ -183,7 +190,7 @@ def _engine(graph: ModelGraph) -> dict[str, int]:
     if not numel:
         return {}
     biggest = max(trained, key=lambda n: math.prod(graph.weight_shape(n)))
-    m, n = graph.weight_shape(biggest)
+    m, n = _rows_cols(graph, biggest)
     buf = 8  # Adam moments: float64 for the 32-bit quire formats neuro.train uses
     return {
         "quires": sum(numel) * (8 * QUIRE_LIMBS + 1),
@@ -219,7 +226,7 @@ def memory_plan(graph: ModelGraph, *, batch: int | None = None, steps: int | Non
     if mode in ("eprop", "ottt"):
         traces, signals = 0, 0
         for name in graph.projections:
-            m, n = graph.weight_shape(name)
+            m, n = _rows_cols(graph, name)
             traces += 2 * batch * n * d
             if name in trained:
                 signals += chunk * batch * (m + n) * d
