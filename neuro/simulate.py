@@ -1,11 +1,13 @@
 """Fast and plastic simulation loops with Norse's LIF arithmetic.
 
 * :func:`simulate_lif_events` -- event-driven simulation of one LIF layer driven by sparse spike
-  inputs: the synaptic input of a block of steps is a sparse x dense product that touches only the
-  weight rows of presynaptic neurons that spiked; the membrane loop then runs on preallocated
-  buffers with in-place operations.  Same per-step arithmetic as ``neuro.network.lif_step``
-  (input added before the membrane update, strict ``>`` threshold, reset to ``v_reset``); only the
-  order in which simultaneous synaptic inputs are summed differs from a dense matmul (ulp level).
+  inputs: each step touches only the weight rows of presynaptic neurons that spiked, then applies
+  Norse's LIF step in exactly ``neuro.network.lif_step``'s operation order.  Backends: a small C
+  kernel (``neuro/_kernels/lif_events.c``, compiled on first use with the system C compiler,
+  without fast-math or FMA contraction; batch elements on parallel threads), or a torch loop
+  (block-wise sparse products, then in-place element-wise updates) when no compiler is present.
+  Only the order in which simultaneous synaptic inputs are summed can differ from the dense matmul
+  of :class:`neuro.network.Network` (ulp level; none with at most two input spikes per step).
 * :func:`simulate_stdp` -- our side of the plasticity cross-check: the network's neuron steps with
   weights that change during the run under pair STDP (Brian2's convention: per-neuron traces
   decayed by ``exp(-dt/tau)`` each step, the presynaptic pathway before the postsynaptic one, the
@@ -15,13 +17,66 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 
 from neuro.graph import ModelGraph
 from neuro.network import Network, RunResult, _norse
 
-__all__ = ["simulate_lif_events", "simulate_stdp", "PlasticResult"]
+__all__ = ["simulate_lif_events", "simulate_stdp", "PlasticResult", "compiled_kernel"]
+
+
+def _lif_constants(dt: float, tau_mem: float, tau_syn: float, dtype: torch.dtype) -> tuple[float, float]:
+    """``dt * tau_mem_inv`` and ``-dt * tau_syn_inv`` exactly as Norse forms them (a python float
+    times a 0-dim tensor of ``dtype``), as python floats (exact in ``dtype``)."""
+    tau_mem_inv = torch.tensor(1.0 / tau_mem, dtype=dtype)
+    tau_syn_inv = torch.tensor(1.0 / tau_syn if tau_syn else 0.0, dtype=dtype)
+    return float(dt * tau_mem_inv), float(-dt * tau_syn_inv)
+
+
+def _as_bytes(spikes: torch.Tensor) -> torch.Tensor:
+    """The 0/1 spikes as a contiguous uint8 CPU tensor (ValueError for other values)."""
+    if spikes.dtype == torch.bool:
+        return spikes.contiguous().view(torch.uint8)
+    if spikes.dtype == torch.uint8:
+        if spikes.numel() and int(spikes.max()) > 1:
+            raise ValueError("simulate_lif_events: spikes must be 0 or 1")
+        return spikes.contiguous()
+    if spikes.numel() and bool(((spikes != 0) & (spikes != 1)).any()):
+        raise ValueError("simulate_lif_events: spikes must be 0 or 1 (use Network for input currents)")
+    return (spikes != 0).contiguous().view(torch.uint8)
+
+
+_KERNEL = None
+_WARNED = False
+
+
+def compiled_kernel():
+    """The ctypes handle of the compiled event-driven LIF kernel (``neuro/_kernels/lif_events.c``),
+    compiled on first use; None (after one warning) when no C compiler can build it."""
+    global _KERNEL, _WARNED
+    if _KERNEL is None:
+        import ctypes
+
+        from neuro import _kernels
+
+        lib = _kernels.load("lif_events")
+        if lib is None:
+            if not _WARNED:
+                warnings.warn(
+                    "neuro.simulate: the compiled LIF kernel is unavailable "
+                    f"({_kernels.error('lif_events')}); falling back to the slower torch loop",
+                    RuntimeWarning, stacklevel=3)
+                _WARNED = True
+            return None
+        i64, ptr = ctypes.c_int64, ctypes.c_void_p
+        for name, real in (("lif_events_f32", ctypes.c_float), ("lif_events_f64", ctypes.c_double)):
+            fn = getattr(lib, name)
+            fn.restype = i64
+            fn.argtypes = [i64] * 6 + [ptr] * 4 + [real] * 5 + [ptr] * 4
+        _KERNEL = lib
+    return _KERNEL
 
 
 def simulate_lif_events(
@@ -37,53 +92,140 @@ def simulate_lif_events(
     dtype: torch.dtype = torch.float32,
     block: int = 2048,
     record_v: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+    record_z: bool = True,
+    state: tuple[torch.Tensor, torch.Tensor] | None = None,
+    return_state: bool = False,
+    backend: str = "auto",
+    threads: int | None = None,
+):
     """Run a layer of LIF neurons on sparse input spikes, event-driven.
 
+    Each step adds the weight rows of the inputs that spiked (in increasing input index, onto a
+    zeroed buffer), then applies Norse's LIF step in ``neuro.network.lif_step``'s operation order.
+    With at most two spikes per step (or exactly representable sums) the results are bit-identical
+    to :class:`neuro.network.Network`; otherwise the current's summation order may differ from a
+    matmul's by an ulp.  Plain LIF only (no refractoriness, no adaptation).
+
     Args:
-        spikes: input spikes ``(T, B, N)`` (0/1, any dtype, or bool).
+        spikes: input spikes ``(T, B, N)``: bool, uint8 or float, values 0 or 1.
         weight: ``(M, N)`` weights (target, source), like ``Network.weights``.
         dt, tau_mem, tau_syn: seconds.
         v_th, v_reset, v_leak: dimensionless potentials.
         dtype: arithmetic dtype (float32 or float64).
-        block: steps whose input currents are formed in one sparse product.
+        block: (torch backend) steps whose input currents are formed in one sparse product.
         record_v: also return the membrane potentials ``(T, B, M)``.
+        record_z: return the output raster (False: ``z`` is None; the spike count is still in
+            ``simulate_lif_events.last_count``).
+        state: initial ``(v, i)``, each ``(B, M)`` (default: ``v = v_leak``, ``i = 0``); lets a long
+            run go in chunks of steps.
+        return_state: also return the final ``(v, i)``.
+        backend: ``"c"`` (the compiled kernel; RuntimeError without a compiler), ``"torch"`` (the
+            pure torch loop) or ``"auto"`` (the kernel when it builds, else torch with a warning).
+        threads: (C backend) batch elements run on this many threads (default:
+            ``torch.get_num_threads()``, at most B).
     Returns:
-        ``(z, v)``: output spikes ``(T, B, M)`` as bool, and potentials or None.
+        ``(z, v)``: output spikes ``(T, B, M)`` as bool (or None), and potentials or None; with
+        ``return_state``, ``(z, v, (v_final, i_final))``.
     """
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"simulate_lif_events: dtype must be float32 or float64, got {dtype}")
+    if backend not in ("auto", "c", "torch"):
+        raise ValueError(f"simulate_lif_events: backend must be auto, c or torch, got {backend!r}")
+    if spikes.dim() != 3 or weight.dim() != 2 or weight.shape[1] != spikes.shape[2]:
+        raise ValueError(f"simulate_lif_events: spikes (T, B, N) and weight (M, N) expected, got "
+                         f"{tuple(spikes.shape)} and {tuple(weight.shape)}")
     steps, batch, n_in = spikes.shape
     m = weight.shape[0]
-    wt = weight.detach().to(dtype).T.contiguous()  # (N, M): row n = what input n adds
-    # The constants exactly as Norse forms them: python float times a 0-dim tensor of `dtype`.
-    tau_mem_inv = torch.tensor(1.0 / tau_mem, dtype=dtype)
-    tau_syn_inv = torch.tensor(1.0 / tau_syn, dtype=dtype)
-    c_mem = float(dt * tau_mem_inv)
-    c_syn = float(-dt * tau_syn_inv)
+    if state is None:
+        v = torch.full((batch, m), v_leak, dtype=dtype)
+        i = torch.zeros(batch, m, dtype=dtype)
+    else:
+        v = state[0].detach().to(dtype=dtype, device="cpu").clone().contiguous()
+        i = state[1].detach().to(dtype=dtype, device="cpu").clone().contiguous()
+    wt = weight.detach().to(device="cpu", dtype=dtype).T.contiguous()  # (N, M): row n = what n adds
+    c_mem, c_syn = _lif_constants(dt, tau_mem, tau_syn, dtype)
+    x = _as_bytes(spikes.detach().cpu())
+    lib = None if backend == "torch" else compiled_kernel()
+    if lib is None and backend == "c":
+        from neuro import _kernels
+
+        raise RuntimeError("simulate_lif_events: compiled kernel unavailable: "
+                           f"{_kernels.error('lif_events')}")
+    if lib is not None:
+        z, vrec = _run_kernel(lib, x, wt, v, i, c_mem, c_syn, dtype, v_leak, v_th, v_reset, record_v,
+                              record_z, threads)
+    else:
+        z, vrec = _run_torch(x, wt, v, i, c_mem, c_syn, dtype, v_leak, v_th, v_reset, block, record_v)
+        simulate_lif_events.last_count = int(z.sum())
+        if not record_z:
+            z = None
+    if return_state:
+        return z, vrec, (v, i)
+    return z, vrec
+
+
+simulate_lif_events.last_count = 0
+
+
+def _run_kernel(lib, x, wt, v, i, c_mem, c_syn, dtype, v_leak, v_th, v_reset, record_v, record_z, threads):
+    from concurrent.futures import ThreadPoolExecutor
+
+    steps, batch, n_in = x.shape
+    m = wt.shape[1]
+    z = torch.zeros(steps, batch, m, dtype=torch.uint8) if record_z else None
+    vrec = torch.empty(steps, batch, m, dtype=dtype) if record_v else None
+    fn = lib.lif_events_f32 if dtype == torch.float32 else lib.lif_events_f64
+    n_threads = max(1, min(batch, threads or torch.get_num_threads()))
+    bounds = [batch * k // n_threads for k in range(n_threads + 1)]
+
+    def part(k: int) -> int:
+        scratch = torch.empty(m, dtype=dtype)
+        active = torch.empty(max(n_in, 1), dtype=torch.int64)
+        return fn(steps, batch, n_in, m, bounds[k], bounds[k + 1], x.data_ptr(), wt.data_ptr(),
+                  v.data_ptr(), i.data_ptr(), c_mem, c_syn, v_leak, v_th, v_reset,
+                  z.data_ptr() if z is not None else None, vrec.data_ptr() if vrec is not None else None,
+                  scratch.data_ptr(), active.data_ptr())
+
+    if n_threads == 1 or steps == 0:
+        count = part(0) if steps else 0
+    else:  # ctypes releases the GIL: batch elements run in parallel
+        with ThreadPoolExecutor(n_threads) as pool:
+            count = sum(pool.map(part, range(n_threads)))
+    simulate_lif_events.last_count = int(count)
+    return (z.view(torch.bool) if z is not None else None), vrec
+
+
+def _run_torch(x, wt, v, i, c_mem, c_syn, dtype, v_leak, v_th, v_reset, block, record_v):
+    steps, batch, n_in = x.shape
+    m = wt.shape[1]
     vl = torch.tensor(v_leak, dtype=dtype)
-    v = torch.full((batch, m), v_leak, dtype=dtype)
-    i = torch.zeros(batch, m, dtype=dtype)
     tmp = torch.empty_like(v)
+    zf = torch.empty_like(v)
     z = torch.zeros(steps, batch, m, dtype=torch.bool)
     vrec = torch.empty(steps, batch, m, dtype=dtype) if record_v else None
-    flat = spikes.reshape(steps * batch, n_in)
+    flat = x.reshape(steps * batch, n_in)
     for t0 in range(0, steps, block):
         t1 = min(steps, t0 + block)
-        chunk = flat[t0 * batch:t1 * batch]
-        rows, cols = torch.nonzero(chunk, as_tuple=True)
-        x = torch.zeros((t1 - t0) * batch, m, dtype=dtype)
+        rows, cols = torch.nonzero(flat[t0 * batch:t1 * batch], as_tuple=True)
+        cur = torch.zeros((t1 - t0) * batch, m, dtype=dtype)
         if len(rows):
-            x.index_add_(0, rows, wt.index_select(0, cols))  # only the active rows of W^T
-        x = x.view(t1 - t0, batch, m)
+            cur.index_add_(0, rows, wt.index_select(0, cols))  # only the active rows of W^T
+        cur = cur.view(t1 - t0, batch, m)
         for t in range(t1 - t0):
-            i.add_(x[t])  # i' = i + x
+            i.add_(cur[t])  # i' = i + x
             torch.sub(vl, v, out=tmp)
             tmp.add_(i).mul_(c_mem)
             v.add_(tmp)  # v' = v + dt/tau_mem ((v_leak - v) + i')
             torch.mul(i, c_syn, out=tmp)
             i.add_(tmp)  # i = i' + (-dt/tau_syn) i'
             zt = z[t0 + t]
-            torch.gt(v, v_th, out=zt)
-            v.masked_fill_(zt, v_reset)
+            torch.sub(v, v_th, out=tmp)
+            torch.gt(tmp, 0, out=zt)
+            # v = (1 - z) v' + z v_reset, literally (keeps signed zeros as Norse does)
+            zf.copy_(zt)
+            torch.mul(zf, v_reset, out=tmp)  # z v_reset
+            zf.neg_().add_(1.0)  # 1 - z
+            v.mul_(zf).add_(tmp)
             if vrec is not None:
                 vrec[t0 + t] = v
     return z, vrec
