@@ -83,10 +83,15 @@ def test_criterion2_float32_vs_brian2_float64():
     assert r["gamma_1ms"] >= 0.999
 
 
-def test_criterion3_euler_vs_exact_statistical():
-    # tau_mem 20 ms (Euler's error grows with dt / tau_mem: with 10 ms Gamma(2 ms) is ~0.97-0.98)
-    r = crosscheck(_single_layer(tau_mem=0.02), None, method="exact", duration=2.0)
-    assert r["n_spikes_ref"] > 1000
+@pytest.mark.parametrize("seed", [0, 11, 23])
+def test_criterion3_euler_vs_exact_statistical(seed):
+    # crosscheck_ff's first layer as shipped (tau_mem 10 ms, 2 ms refractory), 2 s, three seeds of
+    # weights and inputs, at dt = 0.05 ms (the issue allows dt <= 0.1 ms).  Measured: Gamma(2 ms)
+    # 0.984-0.987, rate difference <= 0.3%, mean |dt| 0.07-0.08 ms.  At dt = 0.1 ms the margin is
+    # too thin to test (Gamma 0.966-0.981 over these seeds, with tau_mem 20 ms too): Euler's error
+    # shrinks with dt / tau_mem, and a longer run does not raise Gamma (it is not sampling noise).
+    r = crosscheck(_single_layer(), None, method="exact", dt=5e-5, duration=2.0, seed=seed, figure=False)
+    assert r["n_spikes_ref"] > 2000
     assert r["gamma_2ms"] >= 0.97
     assert r["rate_diff"] <= 0.02
     assert r["mean_abs_dt_ms"] <= 0.2
