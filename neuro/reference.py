@@ -65,7 +65,7 @@ __all__ = ["ReferenceResult", "simulate_brian2", "brian2_equations", "TARGETS", 
 
 TARGETS = ("numpy", "cython")
 METHODS = ("euler", "exact")
-SUPPORTED_RULES = ("none", "bptt", "eprop", "stdp_pair")
+SUPPORTED_RULES = ("none", "bptt", "eprop", "ottt", "stdp_pair")
 
 #: Compiler flags of the cython target: Brian2's defaults without -ffast-math and without FMA
 #: contraction, which would change the arithmetic.
