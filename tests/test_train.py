@@ -217,3 +217,18 @@ def test_plain_float32_gradients_depend_on_the_split():
     whole, halves = grad([idx]), grad([idx[:8], idx[8:]])
     torch.testing.assert_close(whole, halves, rtol=1e-4, atol=1e-6)  # same maths ...
     assert not torch.equal(whole, halves)  # ... different bits
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_cuda_training_runs_and_is_reproducible():
+    """On a GPU a tiny run trains, and two runs with the same seed give identical weight bits
+    (float kernels differ from the CPU's, so weights are not compared across devices)."""
+    from neuro.spec import load_model
+    from neuro.train import train
+
+    graph = load_model(os.path.join(os.path.dirname(__file__), "..", "models", "digits_bptt.toml"))
+    result = train(graph, epochs=1, max_train=64, progress=False, device="cuda")
+    assert result.network.device.type == "cuda"
+    assert 0.0 <= result.metrics["test_accuracy"] <= 1.0
+    again = train(graph, epochs=1, max_train=64, progress=False, device="cuda")
+    assert again.metrics["weights_sha256"] == result.metrics["weights_sha256"]
