@@ -261,14 +261,23 @@ class _SideRecord:
     v_spiked: torch.Tensor
 
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.spikes, self.v_bits, self.i_bits, self.v_spiked))
+        parts = (self.spikes, self.v_bits, self.i_bits, self.v_spiked)
+        return sum(t.numel() * t.element_size() for t in parts)
+
+
+def _compact(excess: torch.Tensor) -> torch.Tensor:
+    """``v_dec - v_th`` at the spikes in grid units: int32 when it fits (|excess| < 128 V), else int64."""
+    ints = _to_int(excess)
+    if ints.numel() and int(ints.abs().max()) >= 2**31:
+        return ints
+    return ints.to(torch.int32)
 
 
 def _record(v_before, z, v_dec, i_new, p: LIFFixedParameters) -> _SideRecord:
     k = p.decay_bits
     mask = z.bool()
     return _SideRecord(spikes=_pack(mask), v_bits=_pack(_leak_bit(v_before, p.mem_num, k)),
-                       i_bits=_pack(_leak_bit(i_new, p.syn_num, k)), v_spiked=v_dec[mask])
+                       i_bits=_pack(_leak_bit(i_new, p.syn_num, k)), v_spiked=_compact(v_dec[mask] - p.v_th))
 
 
 def _lif_inverse(x, wq, v_new, i_dec, rec: _SideRecord, p: LIFFixedParameters):
@@ -276,7 +285,7 @@ def _lif_inverse(x, wq, v_new, i_dec, rec: _SideRecord, p: LIFFixedParameters):
     k = p.decay_bits
     shape = v_new.shape
     mask = _unpack(rec.spikes, shape)
-    v_dec = v_new.masked_scatter(mask, rec.v_spiked)
+    v_dec = v_new.masked_scatter(mask, rec.v_spiked.to(_DTYPE) * 2.0**-V_FRAC + p.v_th)
     i_new = _unleak(i_dec, _unpack(rec.i_bits, shape), p.syn_num, k)
     i = i_new - tnf.linear(x, wq)
     q = v_dec - _floor_q((i_new + p.v_leak) * (1.0 - p.a))
@@ -286,7 +295,7 @@ def _lif_inverse(x, wq, v_new, i_dec, rec: _SideRecord, p: LIFFixedParameters):
 
 def _check_range(x1, x2, state) -> None:
     if max(float(x1.abs().max()), float(x2.abs().max())) >= X_LIMIT:
-        raise OverflowError(f"reversible: activations reached {X_LIMIT}; the fixed-point grid would be inexact")
+        raise OverflowError(f"reversible: activations reached {X_LIMIT}; fixed point would be inexact")
     for s in state:
         if float(s.abs().max()) >= STATE_LIMIT:
             raise OverflowError(f"reversible: a membrane/current reached {STATE_LIMIT}; fixed point inexact")
@@ -299,6 +308,11 @@ def side_buffer_bytes(records) -> int:
 
 # ----------------------------------------------------------------------------------------------------
 # The reversible autograd Function
+
+
+def _snapshot(kind, t, b, x1, x2, state):
+    """A trace entry: ``(kind, t, block, x1, x2, (vF, iF, vG, iG))``, copies of a block's inputs."""
+    return kind, t, b, x1.detach().clone(), x2.detach().clone(), tuple(s.detach().clone() for s in state)
 
 
 class _ReversibleFunction(torch.autograd.Function):
@@ -322,9 +336,9 @@ class _ReversibleFunction(torch.autograd.Function):
             a1, a2 = x1[t], x2[t]
             for b in range(n):
                 if trace is not None:
-                    trace.append(("forward", t, b, a1.clone(), a2.clone(), tuple(s.clone() for s in states[b])))
-                old = states[b]
-                a1, a2, states[b], aux = _block_step(a1, a2, old, weights[2 * b], weights[2 * b + 1], p, sur, scale)
+                    trace.append(_snapshot("forward", t, b, a1, a2, states[b]))
+                old, wf, wg = states[b], weights[2 * b], weights[2 * b + 1]
+                a1, a2, states[b], aux = _block_step(a1, a2, old, wf, wg, p, sur, scale)
                 (zf, vf_dec, if_new), (zg, vg_dec, ig_new) = aux
                 side[b][t] = (_record(old[0], zf, vf_dec, if_new, p), _record(old[2], zg, vg_dec, ig_new, p))
                 _check_range(a1, a2, states[b])
@@ -361,7 +375,7 @@ class _ReversibleFunction(torch.autograd.Function):
                 x1 = a1 - zf
                 prev = (vf0, if0, vg0, ig0)
                 if trace is not None:
-                    trace.append(("inverse", t, b, x1.clone(), x2.clone(), tuple(s.clone() for s in prev)))
+                    trace.append(_snapshot("inverse", t, b, x1, x2, prev))
                 # local recomputation under autograd
                 with torch.enable_grad():
                     ins = [x1.requires_grad_(), x2.requires_grad_(), *(s.requires_grad_() for s in prev)]
@@ -398,12 +412,12 @@ class ReversibleBlock(torch.nn.Module):
         generator: for the initial weights.
     """
 
-    def __init__(self, width: int, *, weight_scale: float = 2.0, generator: torch.Generator | None = None,
+    def __init__(self, width: int, *, weight_scale: float = 1.0, generator: torch.Generator | None = None,
                  params: LIFFixedParameters | None = None, surrogate: str = "superspike", scale: float = 10.0,
                  reversible: bool = True) -> None:
         super().__init__()
         if width > MAX_WIDTH:
-            raise ValueError(f"ReversibleBlock: width {width} > {MAX_WIDTH} would make the projection inexact")
+            raise ValueError(f"ReversibleBlock: width {width} > {MAX_WIDTH}: the projection would be inexact")
         std = weight_scale / width**0.5
         self.w_f = torch.nn.Parameter(torch.randn(width, width, generator=generator, dtype=_DTYPE) * std)
         self.w_g = torch.nn.Parameter(torch.randn(width, width, generator=generator, dtype=_DTYPE) * std)
@@ -417,7 +431,7 @@ class ReversibleBlock(torch.nn.Module):
         return tuple(quantize(w.clamp(-W_LIMIT, W_LIMIT), W_FRAC) for w in (self.w_f, self.w_g))
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run the block over a sequence: ``x1, x2`` of shape ``(T, B, width)`` -> ``(y1, y2)``, same shape."""
+        """Run the block over a sequence: ``x1, x2`` ``(T, B, width)`` -> ``(y1, y2)``, same shape."""
         return _run(self, [self], x1, x2)
 
 
@@ -441,7 +455,7 @@ class ReversibleStack(torch.nn.Module):
 
     def __init__(self, n_blocks: int, width: int, *, params: LIFFixedParameters | None = None,
                  surrogate: str = "superspike", scale: float = 10.0, reversible: bool = True,
-                 weight_scale: float = 2.0, seed: int | None = 0) -> None:
+                 weight_scale: float = 1.0, seed: int | None = 0) -> None:
         super().__init__()
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
         self.blocks = torch.nn.ModuleList(ReversibleBlock(width, weight_scale=weight_scale, generator=gen)
@@ -462,7 +476,8 @@ class ReversibleStack(torch.nn.Module):
 
 def _run(owner, blocks, x1, x2):
     if x1.shape != x2.shape or x1.dim() != 3:
-        raise ValueError(f"reversible: x1, x2 must both be (T, B, width); got {tuple(x1.shape)}, {tuple(x2.shape)}")
+        raise ValueError(f"reversible: x1, x2 must both be (T, B, width); got {tuple(x1.shape)}, "
+                         f"{tuple(x2.shape)}")
     x1 = quantize(x1.to(_DTYPE), X_FRAC)
     x2 = quantize(x2.to(_DTYPE), X_FRAC)
     weights = [w for blk in blocks for w in blk.quantized_weights()]
@@ -476,7 +491,8 @@ def _run(owner, blocks, x1, x2):
     for t in range(steps):
         a1, a2 = x1[t], x2[t]
         for b in range(len(blocks)):
-            a1, a2, states[b], _ = _block_step(a1, a2, states[b], weights[2 * b], weights[2 * b + 1], p, sur, scale)
+            wf, wg = weights[2 * b], weights[2 * b + 1]
+            a1, a2, states[b], _ = _block_step(a1, a2, states[b], wf, wg, p, sur, scale)
         out1.append(a1)
         out2.append(a2)
     return torch.stack(out1), torch.stack(out2)
