@@ -20,6 +20,7 @@ loop over elements) and work on any device.
 
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 
 import torch
@@ -76,6 +77,7 @@ class PositFormat:
         self._cap = nbits - 1 if rs is None else min(rs, nbits - 1)
         self._tables: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
         self._decode_tables: dict[torch.device, torch.Tensor] = {}
+        self._magic_tables: dict[torch.device, torch.Tensor] = {}
         self.name = name or (f"posit{nbits}_es{es}" if rs is None else f"bposit{nbits}_es{es}_rs{rs}")
         self.maxpos_exact = self._value_of(self.maxpos_bits)
         self.minpos_exact = self._value_of(1)
@@ -183,6 +185,14 @@ class PositFormat:
                 f"got dtype {x.dtype}; convert with .double() first"
             )
         return x.to(torch.float64)
+
+    def _check_float_dtype(self, x: torch.Tensor, what: str) -> torch.Tensor:
+        """Like :meth:`_check_float` but keeps the float dtype (converted block by block later)."""
+        if not isinstance(x, torch.Tensor):
+            return torch.as_tensor(x, dtype=torch.float64)
+        if x.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+            return self._check_float(x, what)  # raises
+        return x
 
     def _check_bits(self, bits: torch.Tensor, what: str) -> torch.Tensor:
         if not isinstance(bits, torch.Tensor):
@@ -292,6 +302,90 @@ class PositFormat:
         )
         self._tables[device] = tables
         return tables
+
+    def _magic_table(self, device: torch.device, single: bool = False) -> torch.Tensor:
+        """Rounding constants for :meth:`_quantize_block`, indexed by ``((|x|_bits - 1) >> m) + 1``
+        (``m`` = 52 mantissa bits for float64, 23 for float32 when ``single``).
+
+        Index 0 holds exact zero, index ``i >= 1`` the interval ``(2**(s-1), 2**s]`` with
+        ``s = i - bias`` (a power of two shares the index of the binade below it).  Where that
+        binade ``[2**(s-1), 2**s)`` is a fast binade of :meth:`_binade_tables` with ``F >= 1``
+        fraction bits (so ties-to-even on the fraction is ties-to-even on the pattern) and
+        ``2**s`` is a value of the format, ``C = 1.5 * 2**(s - 1 - F + m)``: ``(x + C) - C`` is
+        then ``x`` rounded to a multiple of ``2**(s - 1 - F)`` by the float unit's own
+        round-to-nearest-even, for either sign (``|x| <= 2**s <= C / 3`` needs ``F <= m - 2``).
+        Every other entry (subnormals, saturation, slow binades, inf/NaN, binades the float type
+        cannot round at) is NaN and sends the offending elements to :meth:`_round_block`.
+        """
+        key = (device, single)
+        cached = self._magic_tables.get(key)
+        if cached is not None:
+            return cached
+        packed = self._binade_tables(torch.device("cpu"))[0].tolist()
+        powers = torch.tensor([2.0 ** (i - 1023) if -1074 <= i - 1023 < 1024 else 1.0
+                               for i in range(2049)], dtype=torch.float64)
+        exact = (self.decode(self.encode_exact(powers)) == powers).tolist()
+        mbits, bias, size, dtype = (23, 127, 257, torch.float32) if single else \
+            (52, 1023, 2049, torch.float64)
+        table = [0.0] + [float("nan")] * (size - 1)
+        for i in range(2, size - 1):
+            s = i - bias  # the entry covers (2**(s-1), 2**s]
+            word = packed[s - 1 + 1023]
+            sh, slow = word >> 40, (word >> 38) & 1
+            f = 52 - sh
+            if sh >= 62 or slow or not 1 <= f <= mbits - 2 or not exact[s + 1023]:
+                continue
+            c_exp = s - 1 - f + mbits
+            if single and not -126 <= c_exp <= 127:
+                continue
+            table[i] = 1.5 * 2.0 ** c_exp
+        out = torch.tensor(table, dtype=dtype, device=device)
+        self._magic_tables[key] = out
+        return out
+
+    def _quantize_block(self, x: torch.Tensor, out: torch.Tensor) -> None:
+        """Write ``quantize(x)`` of a 1-D block (any float dtype) into the float64 ``out``."""
+        if x.dtype != torch.float64 and self.max_fraction_bits <= 21:
+            x32 = x if x.dtype == torch.float32 else x.to(torch.float32)
+            magic = self._magic_table(x.device, single=True)
+            idx = x32.view(torch.int32) & 0x7FFFFFFF
+            idx -= 1  # (|x| - 1) >> 23 + 1: 0 for zero, the binade + 1 except at powers of two
+            idx >>= 23
+            idx += 1
+            c = torch.index_select(magic, 0, idx)
+            q = x32 + c
+            q -= c
+            out.copy_(q)
+        else:
+            x32 = None
+            x64 = x if x.dtype == torch.float64 else x.to(torch.float64)
+            magic = self._magic_table(x.device)
+            idx = x64.view(torch.int64) & ((1 << 63) - 1)
+            idx -= 1
+            idx >>= 52
+            idx += 1
+            c = torch.index_select(magic, 0, idx)
+            torch.add(x64, c, out=out)
+            out -= c
+        if math.isnan(float(c.sum())):  # some elements need the general path
+            bad = torch.isnan(c)
+            xb = x[bad]
+            out[bad] = self._round_block(xb.to(torch.float64), want_bits=False)
+
+    @single_threaded
+    def _quantize_into(self, x: torch.Tensor, out: torch.Tensor) -> None:
+        """``out.copy_(quantize(x))`` for a contiguous float ``x`` and a contiguous float64 ``out``
+        of the same number of elements, without temporaries the size of ``x``."""
+        flat, dest = x.reshape(-1), out.view(-1)
+        step = _BLOCK if x.device.type == "cpu" else max(1, flat.numel())
+        for start in range(0, flat.numel(), step):
+            self._quantize_block(flat[start:start + step], dest[start:start + step])
+
+    def _quantize(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._check_float_dtype(x, "quantize").contiguous()
+        out = torch.empty(x.shape, dtype=torch.float64, device=x.device)
+        self._quantize_into(x, out)
+        return out
 
     @single_threaded
     def _round_fast(self, x: torch.Tensor, want_bits: bool) -> torch.Tensor:
@@ -422,7 +516,7 @@ class PositFormat:
 
     def quantize(self, x: torch.Tensor) -> torch.Tensor:
         """``decode(encode(x))``: the nearest value of the format, as float64 (NaR -> nan)."""
-        return self._round_fast(x, want_bits=False)
+        return self._quantize(x)
 
 
 POSIT8 = PositFormat(8, 2, name="posit8")

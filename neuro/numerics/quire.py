@@ -35,7 +35,7 @@ import math
 
 import torch
 
-from neuro.numerics._threads import single_threaded
+from neuro.numerics._threads import one_thread, single_threaded
 from neuro.numerics.posit import PositFormat
 
 __all__ = ["Quire"]
@@ -44,6 +44,8 @@ LIMB_BITS = 32
 _LIMB_MASK = (1 << LIMB_BITS) - 1
 _EXACT_BITS = 53  # float64 holds every integer below 2**53 exactly
 _MAX_PENDING = 1 << 30  # folds allowed between carry propagations (each adds < 2**32 per limb)
+_STATS_BLOCK = 1 << 16  # elements per block of the range scan
+_PIPE_ELEMS = 1 << 18  # elements per factor in one row block of the add_outer pipeline
 
 
 def _bit_length(x: torch.Tensor) -> torch.Tensor:
@@ -151,6 +153,59 @@ class _FloatPlanes:
         if bool(rest.any()):
             out.append((self.lo + width * (count - 1), rest))
         return out
+
+
+
+def _abs_range(x: torch.Tensor) -> tuple[float, float, bool]:
+    """``(max |x|, smallest non-zero |x| (inf when none), any inf/NaN)`` of a float tensor.
+
+    One read-only scan over the integer view in cache-sized blocks (no temporaries the size of
+    ``x``): for non-negative floats the order of the bit patterns is the order of the values.
+    """
+    flat = x.reshape(-1)
+    if flat.dtype in (torch.float16, torch.bfloat16):
+        flat = flat.to(torch.float32)
+    if flat.dtype == torch.float32:
+        itype, mask, inf_bits = torch.int32, 0x7FFFFFFF, 0x7F800000
+    else:
+        flat = flat.to(torch.float64)
+        itype, mask, inf_bits = torch.int64, (1 << 63) - 1, 0x7FF0000000000000
+    ints = flat.view(itype)
+    top, low = -1, mask
+    step = _STATS_BLOCK if flat.device.type == "cpu" else max(1, flat.numel())
+    for start in range(0, flat.numel(), step):
+        m = ints[start:start + step] & mask
+        m -= 1  # zero -> -1; the smallest non-zero is then the smallest non-negative
+        mn, mx = (int(v) for v in torch.aminmax(m))
+        top = max(top, mx)
+        if mn < 0:
+            mn = int((m & mask).amin())  # -1 -> mask
+        low = min(low, mn)
+    bad = top + 1 >= inf_bits
+    ftype = flat.dtype
+
+    def value(bits: int) -> float:
+        return float(torch.tensor([bits], dtype=itype).view(ftype)[0])
+
+    biggest = value(top + 1) if top >= 0 else 0.0
+    smallest = value(low + 1) if low < mask else math.inf
+    return biggest, smallest, bad
+
+
+def _lowest_bit(v: float) -> int:
+    """Exponent of the lowest set bit of a positive finite float."""
+    mant, ex = math.frexp(v)
+    sig = int(mant * 2.0**_EXACT_BITS)
+    return ex - _EXACT_BITS + ((sig & -sig).bit_length() - 1)
+
+
+def _scale_pow2(x: torch.Tensor, e: int) -> torch.Tensor:
+    """``x * 2**e`` (exact for the values used here), in steps that stay inside float64."""
+    while e:
+        step = max(-1000, min(1000, e))
+        x = x * 2.0**step
+        e -= step
+    return x
 
 
 class Quire:
@@ -459,6 +514,8 @@ class Quire:
                 f"Quire.add_outer: expected post (K, M) and pre (K, N) with quire shape (M, N); "
                 f"got post {tuple(post.shape)}, pre {tuple(pre.shape)}, quire {tuple(self.shape)}"
             )
+        if scale is None and self.device.type == "cpu" and self._outer_fast(post, pre):
+            return
         if scale is None:
             a, nar_a = self._products(post, None, 1)
         else:
@@ -474,6 +531,103 @@ class Quire:
         b, nar_b = self._products(pre, None, 1)
         self._nar |= nar_a[:, None] | nar_b[None, :]
         self._outer_planes(a, b, post.shape[0])
+
+    def _outer_factor(self, x: torch.Tensor):
+        """How :meth:`_outer_fast` reads one factor: ``(kind, lo, hi)`` with every set bit of every
+        rounded value in ``[lo, hi)``; kind ``"copy"`` (values already exact) or ``"quantize"``;
+        ``None`` for an all-zero factor; ``False`` when it holds inf/NaN (general path)."""
+        if x.dtype == torch.bool:
+            return ("copy", 0, 1) if bool(x.any()) else None
+        biggest, smallest, bad = _abs_range(x)
+        if bad:
+            return False
+        if biggest == 0:
+            return None
+        fmt = self.fmt
+        q_big, q_small = fmt.quantize(torch.tensor([biggest, smallest], dtype=torch.float64)).tolist()
+        hi = math.frexp(q_big)[1]  # rounding is monotone: every |round(x)| <= round(max |x|)
+        if biggest == smallest:  # one magnitude: values are 0 and +-round(biggest)
+            return ("copy" if q_big == biggest else "quantize"), _lowest_bit(q_big), hi
+        # Every non-zero |round(x)| is a pattern >= round(smallest), and the exponent of a
+        # pattern's last bit never decreases as the pattern grows.
+        _, exp, _ = fmt.decompose(fmt.encode(torch.tensor([q_small], dtype=torch.float64)))
+        return "quantize", int(exp[0]), hi
+
+    def _outer_fast(self, post: torch.Tensor, pre: torch.Tensor) -> bool:
+        """``add_outer`` without scale for finite inputs, pipelined over blocks of rows of K.
+
+        Each block of rows of both factors is rounded (or copied) into a float64 buffer, cut into
+        digit planes without rescaling (a GEMM is exact at any power-of-two scale as long as it
+        stays inside float64's range, which the formats' exponent range guarantees) and multiplied
+        into one float64 accumulator per plane pair with ``addmm``; the accumulators are folded
+        into the limbs once per chunk of K that ``_plan_widths`` allows.  Nothing the size of the
+        inputs is allocated.  Returns False (nothing done) for inputs the general path must see.
+        """
+        fa = self._outer_factor(post)
+        if fa is False:
+            return False
+        fb = self._outer_factor(pre)
+        if fb is False:
+            return False
+        if fa is None or fb is None:
+            return True
+        fmt = self.fmt
+        if not (fmt.max_scale < 300 and fmt.ulp_min > -300):
+            return False  # keep float64 products, sums and plane cuts far from under/overflow
+        (kind_a, lo_a, hi_a), (kind_b, lo_b, hi_b) = fa, fb
+        k = post.shape[0]
+        m, n = self.shape
+        width_a, width_b, chunk = _plan_widths(hi_a - lo_a, hi_b - lo_b, k, m, n)
+        count_a = -(-(hi_a - lo_a) // width_a)
+        count_b = -(-(hi_b - lo_b) // width_b)
+        rows = max(1, _PIPE_ELEMS // max(m, n))
+        rows = min(k, chunk, 1 << (rows.bit_length() - 1))
+        post, pre = post.contiguous(), pre.contiguous()
+        buf_a = torch.empty(rows, m, dtype=torch.float64, device=self.device)
+        buf_b = torch.empty(rows, n, dtype=torch.float64, device=self.device)
+        acc = [[torch.zeros(m, n, dtype=torch.float64, device=self.device) for _ in range(count_b)]
+               for _ in range(count_a)]
+        done = 0  # rows accumulated since the last fold
+        for start in range(0, k, rows):
+            stop = min(k, start + rows)
+            with one_thread():
+                planes_a = self._pipe_planes(post[start:stop], buf_a[:stop - start], kind_a,
+                                             lo_a, width_a, count_a)
+                planes_b = self._pipe_planes(pre[start:stop], buf_b[:stop - start], kind_b,
+                                             lo_b, width_b, count_b)
+            for i, da in enumerate(planes_a):
+                da_t = da.T
+                for j, db in enumerate(planes_b):
+                    acc[i][j].addmm_(da_t, db)
+            done += stop - start
+            if done >= chunk or stop == k:
+                for i in range(count_a):
+                    for j in range(count_b):
+                        e = lo_a + width_a * i + lo_b + width_b * j
+                        self._fold(_scale_pow2(acc[i][j], -e), e)
+                        acc[i][j].zero_()
+                done = 0
+        return True
+
+    def _pipe_planes(self, x, buf, kind, lo, width, count) -> list[torch.Tensor]:
+        """Round (or copy) rows of a factor into ``buf`` and cut them into ``count`` planes:
+        ``value == sum_p plane_p`` with ``plane_p`` a multiple of ``2**(lo + width*p)`` whose
+        magnitude is at most ``2**(lo + width*(p+1))`` (digits of at most ``width`` bits)."""
+        if kind == "quantize":
+            self.fmt._quantize_into(x, buf)
+        else:
+            buf.copy_(x)
+        planes = []
+        rest = buf
+        for p in range(count - 1):
+            cut = lo + width * (p + 1)
+            upper = rest * 2.0**-cut  # |cut| < 1000 here (see _outer_fast)
+            upper.floor_()
+            upper = _scale_pow2(upper, cut)
+            planes.append(rest - upper)
+            rest = upper
+        planes.append(rest)
+        return planes
 
     def _outer_planes(self, a, b, k: int) -> None:
         if a.empty or b.empty:
