@@ -343,9 +343,16 @@ class PositFormat:
         self._magic_tables[key] = out
         return out
 
-    def _quantize_block(self, x: torch.Tensor, out: torch.Tensor) -> None:
-        """Write ``quantize(x)`` of a 1-D block (any float dtype) into the float64 ``out``."""
-        if x.dtype != torch.float64 and self.max_fraction_bits <= 21:
+    def _single_ok(self, x: torch.Tensor) -> bool:
+        """Whether a block of ``x`` may be rounded in float32 (see :meth:`_magic_table`)."""
+        return x.dtype != torch.float64 and self.max_fraction_bits <= 21
+
+    def _quantize_block(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """``quantize`` of a 1-D block (any float dtype), written into the float64 ``out`` if given
+        (and returned).  Without ``out`` the result is float32 where every value of the format
+        is a float32 (:attr:`fits_float32`) and ``x`` is not float64, float64 otherwise."""
+        single = self._single_ok(x)
+        if single:
             x32 = x if x.dtype == torch.float32 else x.to(torch.float32)
             magic = self._magic_table(x.device, single=True)
             idx = x32.view(torch.int32) & 0x7FFFFFFF
@@ -354,10 +361,10 @@ class PositFormat:
             idx += 1
             c = torch.index_select(magic, 0, idx)
             q = x32 + c
-            q -= c
-            out.copy_(q)
+            if out is None and not self.fits_float32:
+                out = torch.empty(x.shape, dtype=torch.float64, device=x.device)
+            out = torch.sub(q, c, out=out if out is not None else q)
         else:
-            x32 = None
             x64 = x if x.dtype == torch.float64 else x.to(torch.float64)
             magic = self._magic_table(x.device)
             idx = x64.view(torch.int64) & ((1 << 63) - 1)
@@ -365,12 +372,12 @@ class PositFormat:
             idx >>= 52
             idx += 1
             c = torch.index_select(magic, 0, idx)
-            torch.add(x64, c, out=out)
+            out = torch.add(x64, c, out=out)
             out -= c
         if math.isnan(float(c.sum())):  # some elements need the general path
             bad = torch.isnan(c)
-            xb = x[bad]
-            out[bad] = self._round_block(xb.to(torch.float64), want_bits=False)
+            out[bad] = self._round_block(x[bad].to(torch.float64), want_bits=False).to(out.dtype)
+        return out
 
     @single_threaded
     def _quantize_into(self, x: torch.Tensor, out: torch.Tensor) -> None:

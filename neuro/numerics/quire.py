@@ -46,6 +46,7 @@ _EXACT_BITS = 53  # float64 holds every integer below 2**53 exactly
 _MAX_PENDING = 1 << 30  # folds allowed between carry propagations (each adds < 2**32 per limb)
 _STATS_BLOCK = 1 << 16  # elements per block of the range scan
 _PIPE_ELEMS = 1 << 18  # elements per factor in one row block of the add_outer pipeline
+_SPLIT_BLOCK = 1 << 16  # elements per piece when rounding and cutting planes in one go
 
 
 def _bit_length(x: torch.Tensor) -> torch.Tensor:
@@ -583,18 +584,18 @@ class Quire:
         rows = max(1, _PIPE_ELEMS // max(m, n))
         rows = min(k, chunk, 1 << (rows.bit_length() - 1))
         post, pre = post.contiguous(), pre.contiguous()
-        buf_a = torch.empty(rows, m, dtype=torch.float64, device=self.device)
-        buf_b = torch.empty(rows, n, dtype=torch.float64, device=self.device)
+        bufs_a = [torch.empty(rows, m, dtype=torch.float64, device=self.device) for _ in range(count_a)]
+        bufs_b = [torch.empty(rows, n, dtype=torch.float64, device=self.device) for _ in range(count_b)]
         acc = [[torch.zeros(m, n, dtype=torch.float64, device=self.device) for _ in range(count_b)]
                for _ in range(count_a)]
         done = 0  # rows accumulated since the last fold
         for start in range(0, k, rows):
             stop = min(k, start + rows)
             with one_thread():
-                planes_a = self._pipe_planes(post[start:stop], buf_a[:stop - start], kind_a,
-                                             lo_a, width_a, count_a)
-                planes_b = self._pipe_planes(pre[start:stop], buf_b[:stop - start], kind_b,
-                                             lo_b, width_b, count_b)
+                planes_a = self._pipe_planes(post[start:stop], [b[:stop - start] for b in bufs_a],
+                                             kind_a, lo_a, width_a, count_a)
+                planes_b = self._pipe_planes(pre[start:stop], [b[:stop - start] for b in bufs_b],
+                                             kind_b, lo_b, width_b, count_b)
             for i, da in enumerate(planes_a):
                 da_t = da.T
                 for j, db in enumerate(planes_b):
@@ -609,25 +610,49 @@ class Quire:
                 done = 0
         return True
 
-    def _pipe_planes(self, x, buf, kind, lo, width, count) -> list[torch.Tensor]:
-        """Round (or copy) rows of a factor into ``buf`` and cut them into ``count`` planes:
-        ``value == sum_p plane_p`` with ``plane_p`` a multiple of ``2**(lo + width*p)`` whose
-        magnitude is at most ``2**(lo + width*(p+1))`` (digits of at most ``width`` bits)."""
-        if kind == "quantize":
-            self.fmt._quantize_into(x, buf)
-        else:
-            buf.copy_(x)
-        planes = []
-        rest = buf
-        for p in range(count - 1):
-            cut = lo + width * (p + 1)
-            upper = rest * 2.0**-cut  # |cut| < 1000 here (see _outer_fast)
-            upper.floor_()
-            upper = _scale_pow2(upper, cut)
-            planes.append(rest - upper)
-            rest = upper
-        planes.append(rest)
-        return planes
+    def _pipe_planes(self, x, bufs, kind, lo, width, count) -> list[torch.Tensor]:
+        """Round (or copy) rows of a factor and cut them into ``count`` float64 planes (written
+        into ``bufs``): ``value == sum_p plane_p``, ``plane_p`` a multiple of
+        ``2**(lo + width*p)`` whose magnitude is at most ``2**(lo + width*(p+1))`` (digits of at
+        most ``width`` bits).  Work runs on cache-sized pieces; each value has at most the
+        format's significant bits, so its upper and lower parts are exact in float32 too when
+        the format fits float32."""
+        if count == 1:
+            if kind == "quantize":
+                self.fmt._quantize_into(x, bufs[0])
+            elif x.dtype == torch.float64:
+                return [x]
+            else:
+                bufs[0].copy_(x)
+            return bufs[:1]
+        fmt = self.fmt
+        cuts = [lo + width * (p + 1) for p in range(count - 1)]
+        hi = lo + width * count  # an upper bound of the factor's top bit
+        # Round-to-nearest at a cut with the float unit, (v + C) - C, C = 1.5 * 2**(cut + mant):
+        # exact when |v| < 2**(cut + mant - 1); the digit below it has at most `width` bits.
+        single = (fmt._single_ok(x) and fmt.fits_float32 and width <= 24
+                  and all(hi <= c + 22 and -120 < c < 100 for c in cuts))
+        mant = 23 if single else 52
+        magic = all(hi <= c + mant - 1 for c in cuts)
+        flat = x.reshape(-1)
+        outs = [b.view(-1) for b in bufs]
+        for start in range(0, flat.numel(), _SPLIT_BLOCK):
+            piece = flat[start:start + _SPLIT_BLOCK]
+            v = fmt._quantize_block(piece) if kind == "quantize" else piece
+            v = v.to(torch.float32 if single else torch.float64)
+            for p, cut in enumerate(cuts):
+                if magic:
+                    c = 1.5 * 2.0 ** (cut + mant)
+                    upper = v + c
+                    upper -= c
+                else:  # toward zero: both parts keep a subset of the bits of v
+                    upper = v * 2.0**-cut
+                    upper.trunc_()
+                    upper *= 2.0**cut
+                torch.sub(v, upper, out=outs[p][start:start + _SPLIT_BLOCK])
+                v = upper
+            outs[-1][start:start + _SPLIT_BLOCK].copy_(v)
+        return bufs
 
     def _outer_planes(self, a, b, k: int) -> None:
         if a.empty or b.empty:
