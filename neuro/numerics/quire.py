@@ -584,48 +584,47 @@ class Quire:
         rows = max(1, _PIPE_ELEMS // max(m, n))
         rows = min(k, chunk, 1 << (rows.bit_length() - 1))
         post, pre = post.contiguous(), pre.contiguous()
-        bufs_a = [torch.empty(rows, m, dtype=torch.float64, device=self.device) for _ in range(count_a)]
-        bufs_b = [torch.empty(rows, n, dtype=torch.float64, device=self.device) for _ in range(count_b)]
-        acc = [[torch.zeros(m, n, dtype=torch.float64, device=self.device) for _ in range(count_b)]
-               for _ in range(count_a)]
+        # Planes of a factor side by side in one buffer: one GEMM gives every plane pair.
+        buf_a = torch.empty(rows, count_a * m, dtype=torch.float64, device=self.device)
+        buf_b = torch.empty(rows, count_b * n, dtype=torch.float64, device=self.device)
+        acc = torch.zeros(count_a * m, count_b * n, dtype=torch.float64, device=self.device)
         done = 0  # rows accumulated since the last fold
         for start in range(0, k, rows):
             stop = min(k, start + rows)
             with one_thread():
-                planes_a = self._pipe_planes(post[start:stop], [b[:stop - start] for b in bufs_a],
-                                             kind_a, lo_a, width_a, count_a)
-                planes_b = self._pipe_planes(pre[start:stop], [b[:stop - start] for b in bufs_b],
-                                             kind_b, lo_b, width_b, count_b)
-            for i, da in enumerate(planes_a):
-                da_t = da.T
-                for j, db in enumerate(planes_b):
-                    acc[i][j].addmm_(da_t, db)
+                da = self._pipe_planes(post[start:stop], buf_a[:stop - start], kind_a, lo_a,
+                                       width_a, count_a)
+                db = self._pipe_planes(pre[start:stop], buf_b[:stop - start], kind_b, lo_b,
+                                       width_b, count_b)
+            acc.addmm_(da.T, db)
             done += stop - start
             if done >= chunk or stop == k:
                 for i in range(count_a):
                     for j in range(count_b):
                         e = lo_a + width_a * i + lo_b + width_b * j
-                        self._fold(_scale_pow2(acc[i][j], -e), e)
-                        acc[i][j].zero_()
+                        block = acc[i * m:(i + 1) * m, j * n:(j + 1) * n]
+                        self._fold(_scale_pow2(block, -e), e)
+                acc.zero_()
                 done = 0
         return True
 
-    def _pipe_planes(self, x, bufs, kind, lo, width, count) -> list[torch.Tensor]:
-        """Round (or copy) rows of a factor and cut them into ``count`` float64 planes (written
-        into ``bufs``): ``value == sum_p plane_p``, ``plane_p`` a multiple of
-        ``2**(lo + width*p)`` whose magnitude is at most ``2**(lo + width*(p+1))`` (digits of at
-        most ``width`` bits).  Work runs on cache-sized pieces; each value has at most the
-        format's significant bits, so its upper and lower parts are exact in float32 too when
-        the format fits float32."""
+    def _pipe_planes(self, x, buf, kind, lo, width, count) -> torch.Tensor:
+        """Round (or copy) rows ``x`` (R, D) of a factor and cut them into ``count`` float64
+        planes, written side by side into ``buf`` (R, count * D) and returned:
+        ``value == sum_p plane_p``, ``plane_p`` a multiple of ``2**(lo + width*p)`` whose
+        magnitude is at most ``2**(lo + width*(p+1))`` (digits of at most ``width`` bits).  Work
+        runs on cache-sized pieces; each value has at most the format's significant bits, so its
+        upper and lower parts are exact in float32 too when the format fits float32."""
         if count == 1:
             if kind == "quantize":
-                self.fmt._quantize_into(x, bufs[0])
+                self.fmt._quantize_into(x, buf)
             elif x.dtype == torch.float64:
-                return [x]
+                return x
             else:
-                bufs[0].copy_(x)
-            return bufs[:1]
+                buf.copy_(x)
+            return buf
         fmt = self.fmt
+        d = x.shape[1]
         cuts = [lo + width * (p + 1) for p in range(count - 1)]
         hi = lo + width * count  # an upper bound of the factor's top bit
         # Round-to-nearest at a cut with the float unit, (v + C) - C, C = 1.5 * 2**(cut + mant):
@@ -634,12 +633,12 @@ class Quire:
                   and all(hi <= c + 22 and -120 < c < 100 for c in cuts))
         mant = 23 if single else 52
         magic = all(hi <= c + mant - 1 for c in cuts)
-        flat = x.reshape(-1)
-        outs = [b.view(-1) for b in bufs]
-        for start in range(0, flat.numel(), _SPLIT_BLOCK):
-            piece = flat[start:start + _SPLIT_BLOCK]
+        step = max(1, _SPLIT_BLOCK // max(d, 1))
+        for r0 in range(0, x.shape[0], step):
+            r1 = min(x.shape[0], r0 + step)
+            piece = x[r0:r1].reshape(-1)
             v = fmt._quantize_block(piece) if kind == "quantize" else piece
-            v = v.to(torch.float32 if single else torch.float64)
+            v = v.to(torch.float32 if single else torch.float64).view(r1 - r0, d)
             for p, cut in enumerate(cuts):
                 if magic:
                     c = 1.5 * 2.0 ** (cut + mant)
@@ -649,10 +648,10 @@ class Quire:
                     upper = v * 2.0**-cut
                     upper.trunc_()
                     upper *= 2.0**cut
-                torch.sub(v, upper, out=outs[p][start:start + _SPLIT_BLOCK])
+                torch.sub(v, upper, out=buf[r0:r1, p * d:(p + 1) * d])
                 v = upper
-            outs[-1][start:start + _SPLIT_BLOCK].copy_(v)
-        return bufs
+            buf[r0:r1, (count - 1) * d:].copy_(v)
+        return buf
 
     def _outer_planes(self, a, b, k: int) -> None:
         if a.empty or b.empty:
