@@ -729,3 +729,14 @@ def test_cuda_quire_matches_reference():
     sums = [s * sum(rpost[i][a] * rpre[i][b] for i in range(k)) for a in range(m) for b in range(n)]
     assert q.limbs.device.type == "cuda"
     check_quire(q, ref, sums, "cuda add_outer")
+
+
+def test_trim_of_empty_and_zero_quires_is_canonical():
+    q = Quire(POSIT16, (3,))
+    q.trim()  # no limbs at all
+    assert q.limbs.shape == (3, 0) and q.offset == 0
+    q.add(torch.tensor([1.0, -2.0, 0.5], dtype=F64))
+    q.add(torch.tensor([-1.0, 2.0, -0.5], dtype=F64))
+    q.trim()  # exact cancellation: the canonical zero
+    assert q.limbs.shape == (3, 0) and q.offset == 0
+    assert torch.equal(q.to_bits(), torch.zeros(3, dtype=torch.int64))

@@ -315,6 +315,10 @@ class Quire:
         self.normalize()
         limbs = self._limbs
         length = limbs.shape[-1]
+        if length == 0 or limbs.numel() == 0:
+            self._limbs = limbs[..., :0].clone()
+            self._offset = 0
+            return
         nonzero_cols = (limbs != 0).reshape(-1, length).any(0)
         if not bool(nonzero_cols.any()):
             self._limbs = limbs[..., :0].clone()
