@@ -77,6 +77,7 @@ class PositFormat:
         self._cap = nbits - 1 if rs is None else min(rs, nbits - 1)
         self._tables: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
         self._decode_tables: dict[torch.device, torch.Tensor] = {}
+        self._top16: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
         self._magic_tables: dict[torch.device, torch.Tensor] = {}
         self.name = name or (f"posit{nbits}_es{es}" if rs is None else f"bposit{nbits}_es{es}_rs{rs}")
         self.maxpos_exact = self._value_of(self.maxpos_bits)
@@ -503,17 +504,64 @@ class PositFormat:
         bits = self._check_bits(bits, "decode")
         if self.nbits > 16:
             if bits.device.type != "cpu" or bits.numel() <= _BLOCK:
-                return self._decode_general(bits)
+                return self._decode_wide(bits)
             flat = bits.reshape(-1)
             out = torch.empty(flat.shape, dtype=torch.float64)
             for start in range(0, flat.numel(), _BLOCK):
-                out[start:start + _BLOCK] = self._decode_general(flat[start:start + _BLOCK])
+                out[start:start + _BLOCK] = self._decode_wide(flat[start:start + _BLOCK])
             return out.reshape(bits.shape)
         table = self._decode_tables.get(bits.device)  # all 2**nbits values
         if table is None:
             table = self._decode_general(torch.arange(1 << self.nbits, device=bits.device))
             self._decode_tables[bits.device] = table
         return torch.take(table, bits)
+
+    def _top16_tables(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """For formats wider than 16 bits: per value of the top 16 bits of the magnitude's body,
+        ``low_mask`` (the fraction field's mask, -1 where the regime and exponent do not end within
+        those 16 bits) and ``unit`` (the weight ``2**(scale - F)`` of the fraction's last bit)."""
+        cached = self._top16.get(device)
+        if cached is not None:
+            return cached
+        rest = self.nbits - 1 - 16  # body bits below the top 16
+        masks, units = [], []
+        for top in range(1 << 16):
+            first = top >> 15
+            run = 0
+            while run < 16 and ((top >> (15 - run)) & 1) == first:
+                run += 1
+            run = min(run, self._cap)
+            term = 1 if run < self._cap else 0
+            head = run + term + self.es  # regime, terminator and exponent bits
+            if top == 0 or head > 16 or (run == 16 and run < self._cap):
+                masks.append(-1)
+                units.append(0.0)
+                continue
+            k = run - 1 if first else -run
+            e = (top >> (16 - head)) & ((1 << self.es) - 1) if self.es else 0
+            frac_bits = 16 - head + rest
+            masks.append((1 << frac_bits) - 1)
+            units.append(2.0 ** ((k << self.es) + e - frac_bits))
+        tables = (torch.tensor(masks, dtype=torch.int64, device=device),
+                  torch.tensor(units, dtype=torch.float64, device=device))
+        self._top16[device] = tables
+        return tables
+
+    def _decode_wide(self, bits: torch.Tensor) -> torch.Tensor:
+        """Decode for formats wider than 16 bits: a 2**16-entry table keyed by the top bits of the
+        magnitude gives the fraction mask and scale; long regimes fall back to the general path."""
+        n = self.nbits
+        mask_t, unit_t = self._top16_tables(bits.device)
+        sign = -((bits >> (n - 1)) & 1)  # -1 for negative patterns, else 0
+        mag = ((bits ^ sign) - sign) & ((1 << (n - 1)) - 1)
+        top = mag >> (n - 17)
+        low = torch.take(mask_t, top)
+        value = ((mag & low) + low + 1).to(torch.float64) * torch.take(unit_t, top)
+        value = torch.where(sign < 0, -value, value)
+        odd = low < 0
+        if bool(odd.any()):
+            value[odd] = self._decode_general(bits[odd])
+        return value
 
     def _decode_general(self, bits: torch.Tensor) -> torch.Tensor:
         sig, exp, is_nar = self.decompose(bits)
