@@ -357,9 +357,23 @@ POPULATION_DEFAULTS: dict[str, _Param] = {
     "surrogate_scale": ("number", 10.0, ">0"),
 }
 
+#: Named triplet-STDP sets of Pfister & Gerstner 2006 (values in neuro.rules.stdp.TRIPLET_PARAMETER_SETS,
+#: imported only when one is named, so that reading a model file does not import torch).
+TRIPLET_SET_NAMES = (
+    "visual_cortex_all_to_all",
+    "visual_cortex_minimal",
+    "visual_cortex_nearest",
+    "hippocampal_all_to_all",
+    "hippocampal_minimal",
+    "hippocampal_nearest",
+)
+
 #: Parameters of each learning rule (``[projections.NAME.rule_params]``) with their defaults.
 #: STDP amplitudes are weight changes per spike pair (dimensionless weights); a_minus is the size
-#: of the depression (>= 0).  Triplet defaults: Pfister & Gerstner 2006, visual cortex, all-to-all.
+#: of the depression (>= 0).  Pair STDP: ``mode`` additive (mu 0), multiplicative (mu 1) or
+#: power_law (``mu`` > 0 required; weight dependence on (w - low) / (high - low), needs bounds).
+#: Triplet defaults: Pfister & Gerstner 2006, visual cortex, all-to-all; ``parameter_set`` names a
+#: published set whose values fill the keys not given (a given key must agree with the set).
 RULE_PARAMETERS: dict[str, dict[str, _Param]] = {
     "none": {},
     "bptt": {},
@@ -370,9 +384,12 @@ RULE_PARAMETERS: dict[str, dict[str, _Param]] = {
         "tau_minus": ("time", "20 ms", ">0"),
         "a_plus": ("number", 0.01, ">=0"),
         "a_minus": ("number", 0.0105, ">=0"),
-        "mode": ("choice", "additive", ("additive", "multiplicative")),
+        "mode": ("choice", "additive", ("additive", "multiplicative", "power_law")),
+        "mu": ("number", 0.0, ">=0"),
+        "pairing": ("choice", "all_to_all", ("all_to_all", "nearest")),
     },
     "stdp_triplet": {
+        "parameter_set": ("choice", "custom", ("custom", *TRIPLET_SET_NAMES)),
         "tau_plus": ("time", "16.8 ms", ">0"),
         "tau_minus": ("time", "33.7 ms", ">0"),
         "tau_x": ("time", "101 ms", ">0"),
@@ -381,6 +398,7 @@ RULE_PARAMETERS: dict[str, dict[str, _Param]] = {
         "a3_plus": ("number", 6.2e-3, ">=0"),
         "a2_minus": ("number", 7e-3, ">=0"),
         "a3_minus": ("number", 2.3e-4, ">=0"),
+        "pairing": ("choice", "all_to_all", ("all_to_all", "nearest")),
     },
     "rstdp": {
         "tau_plus": ("time", "20 ms", ">0"),
@@ -833,9 +851,57 @@ def _read_projection(table: _Table, name: str, default_format: str) -> dict[str,
             raise table.error("bounds", "[low, high]", _show(bounds))
         bounds = tuple(table.convert("bounds", b, "number") for b in bounds)
     out["bounds"] = bounds
+    _resolve_stdp_params(table, params, out["rule_params"], rule, bounds)
     out["sign"] = table.choice("sign", SIGNS, None)
     table.finish(_PROJECTION_KEYS)
     return out
+
+
+def _resolve_stdp_params(table: _Table, params: _Table, values: dict, rule: str, bounds) -> None:
+    """Cross-key rules of the STDP rules (in place): pair-STDP ``mu`` follows ``mode``; a named
+    triplet ``parameter_set`` fills the keys not given and must agree with the ones given."""
+    given = set(params.data)
+    if rule == "stdp_pair":
+        mode = values["mode"]
+        if mode == "power_law":
+            if "mu" not in given or not values["mu"] > 0:
+                raise params.error(
+                    "mu",
+                    'an exponent mu > 0 for mode = "power_law"',
+                    _show(params.data["mu"]) if "mu" in given else "nothing (the key is missing)",
+                    'mu = 0 is mode = "additive", mu = 1 mode = "multiplicative"',
+                )
+        else:
+            implied = 0.0 if mode == "additive" else 1.0
+            if "mu" in given and values["mu"] != implied:
+                raise params.error(
+                    "mu",
+                    f"mu = {implied:g} (implied by mode = {mode!r}), or no mu",
+                    _show(params.data["mu"]),
+                    'set mode = "power_law" for another exponent',
+                )
+            values["mu"] = implied
+        if mode != "additive" and bounds is None:
+            raise table.error(
+                "bounds",
+                f"[low, high] (mode = {mode!r} depends on the weight's place between the bounds)",
+                "nothing (the key is missing)",
+            )
+    if rule == "stdp_triplet" and values["parameter_set"] != "custom":
+        from neuro.rules.stdp import TRIPLET_PARAMETER_SETS
+
+        name = values["parameter_set"]
+        published = TRIPLET_PARAMETER_SETS[name]._asdict()
+        for key, value in published.items():
+            if key in given and values[key] != value:
+                shown = _format_param(value, RULE_PARAMETERS[rule][key])
+                raise params.error(
+                    key,
+                    f"{shown} (the value of parameter_set {name!r}), or no {key}",
+                    _show(params.data[key]),
+                    'set parameter_set = "custom" to choose your own values',
+                )
+            values[key] = value
 
 
 def _int_list(table: _Table, name: str, default: list[int], length: int | None = None) -> list:

@@ -319,17 +319,32 @@ class TripletSTDPParameters(NamedTuple):
     pairing: str = "all_to_all"
 
 
-#: Pfister & Gerstner 2006, Table 4 (full models): visual cortex (Sjostrom et al. 2001 data) and
-#: hippocampal (Wang et al. 2005 data) sets, all-to-all and nearest-spike interactions.
+#: Pfister & Gerstner 2006 (J Neurosci 26:9673), Table 3 (visual cortex, fitted to Sjostrom et al.
+#: 2001) and Table 4 (hippocampal cultures, fitted to Wang et al. 2005): the full models under
+#: all-to-all and nearest-spike interaction, and the minimal all-to-all models (two amplitudes 0;
+#: their tau_x is left blank in the paper and has no effect because A3- = 0 -- 101 ms is a
+#: placeholder).  Checked against an independent transcription of both tables (the "Table 3 / Table
+#: 4" rows quoted in a public Rust plasticity library found with the code search: visual all-to-all
+#: full and minimal, hippocampal all-to-all full and minimal, hippocampal nearest full, and the
+#: visual nearest time constants 714 / 40 ms) -- every value agrees.  The visual nearest-spike
+#: amplitudes are as recalled from Table 3 (no second source found).  NESTML's triplet defaults
+#: (A2+ 7.5e-10, A3+ 9.3e-3; Litwin-Kumar & Doiron 2014) are the visual full set with both
+#: potentiation amplitudes scaled by 1.5, not the published fit.
 TRIPLET_PARAMETER_SETS: dict[str, TripletSTDPParameters] = {
     "visual_cortex_all_to_all": TripletSTDPParameters(
         16.8e-3, 33.7e-3, 101e-3, 125e-3, 5e-10, 6.2e-3, 7e-3, 2.3e-4, "all_to_all"
+    ),
+    "visual_cortex_minimal": TripletSTDPParameters(
+        16.8e-3, 33.7e-3, 101e-3, 114e-3, 0.0, 6.5e-3, 7.1e-3, 0.0, "all_to_all"
     ),
     "visual_cortex_nearest": TripletSTDPParameters(
         16.8e-3, 33.7e-3, 714e-3, 40e-3, 8.8e-11, 5.3e-2, 6.6e-3, 3.1e-3, "nearest"
     ),
     "hippocampal_all_to_all": TripletSTDPParameters(
         16.8e-3, 33.7e-3, 946e-3, 27e-3, 6.1e-3, 6.7e-3, 1.6e-3, 1.4e-3, "all_to_all"
+    ),
+    "hippocampal_minimal": TripletSTDPParameters(
+        16.8e-3, 33.7e-3, 101e-3, 40e-3, 5.3e-3, 8e-3, 3.5e-3, 0.0, "all_to_all"
     ),
     "hippocampal_nearest": TripletSTDPParameters(
         16.8e-3, 33.7e-3, 575e-3, 47e-3, 4.6e-3, 9.1e-3, 3e-3, 7.5e-9, "nearest"
