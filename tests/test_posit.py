@@ -29,9 +29,9 @@ from neuro.numerics import (
 )
 
 try:  # tests/ is on sys.path under pytest's default (rootdir-less, no __init__.py) import mode
-    from numerics_oracle import RefPosit, sp_legacy, sp_px2_decode, sp_px2_encode
+    from numerics_oracle import RefPosit, floor_log2, sp_legacy, sp_px2_decode, sp_px2_encode
 except ImportError:  # pragma: no cover - tests/ turned into a package
-    from tests.numerics_oracle import RefPosit, sp_legacy, sp_px2_decode, sp_px2_encode
+    from tests.numerics_oracle import RefPosit, floor_log2, sp_legacy, sp_px2_decode, sp_px2_encode
 
 F64 = torch.float64
 I64 = torch.int64
@@ -381,6 +381,73 @@ def test_bposit32_random_vs_oracle():
         m = float(ref.midpoint(p))
         xs += [m, -m, math.nextafter(m, math.inf), math.nextafter(m, 0.0)]
     check_lists("bposit32 encode", xs, enc(BPOSIT32, xs), [ref.encode(x) for x in xs])
+
+
+# ---------------------------------------------------------------------- cut binades
+CUT_FORMATS = [
+    POSIT8,
+    PositFormat(6, 2),
+    PositFormat(5, 3),
+    PositFormat(10, 2),  # more fraction bits than the one-lookup encoder takes: general path
+    POSIT16,
+    PositFormat(8, 5, rs=6),
+    PositFormat(10, 5, rs=6),
+    PositFormat(9, 4, rs=5),
+]
+
+
+def cut_binade_probes(ref: RefPosit, rng: random.Random) -> list[float]:
+    """Doubles in every binade [2**s, 2**(s+1)) holding at most one value of the format (exponent
+    bits cut off by the word's end), and one binade past each end: the binade's ends, every
+    rounding threshold inside it with its neighbouring doubles, and random doubles; both signs."""
+    values = sorted(ref.decode(p) for p in range(1, ref.maxpos_bits + 1))
+    lo, hi = floor_log2(values[0]) - 1, floor_log2(values[-1]) + 1
+    counts: dict[int, int] = {}
+    for v in values:
+        counts[floor_log2(v)] = counts.get(floor_log2(v), 0) + 1
+    cut = [s for s in range(lo, hi + 1) if counts.get(s, 0) <= 1]
+    edges = [ref.midpoint(p) for p in range(1, ref.maxpos_bits)]
+    out = []
+    for s in cut:
+        start, stop = math.ldexp(1.0, s), math.ldexp(1.0, s + 1)
+        xs = [start, math.nextafter(start, 0.0), math.nextafter(start, math.inf), math.nextafter(stop, 0.0)]
+        for m in edges:
+            if floor_log2(m) == s:
+                fm = float(m)
+                xs += [fm, math.nextafter(fm, 0.0), math.nextafter(fm, math.inf)]
+        xs += [math.ldexp(1.0 + rng.random(), s) for _ in range(16)]
+        out += xs + [-x for x in xs]
+    return out
+
+
+@pytest.mark.parametrize("fmt", CUT_FORMATS, ids=repr)
+def test_cut_binades(fmt):
+    """Binades whose exponent bits the format cuts (beyond ~2**+-16 for posit8): encode and
+    quantize against the Fraction oracle, and against SoftPosit for posit<n,2>."""
+    ref = RefPosit(fmt.nbits, fmt.es, fmt.rs)
+    xs = cut_binade_probes(ref, random.Random(fmt.nbits * 64 + fmt.es))
+    assert len(xs) > 3 * 40  # some binade inside the range is cut (2 are past its ends)
+    want = [ref.encode(x) for x in xs]
+    check_lists(f"{fmt!r} cut binades", xs, enc(fmt, xs), want)
+    if fmt.es == 2 and fmt.rs is None:
+        check_lists(f"{fmt!r} cut binades vs SoftPosit", xs, want, [sp_px2_encode(x, fmt.nbits) for x in xs])
+    q = fmt.quantize(torch.tensor(xs, dtype=F64)).tolist()
+    check_lists(f"{fmt!r} cut binades quantize", xs, q, [float(ref.decode(w)) for w in want])
+
+
+@pytest.mark.parametrize(
+    "fmt", [POSIT8, PositFormat(6, 2), PositFormat(5, 3), PositFormat(7, 4, rs=3)], ids=repr
+)
+def test_one_lookup_encoder_random_bits(fmt):
+    """The one-lookup encoder of small formats equals the exact encoder on every float64 class
+    (random 64-bit patterns: normals of all exponents, subnormals, zeros, infinities, NaNs)."""
+    assert fmt.max_fraction_bits <= 4  # takes the one-lookup path
+    g = torch.Generator().manual_seed(fmt.nbits)
+    bits = torch.randint(-(1 << 63), (1 << 63) - 1, (200_000,), generator=g, dtype=I64)
+    near = torch.randint(-64, 64, (200_000,), generator=g, dtype=I64)  # exponents near the range
+    bits = torch.cat([bits, (bits & ~(0x7FF << 52)) | ((near + 1023) << 52)])
+    x = bits.view(F64)
+    assert torch.equal(fmt.encode(x), fmt.encode_exact(x))
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,7 @@ loop over elements) and work on any device.
 
 from __future__ import annotations
 
+import functools
 import math
 from fractions import Fraction
 
@@ -32,6 +33,7 @@ __all__ = ["PositFormat", "POSIT8", "POSIT16", "POSIT32", "BPOSIT16", "BPOSIT32"
 _BODY_BITS = 62  # width of the unrounded magnitude string built by the encoder
 _BLOCK = 1 << 16  # elements per block of the CPU rounding loop
 _SIG_BITS = 53  # significands handed to the rounding core lie in [2**52, 2**53)
+_KEY_MAX_FRACTION = 4  # formats with at most this many fraction bits encode through one lookup
 
 
 def _floor_log2(x: Fraction) -> int:
@@ -79,6 +81,7 @@ class PositFormat:
         self._decode_tables: dict[torch.device, torch.Tensor] = {}
         self._top16: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
         self._magic_tables: dict[torch.device, torch.Tensor] = {}
+        self._key_tables: dict[torch.device, torch.Tensor] = {}
         self.name = name or (f"posit{nbits}_es{es}" if rs is None else f"bposit{nbits}_es{es}_rs{rs}")
         self.maxpos_exact = self._value_of(self.maxpos_bits)
         self.minpos_exact = self._value_of(1)
@@ -249,6 +252,54 @@ class PositFormat:
         out = torch.where(too_small, torch.ones_like(out), out)
         return torch.where(neg, ((1 << n) - out) & ((1 << n) - 1), out)
 
+    def _key_table(self, device: torch.device) -> torch.Tensor:
+        """Encoder table for formats with few fraction bits (``F = max_fraction_bits``), indexed by
+        ``key = 2 * (float64 bits >> L) + sticky`` over the sign, exponent and top ``F + 1``
+        mantissa bits (``L = 51 - F``), ``sticky`` = any of the ``L`` lower bits set.
+
+        Every rounding boundary of the format (a midpoint between neighbours, on the bit string)
+        has at most ``F + 1`` fraction bits, so the key decides the pattern; zero, subnormals,
+        saturation and NaR are entries like any other.  Built from :meth:`encode_exact` at both
+        ends of each key's interval, which must agree (checked: rounding is monotone).
+        ``2**(14 + F)`` int64 entries (128 KiB for posit8).
+        """
+        cached = self._key_tables.get(device)
+        if cached is not None:
+            return cached
+        low = 51 - self.max_fraction_bits
+        per_row = 1 << (53 - low)  # keys per float64 exponent: top mantissa bits and sticky
+        lo = max(1, self.min_scale - 1 + 1023)  # rows outside [lo, hi] saturate
+        hi = min(2046, self.max_scale + 1 + 1023)
+        rows = torch.tensor([0, *range(lo, hi + 1), 2047], dtype=torch.int64)
+        keys = torch.arange(per_row, dtype=torch.int64)
+        grid = (rows[:, None] << 52) | ((keys >> 1) << low)
+        sticky = keys & 1
+        first = self.encode_exact((grid | sticky).view(torch.float64))
+        last = self.encode_exact((grid | sticky * ((1 << low) - 1)).view(torch.float64))
+        if not torch.equal(first, last):
+            raise AssertionError(f"{self.name}: a rounding boundary falls inside an encoder key")
+        pos = torch.empty(2048, per_row, dtype=torch.int64)
+        pos[1:lo] = 1
+        pos[hi + 1 : 2047] = self.maxpos_bits
+        pos[rows] = first
+        neg = ((1 << self.nbits) - pos) & ((1 << self.nbits) - 1)
+        table = torch.cat([pos.reshape(-1), neg.reshape(-1)]).to(device)
+        self._key_tables[device] = table
+        return table
+
+    def _encode_keyed(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`encode` of float64 ``x`` through :meth:`_key_table`: six integer passes and one lookup."""
+        table = self._key_table(x.device)
+        low = 51 - self.max_fraction_bits
+        xi = x.view(torch.int64)
+        key = xi >> (low - 1)
+        key &= table.numel() - 2
+        sticky = xi & ((1 << low) - 1)
+        sticky += (1 << low) - 1  # carries into bit `low` when any low bit is set
+        sticky >>= low
+        key += sticky
+        return torch.take(table, key)
+
     def _binade_tables(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """Tables indexed by the biased float64 exponent (0..2047) for the fast rounding path.
 
@@ -323,11 +374,13 @@ class PositFormat:
         if cached is not None:
             return cached
         packed = self._binade_tables(torch.device("cpu"))[0].tolist()
-        powers = torch.tensor([2.0 ** (i - 1023) if -1074 <= i - 1023 < 1024 else 1.0
-                               for i in range(2049)], dtype=torch.float64)
+        powers = torch.tensor(
+            [2.0 ** (i - 1023) if -1074 <= i - 1023 < 1024 else 1.0 for i in range(2049)], dtype=torch.float64
+        )
         exact = (self.decode(self.encode_exact(powers)) == powers).tolist()
-        mbits, bias, size, dtype = (23, 127, 257, torch.float32) if single else \
-            (52, 1023, 2049, torch.float64)
+        mbits, bias, size, dtype = (
+            (23, 127, 257, torch.float32) if single else (52, 1023, 2049, torch.float64)
+        )
         table = [0.0] + [float("nan")] * (size - 1)
         for i in range(2, size - 1):
             s = i - bias  # the entry covers (2**(s-1), 2**s]
@@ -339,7 +392,7 @@ class PositFormat:
             c_exp = s - 1 - f + mbits
             if single and not -126 <= c_exp <= 127:
                 continue
-            table[i] = 1.5 * 2.0 ** c_exp
+            table[i] = 1.5 * 2.0**c_exp
         out = torch.tensor(table, dtype=dtype, device=device)
         self._magic_tables[key] = out
         return out
@@ -387,7 +440,7 @@ class PositFormat:
         flat, dest = x.reshape(-1), out.view(-1)
         step = _BLOCK if x.device.type == "cpu" else max(1, flat.numel())
         for start in range(0, flat.numel(), step):
-            self._quantize_block(flat[start:start + step], dest[start:start + step])
+            self._quantize_block(flat[start : start + step], dest[start : start + step])
 
     def _quantize(self, x: torch.Tensor) -> torch.Tensor:
         x = self._check_float_dtype(x, "quantize").contiguous()
@@ -403,13 +456,17 @@ class PositFormat:
         run from cache instead of memory (3-5x faster for 10**7 elements).
         """
         x = self._check_float(x, "encode" if want_bits else "quantize").contiguous()
+        if want_bits and self.max_fraction_bits <= _KEY_MAX_FRACTION:
+            block = self._encode_keyed
+        else:
+            block = functools.partial(self._round_block, want_bits=want_bits)
         if x.device.type == "cpu" and x.numel() > _BLOCK:
             flat = x.reshape(-1)
             out = torch.empty(flat.shape, dtype=torch.int64 if want_bits else torch.float64)
             for start in range(0, flat.numel(), _BLOCK):
-                out[start:start + _BLOCK] = self._round_block(flat[start:start + _BLOCK], want_bits)
+                out[start : start + _BLOCK] = block(flat[start : start + _BLOCK])
             return out.reshape(x.shape)
-        return self._round_block(x, want_bits)
+        return block(x)
 
     def _round_block(self, x: torch.Tensor, want_bits: bool) -> torch.Tensor:
         packed_t, special_t = self._binade_tables(x.device)
@@ -427,8 +484,9 @@ class PositFormat:
             out = base + ((mant + half_m1 + odd) >> sh)
             if any_slow:
                 ones = torch.ones(int(slow.sum()), dtype=torch.int64, device=x.device)
-                out[slow] = self.round_parts(~ones.bool(), biased[slow] - 1023,
-                                             (mant[slow] | (1 << 52)), ~ones.bool())
+                out[slow] = self.round_parts(
+                    ~ones.bool(), biased[slow] - 1023, (mant[slow] | (1 << 52)), ~ones.bool()
+                )
             neg = xi >> 63  # -1 for negative values, 0 otherwise
             out = ((out ^ neg) - neg) & ((1 << self.nbits) - 1)
             return out * ((xi << 1) != 0)  # +-0 -> 0
@@ -508,7 +566,7 @@ class PositFormat:
             flat = bits.reshape(-1)
             out = torch.empty(flat.shape, dtype=torch.float64)
             for start in range(0, flat.numel(), _BLOCK):
-                out[start:start + _BLOCK] = self._decode_wide(flat[start:start + _BLOCK])
+                out[start : start + _BLOCK] = self._decode_wide(flat[start : start + _BLOCK])
             return out.reshape(bits.shape)
         table = self._decode_tables.get(bits.device)  # all 2**nbits values
         if table is None:
@@ -542,8 +600,10 @@ class PositFormat:
             frac_bits = 16 - head + rest
             masks.append((1 << frac_bits) - 1)
             units.append(2.0 ** ((k << self.es) + e - frac_bits))
-        tables = (torch.tensor(masks, dtype=torch.int64, device=device),
-                  torch.tensor(units, dtype=torch.float64, device=device))
+        tables = (
+            torch.tensor(masks, dtype=torch.int64, device=device),
+            torch.tensor(units, dtype=torch.float64, device=device),
+        )
         self._top16[device] = tables
         return tables
 
