@@ -1,10 +1,13 @@
-"""Accuracy of the bundled surrogate-gradient models per weight storage format (BENCHMARKS.md).
+"""Accuracy of the bundled gradient-trained models per weight storage format (BENCHMARKS.md).
 
-Trains each configuration once with ``neuro.train.train`` (the same code path as ``neuro train``):
-models/yinyang_bptt.toml and models/digits_bptt.toml, each with weights stored as float32, posit16,
-posit8 (quire + stochastic rounding) and bposit16, and prints test accuracy (fraction of the test set,
+Trains each configuration once with the code path of ``neuro train`` (``neuro.train.train`` for BPTT,
+``neuro.train_online.train_online`` for the online rules): models/yinyang_bptt.toml and
+models/digits_bptt.toml, each with weights stored as float32, posit16, posit8 (quire + stochastic
+rounding) and bposit16, and the online models models/yinyang_eprop.toml and models/yinyang_ottt.toml
+(float32 only unless ``--formats`` says otherwise); prints test accuracy (fraction of the test set,
 in percent), training accuracy, wall-clock seconds and the difference to float32 next to the targets:
-Yin-Yang >= 97 %, digits >= 96 %, posit16 within 0.5 points of float32, posit8 within 2 points.
+Yin-Yang >= 97 %, digits >= 96 %, posit16 within 0.5 points of float32, posit8 within 2 points,
+e-prop and OTTT within 2 points of BPTT (float32, when yinyang_bptt is in the same run).
 
 Run: ``python benchmarks/bench_accuracy.py [--quick] [--json out.json] [--models M ...] [--lr F=LR ...]
 [--formats F ...] [--epochs N]``.  ``--quick`` trains 2 epochs on the first 512 training samples (a
@@ -25,11 +28,14 @@ sys.path.insert(0, str(REPO))
 
 from neuro.spec import load_model  # noqa: E402
 from neuro.train import train  # noqa: E402
+from neuro.train_online import online_mode_of, train_online  # noqa: E402
 
-MODELS = ("yinyang_bptt", "digits_bptt")
+MODELS = ("yinyang_bptt", "digits_bptt", "yinyang_eprop", "yinyang_ottt")
 FORMATS = ("float32", "posit16", "posit8", "bposit16")
 TARGET = {"yinyang_bptt": 97.0, "digits_bptt": 96.0}  # test accuracy, percent (float32)
 WITHIN = {"posit16": 0.5, "posit8": 2.0}  # allowed drop versus float32, points
+ONLINE_OF = {"yinyang_eprop": "yinyang_bptt", "yinyang_ottt": "yinyang_bptt"}  # online model -> its BPTT twin
+ONLINE_WITHIN = 2.0  # allowed drop of an online rule versus BPTT (float32), points
 
 
 def _machine() -> dict:
@@ -42,39 +48,62 @@ def _machine() -> dict:
 
         import torch
 
-        info = {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
-                "platform": platform.platform()}
+        info = {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+        }
         print("machine:", ", ".join(f"{k} {v}" for k, v in info.items()))
         return info
     return print_machine()
 
 
-def run(models, formats, epochs: int | None, max_train: int | None, seed: int | None,
-        lrs: dict[str, float] | None = None) -> list[dict]:
+def run(
+    models,
+    formats,
+    epochs: int | None,
+    max_train: int | None,
+    seed: int | None,
+    lrs: dict[str, float] | None = None,
+) -> list[dict]:
     """Train every (model, format) pair once; one result row per pair.  ``lrs`` maps a format to a
     learning rate that replaces the model file's for that format (reported in the row)."""
     rows = []
     for name in models:
         base = load_model(REPO / "models" / f"{name}.toml")
+        online = online_mode_of(base)
         for fmt in formats:
+            if online and fmt != "float32" and formats == list(FORMATS):
+                continue  # online rules: float32 unless formats were chosen explicitly
             graph = base.with_format(fmt)
             if lrs and fmt in lrs:
                 graph = graph.with_training(learning_rate=lrs[fmt])
-            result = train(graph, epochs=epochs, seed=seed, progress=False, max_train=max_train)
+            fit = train_online if online else train
+            result = fit(graph, epochs=epochs, seed=seed, progress=False, max_train=max_train)
             m = result.metrics
             row = {
-                "model": name, "format": fmt, "epochs": m["epochs"], "seed": m["seed"],
-                "learning_rate": graph.training.learning_rate, "accumulation": m.get("accumulation"),
+                "model": name,
+                "mode": online or "bptt",
+                "format": fmt,
+                "epochs": m["epochs"],
+                "seed": m["seed"],
+                "learning_rate": graph.training.learning_rate,
+                "accumulation": m.get("accumulation"),
                 "train_samples": m.get("train_samples"),
                 "test_accuracy": round(100 * m["test_accuracy"], 2),
                 "train_accuracy": round(100 * m["train_accuracy"], 2),
                 "best_epoch_test_accuracy": round(100 * max(m["history"]["test_accuracy"]), 2),
-                "seconds": m["seconds"], "weights_sha256": m["weights_sha256"],
+                "seconds": m["seconds"],
+                "weights_sha256": m["weights_sha256"],
             }
             rows.append(row)
-            print(f"  {name:<14} {fmt:<9} lr {graph.training.learning_rate:<7g} test "
-                  f"{row['test_accuracy']:6.2f} %  train {row['train_accuracy']:6.2f} %  "
-                  f"{row['seconds']:7.1f} s", flush=True)
+            print(
+                f"  {name:<14} {fmt:<9} lr {graph.training.learning_rate:<7g} test "
+                f"{row['test_accuracy']:6.2f} %  train {row['train_accuracy']:6.2f} %  "
+                f"{row['seconds']:7.1f} s",
+                flush=True,
+            )
     return rows
 
 
@@ -82,13 +111,19 @@ def table(rows: list[dict], judge: bool = True) -> str:
     """The results as a Markdown table with the difference to float32 and the target verdicts
     (``judge=False``: no verdicts, e.g. for ``--quick`` smoke runs)."""
     ref = {r["model"]: r["test_accuracy"] for r in rows if r["format"] == "float32"}
-    lines = ["| model | format | lr | epochs | test acc. (%) | best epoch (%) | train acc. (%) | vs float32 "
-             "(points) | target | met | seconds |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---|---|---:|"]
+    lines = [
+        "| model | mode | format | lr | epochs | test acc. (%) | best epoch (%) | train acc. (%) | "
+        "vs float32 or BPTT (points) | target | met | seconds |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---|---|---:|",
+    ]
     for r in rows:
-        f32 = ref.get(r["model"])
+        twin = ONLINE_OF.get(r["model"])
+        f32 = ref.get(twin or r["model"])
         delta = None if f32 is None else round(r["test_accuracy"] - f32, 2)
-        if r["format"] == "float32":
+        if twin is not None:  # online rule: against BPTT's float32 accuracy
+            target = f"within {ONLINE_WITHIN:g} pt of {twin}"
+            met = None if delta is None else delta >= -ONLINE_WITHIN
+        elif r["format"] == "float32":
             goal = TARGET.get(r["model"], 0.0)
             target, met = f">= {goal:g} %", r["test_accuracy"] >= goal
         elif r["format"] in WITHIN and delta is not None:
@@ -99,7 +134,8 @@ def table(rows: list[dict], judge: bool = True) -> str:
             met = None
         r["delta_vs_float32"], r["target"], r["target_met"] = delta, target, met
         lines.append(
-            f"| {r['model']} | {r['format']} | {r['learning_rate']:g} | {r['epochs']} | "
+            f"| {r['model']} | {r.get('mode', 'bptt')} | {r['format']} | {r['learning_rate']:g} | "
+            f"{r['epochs']} | "
             f"{r['test_accuracy']:.2f} | "
             f"{r['best_epoch_test_accuracy']:.2f} | {r['train_accuracy']:.2f} | "
             f"{'' if delta is None else f'{delta:+.2f}'} | {target} | "
@@ -116,16 +152,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--formats", nargs="+", default=list(FORMATS), choices=FORMATS)
     ap.add_argument("--epochs", type=int, default=None, help="override the model files' epochs")
     ap.add_argument("--seed", type=int, default=None, help="override the model files' seeds")
-    ap.add_argument("--lr", nargs="+", default=[], metavar="FORMAT=LR",
-                    help="learning rate for one storage format instead of the model file's, "
-                    "e.g. posit8=1.5e-2")
+    ap.add_argument(
+        "--lr",
+        nargs="+",
+        default=[],
+        metavar="FORMAT=LR",
+        help="learning rate for one storage format instead of the model file's, e.g. posit8=1.5e-2",
+    )
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     info = _machine()
     epochs = args.epochs if args.epochs is not None else (2 if args.quick else None)
     max_train = 512 if args.quick else None
-    print(f"\nAccuracy per storage format ({'quick smoke run' if args.quick else 'full training'}; "
-          "one run per configuration, seeds from the model files)")
+    print(
+        f"\nAccuracy per storage format ({'quick smoke run' if args.quick else 'full training'}; "
+        "one run per configuration, seeds from the model files)"
+    )
     lrs = {}
     for item in args.lr:
         fmt, _, value = item.partition("=")
@@ -138,8 +180,13 @@ def main(argv: list[str] | None = None) -> int:
     total = time.perf_counter() - t0
     print(f"\ntotal benchmark time {total:.1f} s")
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": info, "quick": args.quick, "results": rows,
-                                               "total_seconds": round(total, 1)}, indent=2) + "\n")
+        Path(args.json).write_text(
+            json.dumps(
+                {"machine": info, "quick": args.quick, "results": rows, "total_seconds": round(total, 1)},
+                indent=2,
+            )
+            + "\n"
+        )
     return 0
 
 

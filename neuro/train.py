@@ -19,6 +19,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -29,8 +30,18 @@ from neuro.numerics import BPOSIT32, POSIT32, PositFormat
 from neuro.params import Bounds, ParamType, Sign
 from neuro.rules.bptt import bptt_contribute, classification_loss, readout_scores
 
-__all__ = ["TrainResult", "train", "evaluate", "accumulation_format", "schedule_lr", "SPIKE_ENCODINGS",
-           "LR_SCHEDULES"]
+__all__ = [
+    "TrainResult",
+    "train",
+    "evaluate",
+    "accumulation_format",
+    "schedule_lr",
+    "fit",
+    "prepare_run",
+    "Run",
+    "SPIKE_ENCODINGS",
+    "LR_SCHEDULES",
+]
 
 SPIKE_ENCODINGS = ("poisson", "latency", "spike_times", "raster")
 LR_SCHEDULES = ("cosine", "constant")
@@ -99,8 +110,9 @@ def _dtype_for(graph: ModelGraph) -> torch.dtype:
     return torch.float64 if any(p.format in wide for p in graph.projections.values()) else torch.float32
 
 
-def build_engine(graph: ModelGraph, network: Network, *, rule: str = "bptt", adam: bool = True,
-                 seed: int = 0) -> UpdateEngine:
+def build_engine(
+    graph: ModelGraph, network: Network, *, rule: str = "bptt", adam: bool = True, seed: int = 0
+) -> UpdateEngine:
     """An engine with one parameter group per projection trained by ``rule``."""
     groups = []
     for name in network.plastic(rule):
@@ -110,15 +122,17 @@ def build_engine(graph: ModelGraph, network: Network, *, rule: str = "bptt", ada
             constraint = Bounds(*proj.bounds)
         elif proj.sign is not None:
             constraint = Sign(proj.sign)
-        groups.append({
-            "params": [network.weights[name]],
-            "names": [name],
-            "format": accumulation_format(proj.format),
-            "lr": graph.training.learning_rate,
-            "adam": adam,
-            "rounding": "stochastic" if proj.format == "posit8" else "nearest",
-            "type": ParamType(constraint=constraint, storage=proj.format),
-        })
+        groups.append(
+            {
+                "params": [network.weights[name]],
+                "names": [name],
+                "format": accumulation_format(proj.format),
+                "lr": graph.training.learning_rate,
+                "adam": adam,
+                "rounding": "stochastic" if proj.format == "posit8" else "nearest",
+                "type": ParamType(constraint=constraint, storage=proj.format),
+            }
+        )
     if not groups:
         raise ValueError(f"{graph.name}: no projection uses rule {rule!r}; nothing to train")
     return UpdateEngine(groups, seed=seed)
@@ -178,104 +192,168 @@ def train(
             ``training.lr_schedule`` is used when the spec has one.  Every worker computes the
             same value from the step count, so the schedule keeps runs bitwise reproducible.
     """
-    from tqdm.auto import tqdm
-
-    from neuro.data import epoch_permutation
-
     t0 = time.perf_counter()
     spec = graph.training
-    epochs = spec.epochs if epochs is None else int(epochs)
-    seed = spec.seed if seed is None else int(seed)
-    if lr_schedule is None:
-        lr_schedule = getattr(spec, "lr_schedule", "cosine")
-    if lr_schedule not in LR_SCHEDULES:
-        raise ValueError(f"{graph.name}: lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
-    if spec.batch_size % spec.microbatch:
-        raise ValueError(f"{graph.name}: training.batch_size {spec.batch_size} must be a multiple of "
-                         f"training.microbatch {spec.microbatch}")
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     rank = torch.distributed.get_rank() if distributed else 0
     world = torch.distributed.get_world_size() if distributed else 1
     per_batch = spec.batch_size // spec.microbatch
     if per_batch % world:
-        raise ValueError(f"{graph.name}: {per_batch} microbatches per batch cannot be split evenly over "
-                         f"{world} workers; choose batch_size / microbatch divisible by the worker count")
+        raise ValueError(
+            f"{graph.name}: {per_batch} microbatches per batch cannot be split evenly over "
+            f"{world} workers; choose batch_size / microbatch divisible by the worker count"
+        )
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # identical kernels for every microbatch, whatever the worker count
     try:
-        train_set = _load_split(graph, "train")
-        test_set = _load_split(graph, "test")
-        if max_train is not None:
-            train_set = train_set.subset(torch.arange(min(max_train, len(train_set))))
-        network = Network(graph, seed=seed, dtype=_dtype_for(graph), device=_check_device(device))
+        run = prepare_run(graph, epochs, seed, lr_schedule, max_train, t0)
+        network = Network(graph, seed=run.seed, dtype=_dtype_for(graph), device=_check_device(device))
         trained = network.plastic("bptt")
-        engine = build_engine(graph, network, seed=seed)
+        engine = build_engine(graph, network, seed=run.seed)
         spiking = _spiking_sources(graph, trained)
-        encoder = _encoder(graph)
         scale = -1.0 / spec.batch_size
-        n_batches = len(train_set) // spec.batch_size
-        history = {"epoch": [], "loss": [], "train_accuracy": [], "test_accuracy": []}
-        total_steps, done = max(1, epochs * n_batches), 0
-        for epoch in range(epochs):
-            order = epoch_permutation(len(train_set), seed, epoch)
-            bar = tqdm(range(n_batches), desc=f"epoch {epoch + 1}/{epochs}", disable=not progress or rank,
-                       leave=False)
-            loss_sum, correct, seen = 0.0, 0, 0
-            for b in bar:
-                batch = order[b * spec.batch_size:(b + 1) * spec.batch_size]
-                for mb in range(rank, per_batch, world):
-                    idx = batch[mb * spec.microbatch:(mb + 1) * spec.microbatch]
-                    x = train_set.encode(idx, epoch, graph.steps, graph.dt, encoder=encoder,
-                                         dtype=network.dtype)
-                    result = network(x, track=True)
-                    scores = readout_scores(result.readout, spec.readout)
-                    labels = train_set.labels[idx].to(network.device)
-                    hidden = {k: v for k, v in result.spikes.items() if graph.populations[k].type != "input"}
-                    loss = classification_loss(scores, labels, hidden, spec.rate_regularisation)
-                    loss.backward()
-                    bptt_contribute(engine, network, result, trained, scale, spiking)
-                    loss_sum += float(loss.detach())
-                    correct += int((scores.argmax(-1) == labels).sum())
-                    seen += len(idx)
-                for group in engine.param_groups:
-                    group["lr"] = schedule_lr(spec.learning_rate, done, total_steps, lr_schedule)
-                engine.step()
-                done += 1
-                if progress and not rank:
-                    bar.set_postfix(loss=f"{loss_sum / max(1, seen):.3f}",
-                                    acc=f"{correct / max(1, seen):.3f}")
-            test_acc = evaluate(network, test_set, graph)
-            history["epoch"].append(epoch + 1)
-            history["loss"].append(loss_sum / max(1, seen))
-            history["train_accuracy"].append(correct / max(1, seen))
-            history["test_accuracy"].append(test_acc)
-            if progress and not rank:
-                tqdm.write(f"epoch {epoch + 1}/{epochs}: loss {loss_sum / max(1, seen):.4f} "
-                           f"train {correct / max(1, seen):.4f} test {test_acc:.4f}")
-        metrics = {
-            "model": graph.name,
-            "model_hash": graph.canonical_hash(),
-            "format": sorted({p.format for p in graph.projections.values()}),
-            "epochs": epochs,
-            "seed": seed,
-            "workers": world,
-            "accumulation": sorted({accumulation_format(p.format).name for p in graph.projections.values()}),
-            "learning_rate": spec.learning_rate,
-            "lr_schedule": lr_schedule,
-            "batch_size": spec.batch_size,
-            "microbatch": spec.microbatch,
-            "train_samples": len(train_set),
-            "train_accuracy": history["train_accuracy"][-1] if epochs else math.nan,
-            "test_accuracy": history["test_accuracy"][-1] if epochs else evaluate(network, test_set, graph),
-            "seconds": round(time.perf_counter() - t0, 3),
-            "weights_sha256": weights_digest(network),
-            "history": history,
-        }
+
+        def microbatch(x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, float]:
+            result = network(x, track=True)
+            scores = readout_scores(result.readout, spec.readout)
+            hidden = {k: v for k, v in result.spikes.items() if graph.populations[k].type != "input"}
+            loss = classification_loss(scores, labels, hidden, spec.rate_regularisation)
+            loss.backward()
+            bptt_contribute(engine, network, result, trained, scale, spiking)
+            return scores, float(loss.detach())
+
+        metrics = fit(graph, network, engine, run, microbatch, progress=progress, rank=rank, world=world)
         if out_dir is not None and not rank:
-            write_outputs(Path(out_dir), graph, network, metrics, test_set)
-        return TrainResult(metrics=metrics, network=network, history=history)
+            write_outputs(Path(out_dir), graph, network, metrics, run.test_set)
+        return TrainResult(metrics=metrics, network=network, history=metrics["history"])
     finally:
         torch.set_num_threads(threads)
+
+
+class Run(NamedTuple):
+    """The settings and data of one training run (:func:`prepare_run`)."""
+
+    epochs: int
+    seed: int
+    lr_schedule: str
+    t0: float  # start, time.perf_counter() seconds
+    train_set: object
+    test_set: object
+
+
+def prepare_run(
+    graph: ModelGraph,
+    epochs: int | None,
+    seed: int | None,
+    lr_schedule: str | None,
+    max_train: int | None,
+    t0: float,
+) -> Run:
+    """The overrides, else the model file's settings (checked), and the train / test splits (the
+    first ``max_train`` training samples when given)."""
+    spec = graph.training
+    epochs = spec.epochs if epochs is None else int(epochs)
+    seed = spec.seed if seed is None else int(seed)
+    lr_schedule = lr_schedule or getattr(spec, "lr_schedule", "cosine")
+    if lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"{graph.name}: lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
+    if spec.batch_size % spec.microbatch:
+        raise ValueError(
+            f"{graph.name}: training.batch_size {spec.batch_size} must be a multiple of "
+            f"training.microbatch {spec.microbatch}"
+        )
+    train_set = _load_split(graph, "train")
+    test_set = _load_split(graph, "test")
+    if max_train is not None:
+        train_set = train_set.subset(torch.arange(min(max_train, len(train_set))))
+    return Run(epochs, seed, lr_schedule, t0, train_set, test_set)
+
+
+def fit(
+    graph: ModelGraph,
+    network: Network,
+    engine: UpdateEngine,
+    run: Run,
+    microbatch,
+    *,
+    progress: bool = True,
+    label: str = "",
+    rank: int = 0,
+    world: int = 1,
+    **extra,
+) -> dict:
+    """The training loop every gradient mode shares; returns the run's metrics (history included).
+
+    Each epoch shuffles the training set with the counter-based stream ``(seed, epoch)``, cuts it into
+    global batches of ``training.batch_size``, and runs this worker's microbatches (``rank``, ``rank +
+    world``, ...) through ``microbatch(x (T, B, n_in), labels (B,)) -> (scores (B, C), loss)``, which
+    hands the engine its contributions; then one ``engine.step()`` per batch at the scheduled learning
+    rate, and the test accuracy after every epoch.  ``extra``: further metrics entries (e.g. the
+    mode), placed after ``model_hash``.
+    """
+    from tqdm.auto import tqdm
+
+    from neuro.data import epoch_permutation
+
+    spec = graph.training
+    epochs, train_set, test_set = run.epochs, run.train_set, run.test_set
+    encoder = _encoder(graph)
+    per_batch = spec.batch_size // spec.microbatch
+    n_batches = len(train_set) // spec.batch_size
+    history = {"epoch": [], "loss": [], "train_accuracy": [], "test_accuracy": []}
+    total_steps, done = max(1, epochs * n_batches), 0
+    prefix = f"{label} " if label else ""
+    for epoch in range(epochs):
+        order = epoch_permutation(len(train_set), run.seed, epoch)
+        desc = f"{prefix}epoch {epoch + 1}/{epochs}"
+        bar = tqdm(range(n_batches), desc=desc, disable=not progress or rank, leave=False)
+        loss_sum, correct, seen = 0.0, 0, 0
+        for b in bar:
+            batch = order[b * spec.batch_size : (b + 1) * spec.batch_size]
+            for mb in range(rank, per_batch, world):
+                idx = batch[mb * spec.microbatch : (mb + 1) * spec.microbatch]
+                x = train_set.encode(idx, epoch, graph.steps, graph.dt, encoder=encoder, dtype=network.dtype)
+                labels = train_set.labels[idx].to(network.device)
+                scores, loss = microbatch(x, labels)
+                loss_sum += loss
+                correct += int((scores.argmax(-1) == labels).sum())
+                seen += len(idx)
+            for group in engine.param_groups:
+                group["lr"] = schedule_lr(spec.learning_rate, done, total_steps, run.lr_schedule)
+            engine.step()
+            done += 1
+            if progress and not rank:
+                bar.set_postfix(loss=f"{loss_sum / max(1, seen):.3f}", acc=f"{correct / max(1, seen):.3f}")
+        test_acc = evaluate(network, test_set, graph)
+        history["epoch"].append(epoch + 1)
+        history["loss"].append(loss_sum / max(1, seen))
+        history["train_accuracy"].append(correct / max(1, seen))
+        history["test_accuracy"].append(test_acc)
+        if progress and not rank:
+            tqdm.write(
+                f"{desc}: loss {loss_sum / max(1, seen):.4f} train {correct / max(1, seen):.4f} "
+                f"test {test_acc:.4f}"
+            )
+    return {
+        "model": graph.name,
+        "model_hash": graph.canonical_hash(),
+        **extra,
+        "format": sorted({p.format for p in graph.projections.values()}),
+        "epochs": epochs,
+        "seed": run.seed,
+        "workers": world,
+        "accumulation": sorted({accumulation_format(p.format).name for p in graph.projections.values()}),
+        "learning_rate": spec.learning_rate,
+        "lr_schedule": run.lr_schedule,
+        "batch_size": spec.batch_size,
+        "microbatch": spec.microbatch,
+        "train_samples": len(train_set),
+        "train_accuracy": history["train_accuracy"][-1] if epochs else math.nan,
+        "test_accuracy": history["test_accuracy"][-1] if epochs else evaluate(network, test_set, graph),
+        "seconds": round(time.perf_counter() - run.t0, 3),
+        "weights_sha256": weights_digest(network),
+        "history": history,
+    }
 
 
 def schedule_lr(lr: float, step: int, total: int, schedule: str = "cosine") -> float:
@@ -294,8 +372,10 @@ def _check_device(device: str | torch.device) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ValueError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s) "
-                         "(not a valid torch device index); use cuda:0")
+        raise ValueError(
+            f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s) "
+            "(not a valid torch device index); use cuda:0"
+        )
     return dev
 
 
@@ -333,8 +413,9 @@ def write_outputs(out: Path, graph: ModelGraph, network: Network, metrics: dict,
     _atomic_write(out / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
     plot.learning_curve(metrics["history"], out / "learning_curve.png")
     with torch.no_grad():
-        x = test_set.encode(torch.arange(1), 0, graph.steps, graph.dt, encoder=_encoder(graph),
-                            dtype=network.dtype)
+        x = test_set.encode(
+            torch.arange(1), 0, graph.steps, graph.dt, encoder=_encoder(graph), dtype=network.dtype
+        )
         result = network(x, record=True)
     plot.raster(result, graph, out / "raster.png")
     plot.weights_hist(weights, out / "weights_hist.png")

@@ -10,9 +10,10 @@
   ``(delta (B, M), pre (B, N))`` of every step to ``accumulate_outer``: the same exact sum as
   :func:`neuro.rules.bptt.bptt_contribute`.
 
-Every loop allocates its buffers up front (:func:`preallocate_quires` widens each quire to the
-window :mod:`neuro.plan` assumed), and reuses the data, engine, schedule and output helpers of
-:mod:`neuro.train`, so metrics and output files look like those of ``neuro train``.
+Every mode allocates its buffers up front (:func:`preallocate_quires` widens each quire to the
+window :mod:`neuro.plan` assumed) and runs in :func:`neuro.train.fit`, the loop BPTT uses, so
+metrics and output files look like those of ``neuro train``.  All modes train the model's own
+objective, the cross-entropy of the max-membrane readout.
 """
 
 from __future__ import annotations
@@ -28,16 +29,11 @@ from neuro.graph import ModelGraph
 from neuro.network import Network, spike_fn
 from neuro.rules.online import ONLINE_RULES, OnlineLearner, check_online_graph
 from neuro.train import (
-    LR_SCHEDULES,
     TrainResult,
     _dtype_for,
-    _encoder,
-    _load_split,
-    accumulation_format,
     build_engine,
-    evaluate,
-    schedule_lr,
-    weights_digest,
+    fit,
+    prepare_run,
     write_outputs,
 )
 
@@ -125,7 +121,7 @@ class CheckpointedBPTT:
         prev = {pop.name: state[4 * k + 3] for k, pop in enumerate(self.order)}
         dt = graph.dt
         for k, pop in enumerate(self.order):
-            v, i, b, _ = state[4 * k: 4 * k + 4]
+            v, i, b, _ = state[4 * k : 4 * k + 4]
             total = None
             for proj in graph.incoming(pop.name):
                 pre = prev[proj.source] if proj.kind == "recurrent" else outs[proj.source]
@@ -150,8 +146,11 @@ class CheckpointedBPTT:
             v_dec = v + dt * tmi * ((pop.v_leak - v) + i_new)
             i_dec = i_new + (-dt * tsi * i_new)
             th = pop.v_th + b if pop.type == "AdaptiveLIF" else pop.v_th
-            z = spike_fn(v_dec - th, pop.surrogate or "superspike",
-                         pop.surrogate_scale if pop.surrogate_scale is not None else 10.0)
+            z = spike_fn(
+                v_dec - th,
+                pop.surrogate or "superspike",
+                pop.surrogate_scale if pop.surrogate_scale is not None else 10.0,
+            )
             v_next = (1 - z) * v_dec + z * pop.v_reset
             if pop.type == "AdaptiveLIF":
                 b = b * math.exp(-dt / pop.tau_adapt) + pop.adapt_increment * z
@@ -167,8 +166,9 @@ class CheckpointedBPTT:
             running = torch.maximum(running, state[k_out])
         return (running, *state)
 
-    def run(self, x: torch.Tensor, engine=None, trained: list[str] | None = None,
-            scale: float = 1.0) -> torch.Tensor:
+    def run(
+        self, x: torch.Tensor, engine=None, trained: list[str] | None = None, scale: float = 1.0
+    ) -> torch.Tensor:
         """Forward ``x (T, B, n_in)``; returns the max-membrane scores ``(B, K)`` (differentiable:
         call ``backward`` on a loss of them to hand the engine ``scale * dL/dW``)."""
         self.engine, self.trained, self.scale = engine, list(trained or []), scale
@@ -180,7 +180,7 @@ class CheckpointedBPTT:
         running = torch.full((batch, k), -math.inf, dtype=self.network.dtype)
         seg = steps if not self.segment else min(self.segment, steps)
         for t0 in range(0, steps, seg):
-            x_seg = x[t0:t0 + seg]
+            x_seg = x[t0 : t0 + seg]
             if seg < steps:
                 running, *state = checkpoint(self._segment, x_seg, running, *state, use_reentrant=False)
             else:
@@ -203,16 +203,13 @@ def train_online(
     """Train ``graph`` in a memory-bounded mode; same metrics and outputs as :func:`neuro.train.train`.
 
     Args:
-        graph: the model graph; its projection rule selects the mode (``"eprop"``; ``"ottt"`` once
-            the model format accepts it) unless ``mode`` is given.
+        graph: the model graph; its projection rule selects the mode (``"eprop"``, ``"ottt"``)
+            unless ``mode`` is given.
         epochs, seed, out_dir, progress, max_train, lr_schedule: as in :func:`neuro.train.train`.
         mode: ``"eprop"``, ``"ottt"`` or ``"bptt_checkpoint"`` (projections with rule ``eprop`` or
             ``bptt`` are trained).
         segment: steps per checkpoint segment for ``bptt_checkpoint`` (default ``ceil(sqrt(T))``).
     """
-    from tqdm.auto import tqdm
-
-    from neuro.data import epoch_permutation
     from neuro.rules.bptt import classification_loss
 
     t0 = time.perf_counter()
@@ -220,103 +217,53 @@ def train_online(
     mode = mode or online_mode_of(graph) or "bptt_checkpoint"
     if mode not in MODES:
         raise ValueError(f"{graph.name}: mode must be one of {MODES}, got {mode!r}")
-    epochs = spec.epochs if epochs is None else int(epochs)
-    seed = spec.seed if seed is None else int(seed)
-    lr_schedule = lr_schedule or getattr(spec, "lr_schedule", "cosine")
-    if lr_schedule not in LR_SCHEDULES:
-        raise ValueError(f"{graph.name}: lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
-    if spec.batch_size % spec.microbatch:
-        raise ValueError(f"{graph.name}: training.batch_size must be a multiple of training.microbatch")
+    if spec.readout != "max_membrane":
+        raise ValueError(
+            f"{graph.name}: training.readout = {spec.readout!r}: the online and checkpointed "
+            "modes train the max_membrane readout of an LI output"
+        )
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        train_set = _load_split(graph, "train")
-        test_set = _load_split(graph, "test")
-        if max_train is not None:
-            train_set = train_set.subset(torch.arange(min(max_train, len(train_set))))
-        network = Network(graph, seed=seed, dtype=_dtype_for(graph))
+        run = prepare_run(graph, epochs, seed, lr_schedule, max_train, t0)
+        network = Network(graph, seed=run.seed, dtype=_dtype_for(graph))
         rules = ("eprop", "ottt", "bptt")
         trained = network.plastic(rules)
         rule_name = next(p.rule for p in graph.projections.values() if p.rule in rules)
-        engine = build_engine(graph, network, rule=rule_name, seed=seed)
+        engine = build_engine(graph, network, rule=rule_name, seed=run.seed)
         preallocate_quires(engine)
         feedback = dict(graph.projections[trained[0]].rule_params).get("feedback", "symmetric")
-        if mode in ONLINE_RULES:
-            learner = OnlineLearner(graph, dict(network.weights), batch=spec.microbatch, rule=mode,
-                                    trained=trained, feedback=feedback, dtype=network.dtype, seed=seed)
-        else:
-            learner = CheckpointedBPTT(graph, network,
-                                       segment=segment or math.ceil(math.sqrt(graph.steps)))
-        encoder = _encoder(graph)
         scale = -1.0 / spec.batch_size
-        per_batch = spec.batch_size // spec.microbatch
-        n_batches = len(train_set) // spec.batch_size
-        history = {"epoch": [], "loss": [], "train_accuracy": [], "test_accuracy": []}
-        total_steps, done = max(1, epochs * n_batches), 0
-        for epoch in range(epochs):
-            order = epoch_permutation(len(train_set), seed, epoch)
-            bar = tqdm(range(n_batches), desc=f"{mode} epoch {epoch + 1}/{epochs}", disable=not progress,
-                       leave=False)
-            loss_sum, correct, seen = 0.0, 0, 0
-            for b in bar:
-                batch = order[b * spec.batch_size:(b + 1) * spec.batch_size]
-                for mb in range(per_batch):
-                    idx = batch[mb * spec.microbatch:(mb + 1) * spec.microbatch]
-                    x = train_set.encode(idx, epoch, graph.steps, graph.dt, encoder=encoder,
-                                         dtype=network.dtype)
-                    labels = train_set.labels[idx]
-                    if mode in ONLINE_RULES:
-                        with torch.no_grad():
-                            scores, loss = learner.run(x, labels, engine, scale)
-                    else:
-                        scores = learner.run(x, engine, trained, scale)
-                        loss_t = classification_loss(scores, labels)
-                        loss_t.backward()
-                        loss = float(loss_t.detach())
-                        for w in network.weights.values():
-                            w.grad = None
-                    loss_sum += loss
-                    correct += int((scores.argmax(-1) == labels).sum())
-                    seen += len(idx)
-                for group in engine.param_groups:
-                    group["lr"] = schedule_lr(spec.learning_rate, done, total_steps, lr_schedule)
-                engine.step()
-                done += 1
-                if progress:
-                    bar.set_postfix(loss=f"{loss_sum / max(1, seen):.3f}",
-                                    acc=f"{correct / max(1, seen):.3f}")
-            test_acc = evaluate(network, test_set, graph)
-            history["epoch"].append(epoch + 1)
-            history["loss"].append(loss_sum / max(1, seen))
-            history["train_accuracy"].append(correct / max(1, seen))
-            history["test_accuracy"].append(test_acc)
-            if progress:
-                tqdm.write(f"{mode} epoch {epoch + 1}/{epochs}: loss {loss_sum / max(1, seen):.4f} "
-                           f"train {correct / max(1, seen):.4f} test {test_acc:.4f}")
-        metrics = {
-            "model": graph.name,
-            "model_hash": graph.canonical_hash(),
-            "mode": mode,
-            "format": sorted({p.format for p in graph.projections.values()}),
-            "epochs": epochs,
-            "seed": seed,
-            "workers": 1,
-            "accumulation": sorted({accumulation_format(p.format).name for p in graph.projections.values()}),
-            "learning_rate": spec.learning_rate,
-            "lr_schedule": lr_schedule,
-            "batch_size": spec.batch_size,
-            "microbatch": spec.microbatch,
-            "train_samples": len(train_set),
-            "train_accuracy": history["train_accuracy"][-1] if epochs else math.nan,
-            "test_accuracy": history["test_accuracy"][-1] if epochs else evaluate(network, test_set, graph),
-            "seconds": round(time.perf_counter() - t0, 3),
-            "weights_sha256": weights_digest(network),
-            "history": history,
-        }
-        if mode == "bptt_checkpoint":
-            metrics["segment"] = learner.segment
+        if mode in ONLINE_RULES:
+            learner = OnlineLearner(
+                graph,
+                dict(network.weights),
+                batch=spec.microbatch,
+                rule=mode,
+                trained=trained,
+                feedback=feedback,
+                dtype=network.dtype,
+                seed=run.seed,
+            )
+
+            @torch.no_grad()
+            def microbatch(x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, float]:
+                return learner.run(x, labels, engine, scale)
+        else:
+            learner = CheckpointedBPTT(graph, network, segment=segment or math.ceil(math.sqrt(graph.steps)))
+
+            def microbatch(x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, float]:
+                scores = learner.run(x, engine, trained, scale)
+                loss = classification_loss(scores, labels)
+                loss.backward()
+                for w in network.weights.values():
+                    w.grad = None
+                return scores.detach(), float(loss.detach())
+
+        extra = {"mode": mode} if mode != "bptt_checkpoint" else {"mode": mode, "segment": learner.segment}
+        metrics = fit(graph, network, engine, run, microbatch, progress=progress, label=mode, **extra)
         if out_dir is not None:
-            write_outputs(Path(out_dir), graph, network, metrics, test_set)
-        return TrainResult(metrics=metrics, network=network, history=history)
+            write_outputs(Path(out_dir), graph, network, metrics, run.test_set)
+        return TrainResult(metrics=metrics, network=network, history=metrics["history"])
     finally:
         torch.set_num_threads(threads)

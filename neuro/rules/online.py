@@ -1,10 +1,10 @@
 """Online eligibility-trace learning: e-prop (Bellec et al. 2020) and OTTT (Xiao et al. 2022).
 
-Both rules run the network forward one time step at a time and hand the engine, at every step,
-contributions ``post (B, M) x pre (B, N)`` through :meth:`UpdateEngine.accumulate_outer`: an
-eligibility trace (a presynaptic trace ``pre``, times the postsynaptic pseudo-derivative) times a
-learning signal.  Nothing is stored per time step, so the memory of a training step does not grow
-with the number of time steps ``T`` (see :mod:`neuro.plan` for the byte counts).
+Both rules run the network forward one time step at a time and hand the engine contributions
+``post (B, M) x pre (B, N)`` through :meth:`UpdateEngine.accumulate_outer`: an eligibility trace (a
+presynaptic trace ``pre``, times the postsynaptic pseudo-derivative) times a learning signal.
+Nothing is stored per time step, so the memory of a training step does not grow with the number
+of time steps ``T`` (see :mod:`neuro.plan` for the byte counts).
 
 Neuron arithmetic is the arithmetic of :mod:`neuro.network` (Norse's LIF / LI equations, the same
 surrogate derivatives), in the same order, so a forward pass here gives the spikes of
@@ -30,23 +30,40 @@ threshold-adaptation eligibility ``ea (B, M, N)`` (per synapse, ``O(B M N)``)::
 
     e_ji = psi_j (ev_i - ea_ji);   ea <- rho ea + beta psi (ev - ea)
 
-Learning signals.  The loss is the per-step cross-entropy of the readout membrane summed over the
-``T`` steps, ``E = sum_t CE(v_out(t), label)``; ``err(t) = softmax(v_out(t)) - onehot`` (summed, not
-averaged, so the size of contributions, hence the quire window, does not shrink with ``T``; Adam
-makes the update independent of the overall scale).
-The readout (LI, linear) gets its exact gradient online: ``post = err``, ``pre = ev`` of the readout
-projection.  Hidden populations:
+(with the max-membrane objective its snapshot per class is ``(B, K, M, N)``).
 
-* ``eprop``: ``L_j(t) = sum_k B_kj err_k(t)`` with ``B`` the readout weight (``feedback =
+Objectives.  ``objective="max_membrane"`` (default) is the loss BPTT trains (``neuro.train``): the
+cross-entropy of the maximum over time of the readout membrane, ``E = sum_b CE(max_t v_out, label)``.
+Its gradient touches only the step ``t*_k`` at which class ``k``'s membrane peaks, so the learner
+keeps, per sample and class, a snapshot of the factors of ``dv_out,k(t)/dW`` taken whenever
+``v_out,k`` reaches a new maximum (``O(B K (M + N))`` per projection, none per step), and hands
+the engine ``err_k * snapshot_k`` once the sequence is over, ``err = softmax(max v) - onehot``.
+``objective="per_step"``: ``E = sum_t CE(v_out(t), label)``, ``err(t) = softmax(v_out(t)) -
+onehot`` paired with the factors of step ``t`` (summed, not averaged over ``T``, so the size of
+contributions, hence the quire window, does not shrink with ``T``).  Measured on Yin-Yang: a
+network trained on the per-step loss classifies well by its mean membrane but badly by its maximum
+(84 %), the readout the model declares; the max-membrane objective fixes that.
+
+Factors of ``dv_out,k(t)/dW`` (``S (B, K, M)``: the sensitivity of readout ``k`` to the membrane
+``v'`` of the projection's target population; the eligibility ``pre = ev``):
+
+* readout projection: exact, ``dv_out,k/dW_kj = ev_j`` (the LI readout is linear).
+* ``eprop`` (Bellec et al.): ``S_kj = B_kj Fpsi_j`` with ``B`` the readout weight (``feedback =
   "symmetric"``, current values) or a fixed random matrix (``"random"``, or for populations that
-  do not project to the readout); contribution ``post = L * psi``, ``pre = ev`` (+ the ``ea`` term).
-* ``ottt``: the instantaneous error is backpropagated through the layers *at the current step
-  only* (OTTT's "spatial" gradient): ``dE/dz_q = sum_r (dE/dv'_r) a_m(r) W_{q->r}`` over
-  feed-forward projections, ``dE/dv'_q = psi_q dE/dz_q``; contribution ``post = dE/dv'``,
-  ``pre = ev`` (OTTT's presynaptic trace for this neuron model).
+  do not project to the readout), and ``Fpsi`` the pseudo-derivative low-passed by the readout's
+  own synaptic and membrane filters (the filtered eligibility ``F_kappa(e)`` of Bellec et al.,
+  factorised as ``F(psi) ev`` instead of ``F(psi ev)``).
+* ``ottt`` (Xiao et al.): the sensitivity at the current step only, backpropagated through the
+  layers ("spatial" gradient): ``S_q = psi_q sum_r (S_r a_m(r)) W_{q->r}`` over feed-forward
+  projections, ``S_out = identity``.
 
-Contributions are buffered ``chunk`` steps at a time (a fixed ``(chunk, B, M)`` / ``(chunk, B, N)``
-buffer allocated once) and handed to the engine as one ``accumulate_outer`` with ``K = chunk * B``.
+Both are exact for one hidden layer without recurrence when the readout is instantaneous
+(``tau_mem = tau_syn = dt``) and the reset is taken as a constant jump (its derivative ignored, as
+e-prop does); tests check this against autograd, also for AdaptiveLIF.
+
+Per-step contributions are buffered ``chunk`` steps at a time (a fixed ``(chunk, B, M)`` /
+``(chunk, B, N)`` buffer allocated once) and handed to the engine as one ``accumulate_outer`` with
+``K = chunk * B``; max-membrane contributions go as one ``accumulate_outer`` with ``B K`` rows.
 The AdaptiveLIF ``ea`` term is not an outer product: it is summed per microbatch in a float64
 ``(M, N)`` buffer (fixed microbatch shape: deterministic) and handed over with ``accumulate``.
 """
@@ -61,9 +78,10 @@ import torch
 
 from neuro.graph import ModelGraph, Population
 
-__all__ = ["ONLINE_RULES", "OnlineLearner", "surrogate_derivative", "check_online_graph"]
+__all__ = ["ONLINE_RULES", "OBJECTIVES", "OnlineLearner", "surrogate_derivative", "check_online_graph"]
 
 ONLINE_RULES = ("eprop", "ottt")
+OBJECTIVES = ("max_membrane", "per_step")
 
 
 def surrogate_derivative(x: torch.Tensor, kind: str, scale: float) -> torch.Tensor:
@@ -92,8 +110,10 @@ def check_online_graph(graph: ModelGraph) -> None:
     if len(ins) != 1:
         raise ValueError(f"{graph.name}: online rules need exactly one input population, found {len(ins)}")
     if graph.populations[graph.output].type != "LI":
-        raise ValueError(f"{graph.name}: online rules need an LI output population (populations."
-                         f"{graph.output}.type = \"LI\")")
+        raise ValueError(
+            f"{graph.name}: online rules need an LI output population (populations."
+            f'{graph.output}.type = "LI")'
+        )
     position = {n: i for i, n in enumerate(graph.populations)}
     for name, proj in graph.projections.items():
         if proj.delay:
@@ -108,8 +128,10 @@ def check_online_graph(graph: ModelGraph) -> None:
             raise ValueError(f"{graph.name}: projections.{name}: an LI population cannot be a source")
     for pop in graph.populations.values():
         if pop.spiking and pop.refractory:
-            raise ValueError(f"{graph.name}: populations.{pop.name}.refractory: online rules support "
-                             "no refractory period (set it to \"0 ms\")")
+            raise ValueError(
+                f"{graph.name}: populations.{pop.name}.refractory: online rules support "
+                'no refractory period (set it to "0 ms")'
+            )
 
 
 @dataclass
@@ -141,23 +163,37 @@ class OnlineLearner:
         dtype: dtype of states and traces.
         seed: seed of the random feedback matrices.
         learn: False for inference only: no traces or contribution buffers are allocated.
+        objective: ``"max_membrane"`` (BPTT's loss) or ``"per_step"`` (see the module docstring).
     Every buffer is allocated in the constructor; :meth:`run` allocates only per-step temporaries.
     """
 
-    def __init__(self, graph: ModelGraph, weights: dict[str, torch.Tensor], *, batch: int,
-                 rule: str = "eprop", trained: list[str] | None = None, feedback: str = "symmetric",
-                 chunk: int = 8, dtype: torch.dtype = torch.float32, seed: int = 0,
-                 learn: bool = True) -> None:
+    def __init__(
+        self,
+        graph: ModelGraph,
+        weights: dict[str, torch.Tensor],
+        *,
+        batch: int,
+        rule: str = "eprop",
+        trained: list[str] | None = None,
+        feedback: str = "symmetric",
+        chunk: int = 8,
+        dtype: torch.dtype = torch.float32,
+        seed: int = 0,
+        learn: bool = True,
+        objective: str = "max_membrane",
+    ) -> None:
         check_online_graph(graph)
         if rule not in ONLINE_RULES:
             raise ValueError(f"OnlineLearner: rule must be one of {ONLINE_RULES}, got {rule!r}")
+        if objective not in OBJECTIVES:
+            raise ValueError(f"OnlineLearner: objective must be one of {OBJECTIVES}, got {objective!r}")
         if feedback not in ("symmetric", "random"):
             raise ValueError(f"OnlineLearner: feedback must be 'symmetric' or 'random', got {feedback!r}")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             import norse.torch as nt
         self.graph, self.weights, self.batch, self.rule = graph, weights, int(batch), rule
-        self.dtype, self.chunk, self.feedback = dtype, int(chunk), feedback
+        self.dtype, self.chunk, self.feedback, self.objective = dtype, int(chunk), feedback, objective
         self.learn = bool(learn)
         self.trained = [] if not learn else list(graph.projections) if trained is None else list(trained)
         dt = graph.dt
@@ -169,40 +205,76 @@ class OnlineLearner:
         for pop in self.order:
             zeros = torch.zeros(self.batch, pop.size, **kw)
             tau_syn_inv = 1.0 / pop.tau_syn if pop.tau_syn else 0.0
-            common = dict(tau_syn_inv=torch.tensor(tau_syn_inv, **kw),
-                          tau_mem_inv=torch.tensor(1.0 / pop.tau_mem, **kw),
-                          v_leak=torch.tensor(pop.v_leak, **kw))
+            common = dict(
+                tau_syn_inv=torch.tensor(tau_syn_inv, **kw),
+                tau_mem_inv=torch.tensor(1.0 / pop.tau_mem, **kw),
+                v_leak=torch.tensor(pop.v_leak, **kw),
+            )
             if pop.type == "LI":
                 params = nt.LIParameters(**common)
             else:
-                params = nt.LIFParameters(**common, v_th=torch.tensor(pop.v_th, **kw),
-                                          v_reset=torch.tensor(pop.v_reset, **kw), method="heaviside")
+                params = nt.LIFParameters(
+                    **common,
+                    v_th=torch.tensor(pop.v_th, **kw),
+                    v_reset=torch.tensor(pop.v_reset, **kw),
+                    method="heaviside",
+                )
             self.pops[pop.name] = _Pop(
-                pop=pop, a_m=dt / pop.tau_mem, a_s=dt * tau_syn_inv, v=zeros.clone(), i=zeros.clone(),
+                pop=pop,
+                a_m=dt / pop.tau_mem,
+                a_s=dt * tau_syn_inv,
+                v=zeros.clone(),
+                i=zeros.clone(),
                 b=zeros.clone() if pop.type == "AdaptiveLIF" else None,
-                out=zeros.clone(), params=params)
-        # Presynaptic traces per projection.
+                out=zeros.clone(),
+                params=params,
+            )
+        out = graph.output
+        k = graph.populations[out].size
+        self.n_out = k
+        per_step = objective == "per_step"
+        # Presynaptic traces per projection; contribution buffers (per step) or snapshots (max).
         self.ei: dict[str, torch.Tensor] = {}
         self.ev: dict[str, torch.Tensor] = {}
         self.ea: dict[str, torch.Tensor] = {}
         self.ea_sum: dict[str, torch.Tensor] = {}
         self.post_buf: dict[str, torch.Tensor] = {}
         self.pre_buf: dict[str, torch.Tensor] = {}
+        self.snap_post: dict[str, torch.Tensor] = {}
+        self.snap_pre: dict[str, torch.Tensor] = {}
+        self.snap_ea: dict[str, torch.Tensor] = {}
         for name, proj in graph.projections.items():
             if not self.learn:
                 break
             m, n = graph.weight_shape(name)
             self.ei[name] = torch.zeros(self.batch, n, **kw)
             self.ev[name] = torch.zeros(self.batch, n, **kw)
-            if name in self.trained:
+            if name not in self.trained:
+                continue
+            if per_step:
                 self.post_buf[name] = torch.zeros(self.chunk, self.batch, m, **kw)
                 self.pre_buf[name] = torch.zeros(self.chunk, self.batch, n, **kw)
-                if rule == "eprop" and graph.populations[proj.target].type == "AdaptiveLIF":
-                    self.ea[name] = torch.zeros(self.batch, m, n, **kw)
+            else:
+                self.snap_pre[name] = torch.zeros(self.batch, k, n, **kw)
+                if proj.target != out:
+                    self.snap_post[name] = torch.zeros(self.batch, k, m, **kw)
+            if rule == "eprop" and graph.populations[proj.target].type == "AdaptiveLIF":
+                self.ea[name] = torch.zeros(self.batch, m, n, **kw)
+                if per_step:
                     self.ea_sum[name] = torch.zeros(m, n, dtype=torch.float64)
+                else:
+                    self.snap_ea[name] = torch.zeros(self.batch, k, m, n, **kw)
+        # e-prop: the pseudo-derivative low-passed by the readout's filters (current, membrane).
+        self.fpsi: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        if self.learn and rule == "eprop":
+            self.fpsi = {
+                p.name: (torch.zeros(self.batch, p.size, **kw), torch.zeros(self.batch, p.size, **kw))
+                for p in self.order
+                if p.type != "LI"
+            }
+        # max-membrane objective: the running maximum of the readout membrane (the scores).
+        self.best = torch.zeros(self.batch, k, **kw)
         # Learning-signal weights (e-prop): population -> (K, M) fixed random, or None (symmetric).
-        out = graph.output
-        k = graph.populations[out].size
         gen = torch.Generator().manual_seed(int(seed) + 7919)
         self.random_feedback: dict[str, torch.Tensor] = {}
         self.readout_proj: dict[str, str] = {}
@@ -213,8 +285,9 @@ class OnlineLearner:
             if direct and feedback == "symmetric":
                 self.readout_proj[pop.name] = direct[0]
             elif rule == "eprop":
-                self.random_feedback[pop.name] = (torch.randn(k, pop.size, generator=gen, dtype=torch.float64)
-                                                  / math.sqrt(pop.size)).to(dtype)
+                self.random_feedback[pop.name] = (
+                    torch.randn(k, pop.size, generator=gen, dtype=torch.float64) / math.sqrt(pop.size)
+                ).to(dtype)
         self._filled = 0
 
     # ------------------------------------------------------------------ state
@@ -226,16 +299,31 @@ class OnlineLearner:
             st.out.zero_()
             if st.b is not None:
                 st.b.zero_()
-        for d in (self.ei, self.ev, self.ea):
+        for d in (self.ei, self.ev, self.ea, self.snap_post, self.snap_pre, self.snap_ea):
             for t in d.values():
                 t.zero_()
+        for fi, fv in self.fpsi.values():
+            fi.zero_()
+            fv.zero_()
+        self.best.fill_(-math.inf)
         self._filled = 0
 
     def buffer_bytes(self) -> int:
         """Bytes of every buffer this learner allocated (states, traces, chunk buffers)."""
-        tensors = [t for st in self.pops.values() for t in (st.v, st.i, st.b, st.out)
-                   if t is not None]
-        for d in (self.ei, self.ev, self.ea, self.ea_sum, self.post_buf, self.pre_buf, self.random_feedback):
+        tensors = [t for st in self.pops.values() for t in (st.v, st.i, st.b, st.out) if t is not None]
+        tensors += [self.best] + [t for pair in self.fpsi.values() for t in pair]
+        for d in (
+            self.ei,
+            self.ev,
+            self.ea,
+            self.ea_sum,
+            self.post_buf,
+            self.pre_buf,
+            self.random_feedback,
+            self.snap_post,
+            self.snap_pre,
+            self.snap_ea,
+        ):
             tensors += list(d.values())
         return sum(t.numel() * t.element_size() for t in tensors)
 
@@ -297,28 +385,41 @@ class OnlineLearner:
         return psis
 
     # ------------------------------------------------------------------ learning
-    def _signals(self, err: torch.Tensor, psis: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """``dE/dv'`` per population (B, M): the learning signal times the pseudo-derivative."""
-        graph = self.graph
-        out = graph.output
-        dv = {out: err}
+    def _sensitivity(self, psis: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``S (B, K, M)`` per hidden population: ``dv_out,k / dv'_j`` as the rule approximates it."""
+        out = self.pops[self.graph.output]
+        sens: dict[str, torch.Tensor] = {}
         if self.rule == "eprop":
             for name, psi in psis.items():
+                fi, fv = self.fpsi[name]  # the readout's filters applied to psi (as to its input)
+                fi.add_(psi)
+                fv.mul_(1.0 - out.a_m).add_(fi, alpha=out.a_m)
+                fi.sub_(fi * out.a_s)
                 fb = self.readout_proj.get(name)
                 b = self.weights[fb].detach() if fb is not None else self.random_feedback[name]
-                dv[name] = (err @ b) * psi
-            return dv
+                sens[name] = b * fv[:, None, :]
+            return sens
         for pop in reversed(self.order):  # OTTT: spatial backprop at this step
             if pop.type == "LI":
                 continue
-            dz = None
-            for proj in graph.outgoing(pop.name):
-                if proj.kind == "recurrent" or proj.target not in dv:
+            acc = None
+            for proj in self.graph.outgoing(pop.name):
+                if proj.kind == "recurrent":
                     continue
-                g = (dv[proj.target] * self.pops[proj.target].a_m) @ self.weights[proj.name].detach()
-                dz = g if dz is None else dz + g
-            dv[pop.name] = psis[pop.name] * dz if dz is not None else torch.zeros_like(psis[pop.name])
-        return dv
+                w = self.weights[proj.name].detach()
+                if proj.target == self.graph.output:
+                    g = (out.a_m * w).expand(self.batch, -1, -1)
+                elif proj.target in sens:
+                    g = (sens[proj.target] * self.pops[proj.target].a_m) @ w
+                else:
+                    continue
+                acc = g if acc is None else acc + g
+            sens[pop.name] = (
+                psis[pop.name][:, None, :] * acc
+                if acc is not None
+                else torch.zeros(self.batch, self.n_out, pop.size, dtype=self.dtype)
+            )
+        return sens
 
     def _flush(self, engine, scale: float) -> None:
         n = self._filled
@@ -326,17 +427,69 @@ class OnlineLearner:
             return
         for name in self.trained:
             post, pre = self.post_buf[name][:n], self.pre_buf[name][:n]
-            engine.accumulate_outer(self.weights[name], post.reshape(-1, post.shape[-1]),
-                                    pre.reshape(-1, pre.shape[-1]), scale)
+            engine.accumulate_outer(
+                self.weights[name], post.reshape(-1, post.shape[-1]), pre.reshape(-1, pre.shape[-1]), scale
+            )
         self._filled = 0
 
-    def run(self, x: torch.Tensor, labels: torch.Tensor | None = None, engine=None,
-            scale: float = 1.0) -> tuple[torch.Tensor, float]:
+    def _per_step(self, err: torch.Tensor, sens: dict[str, torch.Tensor], engine, scale: float) -> None:
+        """Buffer this step's contributions ``err(t) S(t) x ev(t)`` (hand them over every ``chunk``)."""
+        slot = self._filled
+        for name in self.trained:
+            tgt = self.graph.projections[name].target
+            post = err if tgt == self.graph.output else torch.einsum("bk,bkm->bm", err, sens[tgt])
+            self.post_buf[name][slot].copy_(post)
+            self.pre_buf[name][slot].copy_(self.ev[name])
+            if name in self.ea:
+                self.ea_sum[name].sub_(torch.einsum("bm,bmn->mn", post, self.ea[name]).to(torch.float64))
+        self._filled += 1
+        if self._filled == self.chunk:
+            self._flush(engine, scale)
+
+    def _snapshot(self, new: torch.Tensor, sens: dict[str, torch.Tensor]) -> None:
+        """Keep the factors of ``dv_out,k/dW`` where class ``k``'s membrane reached a new maximum
+        (``new (B, K)`` bool)."""
+        keep = new[:, :, None]
+        for name in self.trained:
+            tgt = self.graph.projections[name].target
+            torch.where(keep, self.ev[name][:, None, :], self.snap_pre[name], out=self.snap_pre[name])
+            if name in self.snap_post:
+                torch.where(keep, sens[tgt], self.snap_post[name], out=self.snap_post[name])
+            if name in self.snap_ea:
+                snap = self.snap_ea[name]
+                torch.where(keep[..., None], self.ea[name][:, None], snap, out=snap)
+
+    def _hand_max(self, err: torch.Tensor, engine, scale: float) -> None:
+        """``sum_{b,k} err_bk * snapshot_bk`` for every trained projection (``err (B, K)``)."""
+        rows = self.batch * self.n_out
+        for name in self.trained:
+            w = self.weights[name]
+            if name in self.snap_post:
+                post = err[:, :, None] * self.snap_post[name]
+            else:  # readout projection: row k of W gets err_k ev
+                post = err[:, :, None] * torch.eye(self.n_out, dtype=self.dtype)
+            engine.accumulate_outer(w, post.reshape(rows, -1), self.snap_pre[name].reshape(rows, -1), scale)
+            if name in self.snap_ea:
+                ea = torch.einsum("bkm,bkmn->mn", post, self.snap_ea[name]).to(torch.float64)
+                engine.accumulate(w, ea * -scale)
+
+    def _adapt_traces(self, psis: dict[str, torch.Tensor]) -> None:
+        """AdaptiveLIF: ``ea <- rho ea + beta psi (ev - ea)`` (after this step's contributions)."""
+        for name, ea in self.ea.items():
+            pop = self.graph.populations[self.graph.projections[name].target]
+            psi, ev = psis[pop.name], self.ev[name]
+            rho = math.exp(-self.dt / pop.tau_adapt)
+            jump = pop.adapt_increment * psi[:, :, None] * (ev[:, None, :] - ea)  # before ea decays
+            ea.mul_(rho).add_(jump)
+
+    def run(
+        self, x: torch.Tensor, labels: torch.Tensor | None = None, engine=None, scale: float = 1.0
+    ) -> tuple[torch.Tensor, float]:
         """Run a whole sequence ``x (T, B, n_in)``; with ``labels (B,)`` and an ``engine``, hand it
-        ``scale * (-dE/dW)`` summed over the sequence (``scale`` e.g. ``1 / global batch``).
+        ``scale * (-dE/dW)`` (``scale`` e.g. ``1 / global batch``).
 
         Returns ``(scores (B, K), loss)``: the maximum over time of the readout membrane (the
-        ``max_membrane`` readout) and ``sum_b E_b / T`` (the per-step loss averaged over time; 0.0
+        ``max_membrane`` readout) and ``sum_b E_b`` (per-step objective: divided by ``T``; 0.0
         without labels).
         """
         steps = x.shape[0]
@@ -344,43 +497,37 @@ class OnlineLearner:
             raise ValueError(f"OnlineLearner: built for batch {self.batch}, got {x.shape[1]}")
         self.reset()
         learn = labels is not None and engine is not None and self.learn
+        per_step = self.objective == "per_step"
         out = self.pops[self.graph.output]
-        scores = torch.full_like(out.v, -math.inf)
+        scores = self.best
         loss = 0.0
         onehot = None
         if labels is not None:
-            onehot = torch.nn.functional.one_hot(labels, out.v.shape[1]).to(self.dtype)
+            onehot = torch.nn.functional.one_hot(labels, self.n_out).to(self.dtype)
         for t in range(steps):
             psis = self.step(x[t].to(self.dtype))
             v_out = out.out
-            torch.maximum(scores, v_out, out=scores)
-            if labels is None:
-                continue
-            logp = torch.log_softmax(v_out, dim=1)
-            loss -= float((logp * onehot).sum())
+            new = v_out > scores
+            torch.where(new, v_out, scores, out=scores)
+            if labels is not None and per_step:
+                logp = torch.log_softmax(v_out, dim=1)
+                loss -= float((logp * onehot).sum())
             if not learn:
                 continue
-            err = logp.exp() - onehot  # dE/dv_out(t)
-            dv = self._signals(err, psis)
-            slot = self._filled
-            for name in self.trained:
-                tgt = self.graph.projections[name].target
-                self.post_buf[name][slot].copy_(dv[tgt])
-                self.pre_buf[name][slot].copy_(self.ev[name])
-                if name in self.ea:
-                    ea, psi = self.ea[name], psis[tgt]
-                    lp = dv[tgt]  # L * psi
-                    self.ea_sum[name].sub_(torch.einsum("bm,bmn->mn", lp, ea).to(torch.float64))
-                    ev = self.ev[name]
-                    pop = self.graph.populations[tgt]
-                    rho = math.exp(-self.dt / pop.tau_adapt)
-                    ea.mul_(rho).add_(pop.adapt_increment * psi[:, :, None] * (ev[:, None, :] - ea))
-            self._filled += 1
-            if self._filled == self.chunk:
-                self._flush(engine, scale)
+            sens = self._sensitivity(psis)
+            if per_step:
+                self._per_step(logp.exp() - onehot, sens, engine, scale)
+            else:
+                self._snapshot(new, sens)
+            self._adapt_traces(psis)
+        if labels is not None and not per_step:
+            logp = torch.log_softmax(scores, dim=1)
+            loss = -float((logp * onehot).sum())
+            if learn:
+                self._hand_max(logp.exp() - onehot, engine, scale)
         if learn:
             self._flush(engine, scale)
             for name, s in self.ea_sum.items():
                 engine.accumulate(self.weights[name], s * scale)
                 s.zero_()
-        return scores, loss / steps
+        return scores.clone(), loss / steps if per_step else loss
