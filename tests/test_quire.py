@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import random
 from fractions import Fraction
+from unittest import mock
 
 import pytest
 import softposit
@@ -19,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from neuro.numerics import BPOSIT16, BPOSIT32, POSIT8, POSIT16, POSIT32, PositFormat, Quire
+from neuro.numerics import quire as quire_module
 
 try:  # tests/ is on sys.path under pytest's default import mode
     from numerics_oracle import RefPosit, limbs_of, limbs_values, pow2
@@ -237,6 +239,58 @@ def test_hyp_add_outer(data):
     top = pow2(fmt.quire_integer_bits + 31)
     sums = [None if s is not None and abs(s) >= top else s for s in sums]
     check_quire(q, ref, sums, f"{fmt!r} add_outer scale={scale_kind}")
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_hyp_add_outer_tiny_outliers(data):
+    """Long reductions whose factors hold a few values far below the rest: add_outer takes one
+    dense GEMM over the bits above a cut and the sparse path for the bits below; exact vs
+    Fractions.  The sparse path's planned cost is drawn small, so the cuts land anywhere (down
+    to nearly every value going the sparse way)."""
+    fmt = data.draw(
+        st.sampled_from([POSIT16, BPOSIT16, POSIT32, PositFormat(12, 2), PositFormat(14, 3, rs=5)])
+    )
+    ref = ref_of(fmt)
+    dtype = data.draw(st.sampled_from([torch.float32, torch.float64]), label="dtype")
+    k, m, n = data.draw(st.integers(128, 256), label="K"), 16, 16
+    rng = random.Random(data.draw(st.integers(0, 2**32), label="seed"))
+    rows = [[rng.uniform(-2.0, 2.0) for _ in range(m + n)] for _ in range(k)]
+    lo = max(math.floor(math.log2(float(ref.minpos))), -120 if dtype == torch.float32 else -1000)
+    for col in (rng.randrange(m), m + rng.randrange(n)):  # one far below the bulk in each factor
+        e = data.draw(st.integers(lo, max(lo, -24)), label="exponent")
+        rows[rng.randrange(k)][col] = math.ldexp(rng.uniform(-2, 2), e)
+    for _ in range(data.draw(st.integers(0, 8), label="more outliers")):
+        e = data.draw(st.integers(lo, -8), label="exponent")
+        rows[rng.randrange(k)][rng.randrange(m + n)] = math.ldexp(rng.uniform(-2, 2), e)
+    if data.draw(st.booleans(), label="cancel"):  # negated copies of some rows: exact cancellation
+        rows += [[-v for v in row[:m]] + row[m:] for row in rows[: k // 3]]
+    both = torch.tensor(rows, dtype=F64).to(dtype)
+    post, pre = both[:, :m].contiguous(), both[:, m:].contiguous()
+    rpost = [rounded(ref, row) for row in post.double().tolist()]
+    rpre = [rounded(ref, row) for row in pre.double().tolist()]
+    q = Quire(fmt, (m, n))
+    cost = data.draw(st.sampled_from([0, 1, 10]), label="sparse cost")
+    plans, real_plan = [], quire_module._plan_split
+
+    def spy(*args):
+        plans.append(real_plan(*args))
+        return plans[-1]
+
+    with (
+        mock.patch.object(quire_module, "_SPARSE_COST", cost),
+        mock.patch.object(quire_module, "_plan_split", spy),
+    ):
+        q.add_outer(post, pre)
+    assert plans and plans[0] is not None, "add_outer did not split off the outliers"
+    # exact sums with Python integers: every rounded value is a multiple of 2**-dmax
+    dmax = max(v.denominator for row in rpost + rpre for v in row)
+    ia = [[int(v * dmax) for v in row] for row in rpost]
+    ib = [[int(v * dmax) for v in row] for row in rpre]
+    sums = [
+        Fraction(sum(x[a] * y[b] for x, y in zip(ia, ib)), dmax * dmax) for a in range(m) for b in range(n)
+    ]
+    check_quire(q, ref, sums, f"{fmt!r} {dtype} K={len(rows)} outliers")
 
 
 @QSET

@@ -31,6 +31,7 @@ Fast reductions
 
 from __future__ import annotations
 
+import bisect
 import math
 
 import torch
@@ -47,6 +48,8 @@ _MAX_PENDING = 1 << 30  # folds allowed between carry propagations (each adds < 
 _STATS_BLOCK = 1 << 16  # elements per block of the range scan
 _PIPE_ELEMS = 1 << 18  # elements per factor in one row block of the add_outer pipeline
 _SPLIT_BLOCK = 1 << 16  # elements per piece when rounding and cutting planes in one go
+_SAMPLE = 1 << 14  # elements per factor sampled to plan a dense/sparse split of add_outer
+_SPARSE_COST = 150  # cost of one product of add_outer's sparse path, in GEMM multiply-adds
 
 
 def _bit_length(x: torch.Tensor) -> torch.Tensor:
@@ -156,7 +159,6 @@ class _FloatPlanes:
         return out
 
 
-
 def _abs_range(x: torch.Tensor) -> tuple[float, float, bool]:
     """``(max |x|, smallest non-zero |x| (inf when none), any inf/NaN)`` of a float tensor.
 
@@ -175,7 +177,7 @@ def _abs_range(x: torch.Tensor) -> tuple[float, float, bool]:
     top, low = -1, mask
     step = _STATS_BLOCK if flat.device.type == "cpu" else max(1, flat.numel())
     for start in range(0, flat.numel(), step):
-        m = ints[start:start + step] & mask
+        m = ints[start : start + step] & mask
         m -= 1  # zero -> -1; the smallest non-zero is then the smallest non-negative
         mn, mx = (int(v) for v in torch.aminmax(m))
         top = max(top, mx)
@@ -269,8 +271,9 @@ class Quire:
         q._offset = int(offset)
         if nar is not None:
             if nar.shape != q.shape:
-                raise ValueError(f"Quire.from_limbs: nar has shape {tuple(nar.shape)}, "
-                                 f"expected {tuple(q.shape)}")
+                raise ValueError(
+                    f"Quire.from_limbs: nar has shape {tuple(nar.shape)}, expected {tuple(q.shape)}"
+                )
             q._nar = nar.to(torch.bool).clone()
         q._pending = _MAX_PENDING  # unknown history: normalise before use
         q.normalize()
@@ -417,7 +420,7 @@ class Quire:
 
     def _check_tail(self, shape: torch.Size, what: str) -> None:
         n = len(self.shape)
-        if len(shape) < n or tuple(shape[len(shape) - n:]) != tuple(self.shape):
+        if len(shape) < n or tuple(shape[len(shape) - n :]) != tuple(self.shape):
             raise ValueError(
                 f"Quire.{what}: the trailing dimensions of the input {tuple(shape)} must equal "
                 f"the quire shape {tuple(self.shape)}"
@@ -433,7 +436,7 @@ class Quire:
 
         Bool tensors are spike trains: exactly 0/1, no rounding needed (1 significant bit).
         """
-        tail_shape = x.shape[x.dim() - tail:]
+        tail_shape = x.shape[x.dim() - tail :]
         if x.dtype == torch.bool:
             return x.to(torch.float64), torch.zeros(tail_shape, dtype=torch.bool, device=x.device), 1
         q = self.fmt.quantize(x)
@@ -511,7 +514,9 @@ class Quire:
         if pre.dim() == 1:
             pre = pre.unsqueeze(0)
         if (
-            len(self.shape) != 2 or post.dim() != 2 or pre.dim() != 2
+            len(self.shape) != 2
+            or post.dim() != 2
+            or pre.dim() != 2
             or post.shape[0] != pre.shape[0]
             or (post.shape[1], pre.shape[1]) != tuple(self.shape)
         ):
@@ -585,6 +590,15 @@ class Quire:
         width_a, width_b, chunk = _plan_widths(hi_a - lo_a, hi_b - lo_b, k, m, n)
         count_a = -(-(hi_a - lo_a) // width_a)
         count_b = -(-(hi_b - lo_b) // width_b)
+        split = None
+        if count_a * count_b > 1:
+            split = _plan_split(
+                fa, self._sample_low_bits(post, kind_a), fb, self._sample_low_bits(pre, kind_b), k, m, n
+            )
+        if split is not None:  # one dense plane per factor, the rare low bits go the sparse way
+            (lo_a, lo_b, chunk), count_a, count_b = split, 1, 1
+            width_a, width_b = hi_a - lo_a, hi_b - lo_b
+            sparse_a, sparse_b = [], []
         rows = max(1, _PIPE_ELEMS // max(m, n))
         rows = min(k, chunk, 1 << (rows.bit_length() - 1))
         post, pre = post.contiguous(), pre.contiguous()
@@ -596,21 +610,111 @@ class Quire:
         for start in range(0, k, rows):
             stop = min(k, start + rows)
             with one_thread():
-                da = self._pipe_planes(post[start:stop], buf_a[:stop - start], kind_a, lo_a,
-                                       width_a, count_a)
-                db = self._pipe_planes(pre[start:stop], buf_b[:stop - start], kind_b, lo_b,
-                                       width_b, count_b)
+                if split is None:
+                    da = self._pipe_planes(
+                        post[start:stop], buf_a[: stop - start], kind_a, lo_a, width_a, count_a
+                    )
+                    db = self._pipe_planes(
+                        pre[start:stop], buf_b[: stop - start], kind_b, lo_b, width_b, count_b
+                    )
+                else:
+                    da = self._pipe_split(
+                        post[start:stop], buf_a[: stop - start], kind_a, lo_a, hi_a, start, sparse_a
+                    )
+                    db = self._pipe_split(
+                        pre[start:stop], buf_b[: stop - start], kind_b, lo_b, hi_b, start, sparse_b
+                    )
             acc.addmm_(da.T, db)
             done += stop - start
             if done >= chunk or stop == k:
                 for i in range(count_a):
                     for j in range(count_b):
                         e = lo_a + width_a * i + lo_b + width_b * j
-                        block = acc[i * m:(i + 1) * m, j * n:(j + 1) * n]
+                        block = acc[i * m : (i + 1) * m, j * n : (j + 1) * n]
                         self._fold(_scale_pow2(block, -e), e)
                 acc.zero_()
                 done = 0
+        if split is not None:
+            with one_thread():
+                # A = A_hi + A_lo, B = B_hi + B_lo: A^T B = A_hi^T B_hi + A_lo^T B + A_hi^T B_lo
+                if sparse_a:
+                    ks, cols, vals = (torch.cat(t) for t in zip(*sparse_a))
+                    rows_b = self._rounded_rows(pre, ks, kind_b, None, hi_b)
+                    self._fold_sparse(cols, vals, rows_b, transpose=False)
+                if sparse_b:
+                    ks, cols, vals = (torch.cat(t) for t in zip(*sparse_b))
+                    rows_a = self._rounded_rows(post, ks, kind_a, lo_a, hi_a)
+                    self._fold_sparse(cols, vals, rows_a, transpose=True)
         return True
+
+    def _sample_low_bits(self, x: torch.Tensor, kind: str) -> list[int]:
+        """Sorted exponents of the lowest set bit of the rounded non-zero values of a strided
+        sample of ``x`` (at most ``_SAMPLE`` elements): what :func:`_plan_split` estimates from."""
+        flat = x.reshape(-1)
+        sample = flat[:: max(1, flat.numel() // _SAMPLE)]
+        v = self.fmt.quantize(sample) if kind == "quantize" else sample.to(torch.float64)
+        low = _low_bits(v[v != 0])
+        return [len(sample), *sorted(low.tolist())]
+
+    def _pipe_split(self, x, buf, kind, cut, hi, row0, found: list) -> torch.Tensor:
+        """Round (or copy) rows ``x`` (R, D) of a factor, write their multiples of ``2**cut``
+        (round to nearest) into ``buf`` (R, D) and append the non-zero remainders to ``found`` as
+        ``(row indices + row0, column indices, float64 values)``.  Every rounded value is below
+        ``2**hi`` and ``hi - cut <= 50``, so ``(v + C) - C`` rounds exactly at ``2**cut``; the
+        remainder keeps a subset of the value's bits (exact in the value's float type)."""
+        fmt = self.fmt
+        d = x.shape[1]
+        step = max(1, _SPLIT_BLOCK // max(d, 1))
+        for r0 in range(0, x.shape[0], step):
+            r1 = min(x.shape[0], r0 + step)
+            piece = x[r0:r1].reshape(-1)
+            v = fmt._quantize_block(piece) if kind == "quantize" else piece
+            single = v.dtype == torch.float32 and hi <= cut + 22 and -140 < cut < 100
+            v = v if single else v.to(torch.float64)
+            c = 1.5 * 2.0 ** (cut + (23 if single else 52))
+            upper = v + c
+            upper -= c
+            buf[r0:r1].view(-1).copy_(upper)
+            low = v - upper
+            idx = torch.nonzero(low).squeeze(1)
+            if idx.numel():
+                found.append((idx // d + (row0 + r0), idx % d, low[idx].to(torch.float64)))
+        return buf
+
+    def _rounded_rows(
+        self, x: torch.Tensor, ks: torch.Tensor, kind: str, cut: int | None, hi: int
+    ) -> torch.Tensor:
+        """Rows ``ks`` of the rounded factor ``x`` as float64 (E, D); with ``cut``, only their
+        multiples of ``2**cut`` as :meth:`_pipe_split` keeps them."""
+        uniq, inverse = torch.unique(ks, return_inverse=True)
+        rows = x[uniq]
+        v = self.fmt.quantize(rows) if kind == "quantize" else rows.to(torch.float64)
+        if cut is not None:
+            c = 1.5 * 2.0 ** (cut + 52)
+            v = (v + c) - c
+        return v[inverse]
+
+    def _fold_sparse(
+        self, idx: torch.Tensor, vals: torch.Tensor, rows: torch.Tensor, transpose: bool
+    ) -> None:
+        """Add ``vals[e] * rows[e, :]`` to accumulator row ``idx[e]`` (column when ``transpose``)
+        for every e, exactly: digit planes of both sides sized so that every sum of digit products
+        a row receives stays below 2**53."""
+        m, n = self.shape
+        count = int(torch.bincount(idx).max())
+        budget = _EXACT_BITS - max(0, math.ceil(math.log2(count)))
+        a = _FloatPlanes(vals, self._sig_bits)
+        b = _FloatPlanes(rows, self._sig_bits)
+        if a.empty or b.empty:
+            return
+        wa = min(range(1, budget), key=lambda w: -(-a.range_bits // w) * -(-b.range_bits // (budget - w)))
+        for ea, da in a.planes(wa):
+            for eb, db in b.planes(budget - wa):
+                acc = torch.zeros(
+                    n if transpose else m, m if transpose else n, dtype=torch.float64, device=self.device
+                )
+                acc.index_add_(0, idx, da[:, None] * db)
+                self._fold(acc.T if transpose else acc, ea + eb)
 
     def _pipe_planes(self, x, buf, kind, lo, width, count) -> torch.Tensor:
         """Round (or copy) rows ``x`` (R, D) of a factor and cut them into ``count`` float64
@@ -633,8 +737,12 @@ class Quire:
         hi = lo + width * count  # an upper bound of the factor's top bit
         # Round-to-nearest at a cut with the float unit, (v + C) - C, C = 1.5 * 2**(cut + mant):
         # exact when |v| < 2**(cut + mant - 1); the digit below it has at most `width` bits.
-        single = (fmt._single_ok(x) and fmt.fits_float32 and width <= 24
-                  and all(hi <= c + 22 and -120 < c < 100 for c in cuts))
+        single = (
+            fmt._single_ok(x)
+            and fmt.fits_float32
+            and width <= 24
+            and all(hi <= c + 22 and -120 < c < 100 for c in cuts)
+        )
         mant = 23 if single else 52
         magic = all(hi <= c + mant - 1 for c in cuts)
         step = max(1, _SPLIT_BLOCK // max(d, 1))
@@ -652,9 +760,9 @@ class Quire:
                     upper = v * 2.0**-cut
                     upper.trunc_()
                     upper *= 2.0**cut
-                torch.sub(v, upper, out=buf[r0:r1, p * d:(p + 1) * d])
+                torch.sub(v, upper, out=buf[r0:r1, p * d : (p + 1) * d])
                 v = upper
-            buf[r0:r1, (count - 1) * d:].copy_(v)
+            buf[r0:r1, (count - 1) * d :].copy_(v)
         return buf
 
     def _outer_planes(self, a, b, k: int) -> None:
@@ -687,7 +795,7 @@ class Quire:
         if length:
             self.widen(other._offset, other._offset + length)
             i = other._offset - self._offset
-            self._limbs[..., i:i + length] += other._limbs
+            self._limbs[..., i : i + length] += other._limbs
             self._pending += 1
         self._nar |= other._nar
         self.normalize()
@@ -761,8 +869,53 @@ class Quire:
         return torch.where(self._nar, torch.full_like(value, float("nan")), value)
 
     def __repr__(self) -> str:
-        return (f"Quire({self.fmt.name}, shape={tuple(self.shape)}, limbs=[{self._offset}, "
-                f"{self._offset + self._limbs.shape[-1]}))")
+        return (
+            f"Quire({self.fmt.name}, shape={tuple(self.shape)}, limbs=[{self._offset}, "
+            f"{self._offset + self._limbs.shape[-1]}))"
+        )
+
+
+def _low_bits(v: torch.Tensor) -> torch.Tensor:
+    """Exponent of the lowest set bit of each non-zero float64 value (int64)."""
+    mant, ex = torch.frexp(v)
+    sig = (mant * 2.0**_EXACT_BITS).to(torch.int64).abs()
+    lsb = torch.frexp((sig & -sig).to(torch.float64))[1].to(torch.int64) - 1
+    return ex.to(torch.int64) - _EXACT_BITS + lsb
+
+
+def _plan_split(fa, low_a: list[int], fb, low_b: list[int], k: int, m: int, n: int):
+    """Cuts ``(cut_a, cut_b, chunk)`` that make ``add_outer`` one dense GEMM per chunk of K on
+    the bits of each factor at or above its cut, the few values with bits below a cut going
+    through the sparse path, or None when :func:`_plan_widths`'s digit planes are cheaper.
+
+    ``low_*`` is ``[sample size, sorted lowest-bit exponents of the sample's non-zeros]``.
+    Exactness: ``(hi_a - cut_a) + (hi_b - cut_b) + log2(chunk) <= 53``.  The cost model is
+    :func:`_plan_widths`'s plus ``_SPARSE_COST`` per product of a sparse term, with the share of
+    values below a cut estimated from the sample.
+    """
+    (_, lo_a, hi_a), (_, lo_b, hi_b) = fa, fb
+    log_k = max(0, math.ceil(math.log2(max(k, 1))))
+
+    def below(low: list[int], cut: int) -> float:
+        return bisect.bisect_left(low, cut, 1) - 1 if cut > low[1] else 0
+
+    wa, wb, chunk = _plan_widths(hi_a - lo_a, hi_b - lo_b, k, m, n)
+    pa, pb = -(-(hi_a - lo_a) // wa), -(-(hi_b - lo_b) // wb)
+    best = (pa * pb * (k * m * n + -(-k // chunk) * m * n * 200) + (pa * k * m + pb * k * n) * 10, None)
+    for log_chunk in sorted({min(log_k, c) for c in (8, 10, 12, 16)}):
+        budget = _EXACT_BITS - log_chunk
+        for width_a in range(1, min(budget, 51)):
+            cut_a, cut_b = max(lo_a, hi_a - width_a), max(lo_b, hi_b - min(budget - width_a, 50))
+            share_a = below(low_a, cut_a) / low_a[0] if len(low_a) > 1 else 0.0
+            share_b = below(low_b, cut_b) / low_b[0] if len(low_b) > 1 else 0.0
+            cost = (
+                k * m * n * (1 + _SPARSE_COST * (share_a + share_b))
+                + -(-k // (1 << log_chunk)) * m * n * 200
+                + (k * m + k * n) * 20
+            )
+            if cost < best[0]:
+                best = (cost, (cut_a, cut_b, 1 << log_chunk))
+    return best[1]
 
 
 def _plan_widths(range_a: int, range_b: int, k: int, m: int, n: int) -> tuple[int, int, int]:
