@@ -33,9 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=None, help="override training.seed")
     train.add_argument("--max-train", type=int, default=None, help="use only the first N training samples")
     train.add_argument("--device", default="cpu", help="torch device: cpu (default), cuda, cuda:N")
-    train.add_argument("--mode", default=None, choices=("bptt", "bptt_checkpoint", "eprop", "ottt"),
-                       help="training mode for loss-based models (default: the model's rule); "
-                       "bptt_checkpoint, eprop and ottt bound memory in the number of steps")
+    train.add_argument("--mode", default=None,
+                       choices=("bptt", "bptt_checkpoint", "eprop", "ottt", "reversible"),
+                       help="training mode for loss-based models (default: the model's rule; reversible "
+                       "for models with a [reversible] section); bptt_checkpoint, eprop, ottt and "
+                       "reversible bound memory in the number of steps")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(func=_cmd_train)
 
@@ -53,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("model", help="model file or bundled model name")
     plan.add_argument("--batch", type=int, default=None, help="batch size (default: the model's microbatch)")
     plan.add_argument("--steps", type=int, default=None, help="time steps (default: duration / dt)")
-    plan.add_argument("--mode", default=None, help="bptt, bptt_checkpoint, ottt or eprop (default: all)")
+    plan.add_argument("--mode", default=None, help="bptt, bptt_checkpoint, reversible, ottt or eprop "
+                      "(default: all the model allows)")
     plan.add_argument("--budget", default=None, help="e.g. 2x (of inference) or 512MiB; exit 1 if over")
     plan.add_argument("--json", action="store_true", help="print JSON instead of a table")
     plan.set_defaults(func=lambda a: _call("neuro.plan", "plan_main", str(_resolve_model(a.model)), a.batch,
@@ -189,7 +192,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     _init_distributed(args.device)
     try:
         rules = {p.rule for p in graph.projections.values()}
-        if rules & local_rules:
+        if graph.reversible is not None or args.mode == "reversible":
+            if args.mode not in (None, "reversible"):
+                raise ValueError(f"{graph.name} has a [reversible] section: it trains in mode "
+                                 "reversible only")
+            from neuro.train_reversible import train_reversible
+
+            result = train_reversible(graph, **kwargs)
+        elif rules & local_rules:
             from neuro.plasticity import train_local
 
             result = train_local(graph, **kwargs)

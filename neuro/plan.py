@@ -65,6 +65,8 @@ __all__ = [
     "MemoryPlan",
     "TensorBytes",
     "memory_plan",
+    "modes_for",
+    "reversible_side_bytes",
     "all_plans",
     "pick_mode",
     "parse_budget",
@@ -72,8 +74,16 @@ __all__ = [
     "format_table",
 ]
 
-MODES = ("bptt", "bptt_checkpoint", "ottt", "eprop")
+MODES = ("bptt", "bptt_checkpoint", "reversible", "ottt", "eprop")
 MODE_PREFERENCE = MODES
+#: Assumed fraction of LIF neuron-steps that spike, for the reversible side records (4 bytes a spike).
+REVERSIBLE_SPIKE_RATE = 0.1
+#: Transient float64 ``(B, n)`` tensors per neuron of a reversible model: a forward step (inference),
+#: and a backward step (inversion, local recomputation and its gradients), measured with TensorBytes.
+REVERSIBLE_FORWARD_PER_NEURON = 13
+REVERSIBLE_BACKWARD_PER_NEURON = 50
+#: Time steps of error signals per engine call in the reversible backward (neuro.train_reversible.CHUNK).
+REVERSIBLE_CHUNK = 16
 #: Limbs per quire entry allocated up front (see the module docstring).
 QUIRE_LIMBS = 8
 #: Bytes of transient engine memory per entry of the largest weight during ``step`` (Adam).
@@ -83,7 +93,7 @@ SAVED_PER_NEURON_STEP = 4
 #: Transient components by phase: the forward/backward pass frees its activations before
 #: ``UpdateEngine.step`` allocates its workspace, so a training peak adds the larger phase only.
 PHASES = {
-    "forward_backward": ("saved_activations", "step_workspace"),
+    "forward_backward": ("saved_activations", "step_workspace", "side_records", "signal_chunks"),
     "update": ("engine_workspace",),
 }
 _STATE_SLOTS = {"LIF": 3, "LIFBox": 3, "AdaptiveLIF": 4, "LI": 3}
@@ -184,13 +194,14 @@ def _base(graph: ModelGraph, batch: int, steps: int) -> dict[str, int]:
     }
 
 
-def _engine(graph: ModelGraph) -> dict[str, int]:
+def _engine(graph: ModelGraph, extra: tuple[tuple[int, int], ...] = ()) -> dict[str, int]:
+    """Engine components for the trained projections plus ``extra`` (rows, cols) weights."""
     trained = _trained(graph)
-    numel = [math.prod(graph.weight_shape(n)) for n in trained]
+    numel = [math.prod(graph.weight_shape(n)) for n in trained] + [m * n for m, n in extra]
     if not numel:
         return {}
     biggest = max(trained, key=lambda n: math.prod(graph.weight_shape(n)))
-    m, n = _rows_cols(graph, biggest)
+    m, n = max([_rows_cols(graph, biggest), *extra], key=math.prod)
     buf = 8  # Adam moments: float64 for the 32-bit quire formats neuro.train uses
     return {
         "quires": sum(numel) * (8 * QUIRE_LIMBS + 1),
@@ -200,8 +211,64 @@ def _engine(graph: ModelGraph) -> dict[str, int]:
     }
 
 
+def modes_for(graph: ModelGraph) -> tuple[str, ...]:
+    """The training modes a graph allows: ``("reversible",)`` with a ``[reversible]`` section, else
+    the other modes of :data:`MODES`."""
+    return ("reversible",) if graph.reversible is not None else tuple(m for m in MODES if m != "reversible")
+
+
+def _reversible_layers(graph: ModelGraph) -> tuple[list[int], list[tuple[int, int]]]:
+    """Neurons per layer (LIF population, two sublayers per block, LI readout) and the block
+    weights' shapes of a graph with a ``[reversible]`` section."""
+    spec = graph.reversible
+    width = graph.populations[spec.population].size // 2
+    sizes = [2 * width] + [width] * (2 * spec.blocks) + [graph.populations[graph.output].size]
+    return sizes, [(width, width)] * (2 * spec.blocks)
+
+
+def reversible_side_bytes(graph: ModelGraph, batch: int, steps: int, spike_rate: float) -> int:
+    """Side records of a reversible forward pass (bytes), kept until the backward pass reads them:
+
+        T * ( sum_LIF 3 ceil(B n / 8)  +  2 ceil(B K / 8)  +  4 rate B sum_LIF n )
+
+    (spike, membrane-leak and current-leak bits of every LIF neuron, two leak bits per LI readout
+    neuron, packed 8 to a byte, and the int32 pre-reset membrane of each spike).  At 10 % spikes that
+    is 3 + 3.2 = 6.2 bits per LIF neuron-step, against 4 float32 (128 bits) for BPTT.
+    """
+    sizes, _ = _reversible_layers(graph)
+    lif = sizes[:-1]
+    per_step = sum(3 * math.ceil(batch * n / 8) for n in lif) + 2 * math.ceil(batch * sizes[-1] / 8)
+    return steps * (per_step + round(4 * spike_rate * batch * sum(lif)))
+
+
+def _reversible(graph: ModelGraph, batch: int, steps: int, spike_rate: float, chunk: int,
+                training: bool) -> dict[str, int]:
+    """Components of the reversible model (float64 fixed-point arithmetic, :mod:`neuro.train_reversible`)."""
+    sizes, blocks = _reversible_layers(graph)
+    shapes = [_rows_cols(graph, n) for n in graph.projections] + blocks
+    numel = sum(m * n for m, n in shapes)
+    storage = _STORAGE_BYTES[graph.projections[next(iter(graph.projections))].format]
+    neurons = sum(sizes)
+    n_in = sum(p.size for p in graph.inputs())
+    out = {
+        "weights": numel * storage,
+        "weight_tensors": numel * 8,  # the float64 quantised copies used by every step
+        "neuron_states": 2 * batch * neurons * 8,  # (v, i) of every layer
+        "readout": batch * sizes[-1] * (16 if training else 8),  # running max (+ its time step)
+        "input_buffer": steps * batch * n_in * _dtype_bytes(graph),
+        "step_workspace": REVERSIBLE_FORWARD_PER_NEURON * batch * neurons * 8,
+    }
+    if training:
+        out["step_workspace"] = REVERSIBLE_BACKWARD_PER_NEURON * batch * neurons * 8
+        out["side_records"] = reversible_side_bytes(graph, batch, steps, spike_rate)
+        out["signal_chunks"] = chunk * batch * sum(m + n for m, n in shapes) * 8
+        out.update(_engine(graph, tuple(blocks)))
+    return out
+
+
 def memory_plan(graph: ModelGraph, *, batch: int | None = None, steps: int | None = None,
-                mode: str = "eprop", segment: int | None = None, chunk: int = 8) -> MemoryPlan:
+                mode: str = "eprop", segment: int | None = None, chunk: int = 8,
+                spike_rate: float = REVERSIBLE_SPIKE_RATE) -> MemoryPlan:
     """The memory plan of ``graph`` for ``batch`` samples x ``steps`` time steps in ``mode``.
 
     Args:
@@ -211,11 +278,22 @@ def memory_plan(graph: ModelGraph, *, batch: int | None = None, steps: int | Non
         mode: one of :data:`MODES`.
         segment: checkpoint segment length for ``bptt_checkpoint`` (default ``ceil(sqrt(T))``).
         chunk: time steps per engine call in the online modes.
+        spike_rate: fraction of LIF neuron-steps that spike (``reversible``: 4 bytes of side record each).
     """
     if mode not in MODES:
         raise ValueError(f"memory_plan: mode must be one of {MODES}, got {mode!r}")
+    if mode not in modes_for(graph):
+        raise ValueError(f"memory_plan: {graph.name} allows modes {', '.join(modes_for(graph))}, not {mode!r}"
+                         + (" (it has no [reversible] section)" if mode == "reversible" else
+                            " (it has a [reversible] section)"))
     batch = graph.training.microbatch if batch is None else int(batch)
     steps = graph.steps if steps is None else int(steps)
+    if mode == "reversible":
+        return MemoryPlan(model=graph.name, mode=mode, batch=batch, steps=steps,
+                          inference=_reversible(graph, batch, steps, spike_rate, REVERSIBLE_CHUNK, False),
+                          training=_reversible(graph, batch, steps, spike_rate, REVERSIBLE_CHUNK, True),
+                          notes=[f"side records assume {spike_rate:.0%} of LIF neuron-steps spike "
+                                 "(3 bits per neuron-step + 4 bytes per spike)"])
     d = _dtype_bytes(graph)
     inference = _base(graph, batch, steps)
     training = dict(inference)
@@ -253,8 +331,8 @@ def memory_plan(graph: ModelGraph, *, batch: int | None = None, steps: int | Non
 
 
 def all_plans(graph: ModelGraph, *, batch: int | None = None, steps: int | None = None) -> list[MemoryPlan]:
-    """One plan per mode of :data:`MODES`."""
-    return [memory_plan(graph, batch=batch, steps=steps, mode=m) for m in MODES]
+    """One plan per mode the graph allows (:func:`modes_for`)."""
+    return [memory_plan(graph, batch=batch, steps=steps, mode=m) for m in modes_for(graph)]
 
 
 _BUDGET = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(x|b|kb|kib|mb|mib|gb|gib)?\s*$", re.IGNORECASE)
@@ -330,8 +408,9 @@ def plan_main(path: str, batch: int | None = None, steps: int | None = None, mod
     try:
         graph = load_model(path)
         spec_budget = parse_budget(budget) if budget is not None else None
-        if mode is not None and mode not in MODES:
-            raise ValueError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if mode is not None and mode not in modes_for(graph):
+            raise ValueError(f"--mode must be one of {', '.join(modes_for(graph))} for {graph.name}, "
+                             f"got {mode!r}")
         every = all_plans(graph, batch=batch, steps=steps)
         plans = [p for p in every if p.mode == mode] if mode else every
     except (ModelFileError, ValueError, OSError) as exc:
@@ -342,7 +421,7 @@ def plan_main(path: str, batch: int | None = None, steps: int | None = None, mod
     if spec_budget is not None:
         fitting = pick_mode(graph, spec_budget, batch=batch, steps=steps)
         chosen = chosen or fitting
-    chosen = chosen or next(p for p in plans if p.mode == "eprop")
+    chosen = chosen or next((p for p in plans if p.mode == "eprop"), plans[0])
     if as_json:
         out = chosen.to_dict()
         out["plans"] = {p.mode: p.to_dict() for p in every}

@@ -140,9 +140,11 @@ class LIFFixedParameters:
         half = 2 ** (self.decay_bits - 1)
         for name, num in (("tau_mem_inv", self.mem_num), ("tau_syn_inv", self.syn_num)):
             if not half < num < 2 * half:
-                raise ValueError(f"LIFFixedParameters: 1 - dt*{name} must round to a decay in (1/2, 1) "
-                                 f"with {self.decay_bits} bits (got {num}/{2 * half}); one stored bit per "
-                                 "neuron-step needs a decay above 1/2")
+                raise ValueError(
+                    f"LIFFixedParameters: 1 - dt*{name} must round to a decay in (1/2, 1) "
+                    f"with {self.decay_bits} bits (got {num}/{2 * half}); one stored bit per "
+                    "neuron-step needs a decay above 1/2"
+                )
         for name in ("v_leak", "v_th", "v_reset"):
             val = getattr(self, name)
             if val * 2**V_FRAC != round(val * 2**V_FRAC):
@@ -183,26 +185,45 @@ def _lif_step(x, wq, v, i, p: LIFFixedParameters, surrogate: str, scale: float):
         wq: quantised weight ``(width, width)``.
         v, i: membrane (V) and synaptic current ``(B, width)`` on the ``2**-V_FRAC`` grid.
     Returns:
-        ``(z, v_new, i_dec, v_dec, i_new)``: spikes (0/1), the new state, and the pre-reset membrane
-        and the undecayed current (for the side buffer).
+        ``(z, v_new, i_dec, v_dec, i_new, c)``: spikes (0/1), the new state, the pre-reset membrane
+        and the undecayed current (for the side buffer), and the projected current ``(B, width)``.
     """
     c = tnf.linear(x, wq)
-    i_new = i + c
-    v_dec = _floor_q(v * p.a) + _floor_q((i_new + p.v_leak) * (1.0 - p.a))
-    i_dec = _floor_q(i_new * p.s)
+    v_dec, i_dec, i_new = _leaky_step(c, v, i, p)
     z = spike_fn(v_dec - p.v_th, surrogate, scale)
     v_new = (1 - z) * v_dec + z * p.v_reset
-    return z, v_new, i_dec, v_dec, i_new
+    return z, v_new, i_dec, v_dec, i_new, c
+
+
+def _leaky_step(c, v, i, p: LIFFixedParameters):
+    """The leaky integration shared by LIF sublayers and the LI readout: ``(v_dec, i_dec, i_new)``."""
+    i_new = i + c
+    v_dec = _floor_q(v * p.a) + _floor_q((i_new + p.v_leak) * (1.0 - p.a))
+    return v_dec, _floor_q(i_new * p.s), i_new
+
+
+def li_step(x, wq, v, i, p: LIFFixedParameters):
+    """One step of a fixed-point leaky-integrator readout (Norse ``LI``, no spikes).
+
+    Args:
+        x: input activity ``(B, n)`` on the ``2**-X_FRAC`` grid; wq: quantised weight ``(K, n)``.
+        v, i: membrane and current ``(B, K)`` on the ``2**-V_FRAC`` grid.
+    Returns:
+        ``(v_new, i_dec, i_new, c)``.
+    """
+    c = tnf.linear(x, wq)
+    v_new, i_dec, i_new = _leaky_step(c, v, i, p)
+    return v_new, i_dec, i_new, c
 
 
 def _block_step(x1, x2, state, wf, wg, p, surrogate, scale):
     """One step of a block: ``y1 = x1 + F(x2)``, ``y2 = x2 + G(y1)``; ``state = (vF, iF, vG, iG)``."""
     vf, i_f, vg, ig = state
-    zf, vf, i_f, vf_dec, if_new = _lif_step(x2, wf, vf, i_f, p, surrogate, scale)
+    zf, vf, i_f, vf_dec, if_new, cf = _lif_step(x2, wf, vf, i_f, p, surrogate, scale)
     y1 = x1 + zf
-    zg, vg, ig, vg_dec, ig_new = _lif_step(y1, wg, vg, ig, p, surrogate, scale)
+    zg, vg, ig, vg_dec, ig_new, cg = _lif_step(y1, wg, vg, ig, p, surrogate, scale)
     y2 = x2 + zg
-    return y1, y2, (vf, i_f, vg, ig), ((zf, vf_dec, if_new), (zg, vg_dec, ig_new))
+    return y1, y2, (vf, i_f, vg, ig), ((zf, vf_dec, if_new, cf), (zg, vg_dec, ig_new, cg))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -278,8 +299,12 @@ def _compact(excess: torch.Tensor) -> torch.Tensor:
 def _record(v_before, z, v_dec, i_new, p: LIFFixedParameters) -> _SideRecord:
     k = p.decay_bits
     mask = z.bool()
-    return _SideRecord(spikes=_pack(mask), v_bits=_pack(_leak_bit(v_before, p.mem_num, k)),
-                       i_bits=_pack(_leak_bit(i_new, p.syn_num, k)), v_spiked=_compact(v_dec[mask] - p.v_th))
+    return _SideRecord(
+        spikes=_pack(mask),
+        v_bits=_pack(_leak_bit(v_before, p.mem_num, k)),
+        i_bits=_pack(_leak_bit(i_new, p.syn_num, k)),
+        v_spiked=_compact(v_dec[mask] - p.v_th),
+    )
 
 
 def _lif_inverse(x, wq, v_new, i_dec, rec: _SideRecord, p: LIFFixedParameters):
@@ -293,6 +318,25 @@ def _lif_inverse(x, wq, v_new, i_dec, rec: _SideRecord, p: LIFFixedParameters):
     q = v_dec - _floor_q((i_new + p.v_leak) * (1.0 - p.a))
     v = _unleak(q, _unpack(rec.v_bits, shape), p.mem_num, k)
     return mask.to(_DTYPE), v, i
+
+
+def li_record(v_before, i_new, p: LIFFixedParameters) -> _SideRecord:
+    """Side record of an LI step: only the two leak bits (no spikes, no reset)."""
+    k, empty = p.decay_bits, v_before.new_empty(0, dtype=torch.uint8)
+    return _SideRecord(
+        spikes=empty,
+        v_bits=_pack(_leak_bit(v_before, p.mem_num, k)),
+        i_bits=_pack(_leak_bit(i_new, p.syn_num, k)),
+        v_spiked=empty.to(torch.int32),
+    )
+
+
+def li_inverse(x, wq, v_new, i_dec, rec: _SideRecord, p: LIFFixedParameters):
+    """Invert :func:`li_step` exactly: returns the previous ``(v, i)``."""
+    k, shape = p.decay_bits, v_new.shape
+    i_new = _unleak(i_dec, _unpack(rec.i_bits, shape), p.syn_num, k)
+    q = v_new - _floor_q((i_new + p.v_leak) * (1.0 - p.a))
+    return _unleak(q, _unpack(rec.v_bits, shape), p.mem_num, k), i_new - tnf.linear(x, wq)
 
 
 def _check_range(x1, x2, state) -> None:
@@ -341,7 +385,7 @@ class _ReversibleFunction(torch.autograd.Function):
                     trace.append(_snapshot("forward", t, b, a1, a2, states[b]))
                 old, wf, wg = states[b], weights[2 * b], weights[2 * b + 1]
                 a1, a2, states[b], aux = _block_step(a1, a2, old, wf, wg, p, sur, scale)
-                (zf, vf_dec, if_new), (zg, vg_dec, ig_new) = aux
+                (zf, vf_dec, if_new, _), (zg, vg_dec, ig_new, _) = aux
                 side[b][t] = (_record(old[0], zf, vf_dec, if_new, p), _record(old[2], zg, vg_dec, ig_new, p))
                 _check_range(a1, a2, states[b])
             y1[t], y2[t] = a1, a2
@@ -381,14 +425,16 @@ class _ReversibleFunction(torch.autograd.Function):
                 # local recomputation under autograd
                 with torch.enable_grad():
                     ins = [x1.requires_grad_(), x2.requires_grad_(), *(s.requires_grad_() for s in prev)]
-                    o1, o2, new_state, _ = _block_step(ins[0], ins[1], tuple(ins[2:]), leaves[2 * b],
-                                                       leaves[2 * b + 1], p, sur, scale)
+                    o1, o2, new_state, _ = _block_step(
+                        ins[0], ins[1], tuple(ins[2:]), leaves[2 * b], leaves[2 * b + 1], p, sur, scale
+                    )
                     outs, gouts = [o1, o2], [g1, g2]
                     if gstate[b] is not None:
                         outs += list(new_state)
                         gouts += list(gstate[b])
-                    grads = torch.autograd.grad(outs, ins + [leaves[2 * b], leaves[2 * b + 1]], gouts,
-                                                allow_unused=True)
+                    grads = torch.autograd.grad(
+                        outs, ins + [leaves[2 * b], leaves[2 * b + 1]], gouts, allow_unused=True
+                    )
                 g1, g2 = grads[0], grads[1]
                 gstate[b] = tuple(grads[2:6])
                 for j, g in ((2 * b, grads[6]), (2 * b + 1, grads[7])):
@@ -414,9 +460,17 @@ class ReversibleBlock(torch.nn.Module):
         generator: for the initial weights.
     """
 
-    def __init__(self, width: int, *, weight_scale: float = 1.0, generator: torch.Generator | None = None,
-                 params: LIFFixedParameters | None = None, surrogate: str = "superspike", scale: float = 10.0,
-                 reversible: bool = True) -> None:
+    def __init__(
+        self,
+        width: int,
+        *,
+        weight_scale: float = 1.0,
+        generator: torch.Generator | None = None,
+        params: LIFFixedParameters | None = None,
+        surrogate: str = "superspike",
+        scale: float = 10.0,
+        reversible: bool = True,
+    ) -> None:
         super().__init__()
         if width > MAX_WIDTH:
             raise ValueError(f"ReversibleBlock: width {width} > {MAX_WIDTH}: the projection would be inexact")
@@ -455,13 +509,23 @@ class ReversibleStack(torch.nn.Module):
         last_side_bytes: bytes of the side buffer stored by the last reversible forward.
     """
 
-    def __init__(self, n_blocks: int, width: int, *, params: LIFFixedParameters | None = None,
-                 surrogate: str = "superspike", scale: float = 10.0, reversible: bool = True,
-                 weight_scale: float = 1.0, seed: int | None = 0) -> None:
+    def __init__(
+        self,
+        n_blocks: int,
+        width: int,
+        *,
+        params: LIFFixedParameters | None = None,
+        surrogate: str = "superspike",
+        scale: float = 10.0,
+        reversible: bool = True,
+        weight_scale: float = 1.0,
+        seed: int | None = 0,
+    ) -> None:
         super().__init__()
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
-        self.blocks = torch.nn.ModuleList(ReversibleBlock(width, weight_scale=weight_scale, generator=gen)
-                                          for _ in range(n_blocks))
+        self.blocks = torch.nn.ModuleList(
+            ReversibleBlock(width, weight_scale=weight_scale, generator=gen) for _ in range(n_blocks)
+        )
         self.params = params or LIFFixedParameters()
         self.surrogate, self.scale, self.reversible = surrogate, float(scale), reversible
         self.width = width
@@ -478,8 +542,9 @@ class ReversibleStack(torch.nn.Module):
 
 def _run(owner, blocks, x1, x2):
     if x1.shape != x2.shape or x1.dim() != 3:
-        raise ValueError(f"reversible: x1, x2 must both be (T, B, width); got {tuple(x1.shape)}, "
-                         f"{tuple(x2.shape)}")
+        raise ValueError(
+            f"reversible: x1, x2 must both be (T, B, width); got {tuple(x1.shape)}, {tuple(x2.shape)}"
+        )
     x1 = quantize(x1.to(_DTYPE), X_FRAC)
     x2 = quantize(x2.to(_DTYPE), X_FRAC)
     weights = [w for blk in blocks for w in blk.quantized_weights()]

@@ -61,6 +61,7 @@ from neuro.graph import (
     ModelGraph,
     Population,
     Projection,
+    ReversibleSpec,
     TrainingSpec,
 )
 
@@ -429,7 +430,7 @@ _CROSSCHECK: dict[str, _Param] = {
     "weight_atol": ("number", CROSSCHECK_DEFAULTS["weight_atol"], ">=0"),
 }
 
-_TOP_LEVEL = ("model", "populations", "projections", "inputs", "data", "training", "crosscheck")
+_TOP_LEVEL = ("model", "populations", "projections", "inputs", "data", "training", "crosscheck", "reversible")
 _MODEL_KEYS = ("name", "description", "dt", "duration", "output", "format")
 _PROJECTION_KEYS = (
     "source", "target", "kind", "init", "format", "algebra", "grades", "delay", "rule",
@@ -715,6 +716,13 @@ def model_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> ModelGra
     cross_table = top.sub("crosscheck") or _Table(source, {}, "crosscheck")
     crosscheck = {k: cross_table.param(k, spec) for k, spec in _CROSSCHECK.items()}
     cross_table.finish(_CROSSCHECK)
+    reversible = None
+    rev_table = top.sub("reversible")
+    if rev_table is not None:
+        reversible = ReversibleSpec(population=rev_table.string("population"),
+                                    blocks=rev_table.integer("blocks", 2, low=1),
+                                    weight_scale=rev_table.quantity("weight_scale", "number", 1.0, ">0"))
+        rev_table.finish(("population", "blocks", "weight_scale"))
     top.finish(_TOP_LEVEL)
 
     candidates = None
@@ -736,6 +744,7 @@ def model_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> ModelGra
             data=None if dataspec is None else DataSpec(*dataspec),
             training=TrainingSpec(**training),
             crosscheck=CrosscheckSpec(**crosscheck),
+            reversible=reversible,
         )
     except GraphError as exc:
         if exc.key == "model.output" and candidates is not None and len(candidates) != 1:
@@ -1067,4 +1076,8 @@ def dump_model(graph: ModelGraph) -> str:
     lines += ["", "[crosscheck]"]
     for key, value in graph.crosscheck.to_dict().items():
         lines.append(f"{key} = {_format_param(value, _CROSSCHECK[key])}")
+    if graph.reversible is not None:
+        rev = graph.reversible
+        lines += ["", "[reversible]", f"population = {_toml_string(rev.population)}",
+                  f"blocks = {rev.blocks}", f"weight_scale = {rev.weight_scale!r}"]
     return "\n".join(lines) + "\n"
