@@ -18,7 +18,10 @@ Protocol options (the ``[data]`` table; keys this module consumes, all optional)
     ``update_interval``: e.g. ``"10 ms"`` (default 10 ms).  ``trials``: independent trials run as a
     batch (poisson scenarios, default 1).  ``snapshots``: weight snapshots kept for the histogram
     over time (default 50).  Digits: ``normalise`` (sum of each neuron's input weights, default
-    off), ``label_samples`` (training samples used for label assignment, default all).
+    off), ``label_samples`` (training samples used for label assignment, default all),
+    ``min_spikes`` / ``rate_step`` / ``max_presentations`` (Diehl & Cook's re-presentation: a sample
+    that drew fewer than ``min_spikes`` output spikes is shown again with its rate raised by
+    ``rate_step``, e.g. ``"32 Hz"``, at most ``max_presentations`` times, default 10; off by default).
     Distal reward: ``rewarded`` (index of the rewarded synapse, default 0), ``reward`` (dopamine
     per reward, default 0.5), ``reward_window`` ("10 ms": post spike this soon after a pre spike of
     the rewarded synapse earns a reward), ``reward_delay`` (["1 s", "3 s"], uniform).
@@ -60,14 +63,15 @@ LOCAL_RULES = ("stdp_pair", "stdp_triplet", "rstdp")
 _F64 = torch.float64
 
 
-def _time(value, default: float) -> float:
+def _time(value, default: float, parse: str = "parse_time") -> float:
+    """A ``[data]`` option in seconds (``"10 ms"`` or a number); ``parse="parse_rate"`` for Hz."""
     if value is None:
         return default
     if isinstance(value, int | float):
         return float(value)
-    from neuro.spec import parse_time
+    from neuro import spec
 
-    return parse_time(str(value))
+    return getattr(spec, parse)(str(value))
 
 
 def rule_for(graph: ModelGraph, name: str):
@@ -89,6 +93,7 @@ def rule_for(graph: ModelGraph, name: str):
             lo,
             hi,
             params.get("pairing", "all_to_all"),
+            float(params.get("x_tar", 0.0)),
         )
         return PairSTDP(p, graph.dt)
     if proj.rule == "stdp_triplet":
@@ -336,6 +341,9 @@ _OWN_KEYS = (
     "reward_delay",
     "naive_rounding",
     "rounding",
+    "min_spikes",
+    "rate_step",
+    "max_presentations",
 )
 
 
@@ -476,32 +484,50 @@ def _digits_run(
     order=None,
     progress=False,
     desc="",
+    retry: tuple[int, float, int] = (0, 0.0, 1),
 ):
     """Present every sample of ``dataset`` (in ``order``), ``batch`` at a time; return spike counts
-    ``(S, M)`` and the adaptive thresholds after the pass."""
+    ``(S, M)`` and the adaptive thresholds after the pass.
+
+    ``retry = (min_spikes, rate_step_hz, max_presentations)``: a sample that drew fewer than
+    ``min_spikes`` output spikes is presented again (state at rest, thresholds kept) with its
+    Poisson rate raised by ``rate_step_hz``, up to ``max_presentations`` times (Diehl & Cook 2015);
+    its counts are those of the last presentation."""
+    from dataclasses import replace
+
     from tqdm.auto import tqdm
 
+    min_spikes, rate_step, tries = retry
     n = len(dataset)
     order = torch.arange(n) if order is None else order
     counts = torch.zeros(n, loop.pop.size, dtype=torch.int64)
     bar = tqdm(range(0, n, batch), desc=desc, disable=not progress, leave=False)
     for start in bar:
         idx = order[start : start + batch]
-        x = dataset.encode(idx, epoch, graph.steps, graph.dt, encoder=encoder) > 0
-        if learn and normalise:
-            from neuro.rules.homeostasis import normalisation_contribute
+        for attempt in range(tries):
+            enc = (
+                encoder
+                if attempt == 0
+                else replace(encoder, max_rate_hz=encoder.max_rate_hz + attempt * rate_step)
+            )
+            x = dataset.encode(idx, epoch + 1000 * attempt, graph.steps, graph.dt, encoder=enc) > 0
+            if learn and normalise:
+                from neuro.rules.homeostasis import normalisation_contribute
 
-            normalisation_contribute(loop.engine, loop.weight, normalise)
-            loop.engine.step()
-        loop.reset(len(idx), theta)
-        th0 = loop.state.theta.clone()
-        c = torch.zeros(len(idx), loop.pop.size, dtype=torch.int64)
-        for s in range(0, graph.steps, interval):
-            out = loop.run_interval(x[s : s + interval], learn=learn)
-            c += out.sum(0)
-        counts[idx] = c
-        if learn and loop.pop.type == "AdaptiveLIF":
-            theta = theta + (loop.state.theta - th0).sum(0).to(theta.dtype)
+                normalisation_contribute(loop.engine, loop.weight, normalise)
+                loop.engine.step()
+            loop.reset(len(idx), theta)
+            th0 = loop.state.theta.clone()
+            c = torch.zeros(len(idx), loop.pop.size, dtype=torch.int64)
+            for s in range(0, graph.steps, interval):
+                out = loop.run_interval(x[s : s + interval], learn=learn)
+                c += out.sum(0)
+            counts[idx] = c
+            if learn and loop.pop.type == "AdaptiveLIF":
+                theta = theta + (loop.state.theta - th0).sum(0).to(theta.dtype)
+            idx = idx[c.sum(1) < min_spikes]
+            if idx.numel() == 0:
+                break
     return counts, theta
 
 
@@ -678,6 +704,20 @@ def train_local(
         torch.set_num_threads(threads)
 
 
+def _retry_options(name: str, opts: dict) -> tuple[int, float, int]:
+    """``(min_spikes, rate_step_hz, max_presentations)`` from the ``[data]`` table, validated."""
+    min_spikes = opts.get("min_spikes", 0)
+    if isinstance(min_spikes, bool) or not isinstance(min_spikes, int) or min_spikes < 0:
+        raise ValueError(f"{name}: data.min_spikes must be an integer >= 0, got {min_spikes!r}")
+    tries = opts.get("max_presentations", 10 if min_spikes else 1)
+    if isinstance(tries, bool) or not isinstance(tries, int) or tries < 1:
+        raise ValueError(f"{name}: data.max_presentations must be an integer >= 1, got {tries!r}")
+    step = _time(opts.get("rate_step"), 0.0, "parse_rate")
+    if min_spikes and not step > 0:
+        raise ValueError(f'{name}: data.min_spikes needs data.rate_step > 0 (e.g. "32 Hz"), got {step!r}')
+    return min_spikes, step, tries
+
+
 def _train_digits(
     graph, network, loop, opts, seed, epochs, progress, max_train, metrics, history, interval_s
 ):
@@ -694,6 +734,7 @@ def _train_digits(
     normalise = opts.get("normalise")
     normalise = float(normalise) if normalise else None
     batch = graph.training.batch_size
+    retry = _retry_options(graph.name, opts)
     theta = torch.zeros(loop.pop.size, dtype=_F64)
     history.update({"epoch": [], "train_accuracy": [], "test_accuracy": [], "post_rate_hz": []})
     for epoch in range(epochs):
@@ -711,6 +752,7 @@ def _train_digits(
             normalise=normalise,
             theta=theta,
             order=order,
+            retry=retry,
             progress=progress,
             desc=f"epoch {epoch + 1}/{epochs}",
         )
@@ -729,6 +771,7 @@ def _train_digits(
             interval=graph.steps,
             normalise=None,
             theta=theta,
+            retry=retry,
         )
         assignment = assign_labels(c_train, label_set.labels, 10)
         train_acc = float((predict(c_train, assignment, 10) == label_set.labels).double().mean())
@@ -743,6 +786,7 @@ def _train_digits(
             interval=graph.steps,
             normalise=None,
             theta=theta,
+            retry=retry,
         )
         test_acc = float((predict(c_test, assignment, 10) == test_set.labels).double().mean())
         history["epoch"].append(epoch + 1)
@@ -764,6 +808,8 @@ def _train_digits(
             "presentation_s": graph.steps * graph.dt,
             "mean_threshold_rise": float(theta.mean()),
             "neurons_per_class": torch.bincount(assignment, minlength=10).tolist(),
+            "silent_test_samples": int((c_test.sum(1) == 0).sum()),
+            "responsive_neurons": int((c_train.sum(0) > 0).sum()),
         }
     )
 
