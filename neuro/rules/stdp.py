@@ -170,6 +170,8 @@ class PairSTDPParameters(NamedTuple):
         w_min, w_max: weight range used by the weight dependence (the engine clamps to the
             projection's bounds).
         pairing: ``"all_to_all"`` or ``"nearest"``.
+        x_tar: presynaptic target trace (Diehl & Cook 2015): a post spike changes the weight by
+            ``a_plus (x_pre - x_tar) f+(w)``, so synapses whose input was silent are depressed.
     """
 
     tau_plus: float = 20e-3
@@ -180,6 +182,7 @@ class PairSTDPParameters(NamedTuple):
     w_min: float = 0.0
     w_max: float = 1.0
     pairing: str = "all_to_all"
+    x_tar: float = 0.0
 
 
 class PairSTDPState(NamedTuple):
@@ -258,14 +261,19 @@ def pair_contribute(engine, weight: torch.Tensor, terms: PairTerms, p: PairSTDPP
 
     Additive (``mu == 0``): ``accumulate_outer(w, z_post, x_pre, a_plus)`` and
     ``accumulate_outer(w, x_post, z_pre, -a_minus)`` over the ``L * B`` rows that hold a spike
-    (the others add zero); every product is exact.  Weight-dependent (``mu != 0``): per sample
-    ``a_plus f+(w) * sum_t z_post x_pre - a_minus f-(w) * sum_t x_post z_pre`` (``(B, M, N)``) via
-    ``engine.accumulate`` (each entry rounded once to the engine's format, then summed exactly).
+    (the others add zero); every product is exact; ``x_tar`` adds ``accumulate_outer(w, post spike
+    counts, 1, -a_plus x_tar)``.  Weight-dependent (``mu != 0``): per sample ``a_plus f+(w) * sum_t z_post
+    (x_pre - x_tar) - a_minus f-(w) * sum_t x_post z_pre`` (``(B, M, N)``) via ``engine.accumulate``
+    (each entry rounded once to the engine's format, then summed exactly).
     """
     if p.mu == 0.0:
         rows = _active_rows(terms.z_post)
         if rows.numel() and p.a_plus:
             engine.accumulate_outer(weight, _flat(terms.z_post)[rows], _flat(terms.x_pre)[rows], p.a_plus)
+            if p.x_tar:  # post spike counts x ones: integers, exact
+                counts = _flat(terms.z_post).sum(0, dtype=_F64)
+                ones = torch.ones(terms.z_pre.shape[-1], dtype=_F64)
+                engine.accumulate_outer(weight, counts, ones, -p.a_plus * p.x_tar)
         rows = _active_rows(terms.z_pre)
         if rows.numel() and p.a_minus:
             engine.accumulate_outer(weight, _flat(terms.x_post)[rows], _flat(terms.z_pre)[rows], -p.a_minus)
@@ -277,7 +285,7 @@ def pair_contribute(engine, weight: torch.Tensor, terms: PairTerms, p: PairSTDPP
 
 def _weighted_delta(terms: PairTerms, p: PairSTDPParameters, w: torch.Tensor) -> torch.Tensor:
     """Per-sample weight change ``(B, M, N)`` of a weight-dependent rule (float64)."""
-    ltp = torch.einsum("lbm,lbn->bmn", terms.z_post.to(_F64), terms.x_pre)
+    ltp = torch.einsum("lbm,lbn->bmn", terms.z_post.to(_F64), terms.x_pre - p.x_tar)
     ltd = torch.einsum("lbm,lbn->bmn", terms.x_post, terms.z_pre.to(_F64))
     f_plus, f_minus = _weight_factors(w, p.w_min, p.w_max, p.mu)
     return p.a_plus * f_plus * ltp - p.a_minus * f_minus * ltd
@@ -286,7 +294,7 @@ def _weighted_delta(terms: PairTerms, p: PairSTDPParameters, w: torch.Tensor) ->
 def pair_delta(terms: PairTerms, p: PairSTDPParameters, w: torch.Tensor | None = None) -> torch.Tensor:
     """Reference weight change ``(M, N)`` in plain float64 (no engine; for tests and comparisons)."""
     if p.mu == 0.0:
-        ltp = _flat(terms.z_post).to(_F64).T @ _flat(terms.x_pre)
+        ltp = _flat(terms.z_post).to(_F64).T @ (_flat(terms.x_pre) - p.x_tar)
         ltd = _flat(terms.x_post).T @ _flat(terms.z_pre).to(_F64)
         return p.a_plus * ltp - p.a_minus * ltd
     if w is None:
