@@ -35,6 +35,12 @@ population, ``M x N``: a projection's weight, ``d``: bytes of the compute dtype,
 * ``saved_activations`` (bptt, bptt_checkpoint): autograd keeps ``SAVED_PER_NEURON_STEP`` tensors of
   ``(B, n)`` per population and step; checkpointing keeps one segment's worth plus the states at
   segment boundaries (``ceil(T / S) x 3 B n d``).  Measured: 4.0 per neuron-step.
+* ``reversible`` (graphs with a ``[reversible]`` section only, :mod:`neuro.train_reversible`): float64
+  fixed-point arithmetic, so states are ``2 B n 8`` (v, i) per layer and ``weight_tensors`` the
+  quantised float64 copies; nothing per step but ``side_records`` (:func:`reversible_side_bytes`:
+  3 bits per LIF neuron-step, 2 per LI neuron-step, 4 bytes per spike, at an assumed spike rate);
+  ``signal_chunks``: ``16 x B x (M + N)`` float64 error signals handed to the engine per call;
+  ``step_workspace``: 13 (forward) / 50 (backward) float64 ``(B, n)`` tensors per layer, measured.
 
 ``training_bytes`` = persistent components + the larger of the two phases of :data:`PHASES`
 (forward/backward transients, then the engine update); ``ratio = training_bytes /

@@ -12,10 +12,12 @@ from neuro.plan import (
     ENGINE_WORKSPACE_PER_WEIGHT,
     QUIRE_LIMBS,
     TensorBytes,
+    all_plans,
     memory_plan,
     parse_budget,
     pick_mode,
     plan_main,
+    reversible_side_bytes,
 )
 from neuro.rules.online import OnlineLearner
 from neuro.spec import loads_model
@@ -176,3 +178,89 @@ def test_measured_peak_within_10_percent_of_plan(mode, n, steps):
     planned = memory_plan(g, batch=8, steps=steps, mode=mode, segment=8).training_bytes
     measured = _measure(g, mode, steps)
     assert abs(measured - planned) <= 0.10 * planned, (measured, planned)
+
+
+def reversible_text(n_in: int = 4, hidden: int = 64, blocks: int = 2, k: int = 3, batch: int = 8) -> str:
+    return f"""
+[model]
+name = "rev"
+dt = "1 ms"
+duration = "20 ms"
+output = "out"
+[populations.inp]
+type = "input"
+size = {n_in}
+[populations.h]
+type = "LIF"
+size = {hidden}
+[populations.out]
+type = "LI"
+size = {k}
+[inputs.inp]
+encoding = "current"
+[projections.p_in]
+source = "inp"
+target = "h"
+init = {{ dist = "normal", mean = 0.0, std = 1.0 }}
+rule = "bptt"
+[projections.p_out]
+source = "h"
+target = "out"
+init = {{ dist = "normal", mean = 0.0, std = 0.1 }}
+rule = "bptt"
+[reversible]
+population = "h"
+blocks = {blocks}
+[training]
+microbatch = {batch}
+batch_size = {batch}
+"""
+
+
+def test_reversible_plan_grows_only_by_side_bits_and_is_picked():
+    g = loads_model(reversible_text(hidden=256, n_in=256, k=10, batch=32))
+    assert [p.mode for p in all_plans(g, batch=32, steps=100)] == ["reversible"]
+    short, long = (memory_plan(g, batch=32, steps=t, mode="reversible", spike_rate=0.1) for t in (100, 1000))
+    grown = {k for k in long.training if long.training[k] != short.training[k]}
+    assert grown == {"input_buffer", "side_records"}
+    assert long.training["side_records"] == reversible_side_bytes(g, 32, 1000, 0.1)
+    # 768 LIF neurons (3 bits + 4 bytes x 10 % spikes) and 10 LI neurons (2 bits) per sample and step
+    per_step = 3 * 768 * 32 // 8 + 2 * 10 * 32 // 8 + round(0.4 * 32 * 768)
+    assert reversible_side_bytes(g, 32, 1, 0.1) == per_step
+    assert pick_mode(g, "100x", batch=32, steps=1000).mode == "reversible"
+    with pytest.raises(ValueError, match="reversible"):
+        memory_plan(g, mode="bptt")
+    with pytest.raises(ValueError, match="no \\[reversible\\] section"):
+        memory_plan(loads_model(model_text()), mode="reversible")
+
+
+def _measure_reversible(g, steps: int, batch: int = 8) -> tuple[int, int, float]:
+    """Peak tensor bytes of inference and of two training steps, and the measured spike rate."""
+    from neuro.train_reversible import ReversibleNetwork, build_reversible_engine, side_bytes_per_step
+
+    gen = torch.Generator().manual_seed(0)
+    with TensorBytes() as inference:
+        x = torch.rand(steps, batch, g.inputs()[0].size, generator=gen)
+        ReversibleNetwork(g, seed=0).scores(x)
+    with TensorBytes() as training:
+        x = torch.rand(steps, batch, g.inputs()[0].size, generator=gen)
+        labels = torch.randint(0, 3, (batch,), generator=gen)
+        net = ReversibleNetwork(g, seed=0)
+        engine = build_reversible_engine(g, net)
+        preallocate_quires(engine)
+        for _ in range(2):
+            scores = net.train_scores(x, engine, -1.0 / batch)
+            torch.nn.functional.cross_entropy(scores, labels, reduction="sum").backward()
+            engine.step()
+    spikes = (net.last_side_bytes - steps * side_bytes_per_step(batch, net.sizes, 0)) / 4
+    return inference.peak, training.peak, spikes / (steps * batch * sum(net.sizes[:-1]))
+
+
+def test_reversible_measured_peak_within_10_percent_of_plan():
+    """Inference and reversible training (TensorBytes), planned at the measured spike rate."""
+    g = loads_model(reversible_text())
+    inference, training, rate = _measure_reversible(g, steps=60)
+    assert rate > 0
+    plan = memory_plan(g, batch=8, steps=60, mode="reversible", spike_rate=rate)
+    assert abs(inference - plan.inference_bytes) <= 0.10 * plan.inference_bytes, (inference, plan.inference)
+    assert abs(training - plan.training_bytes) <= 0.10 * plan.training_bytes, (training, plan.training)
