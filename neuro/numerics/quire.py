@@ -46,7 +46,7 @@ _LIMB_MASK = (1 << LIMB_BITS) - 1
 _EXACT_BITS = 53  # float64 holds every integer below 2**53 exactly
 _MAX_PENDING = 1 << 30  # folds allowed between carry propagations (each adds < 2**32 per limb)
 _STATS_BLOCK = 1 << 16  # elements per block of the range scan
-_PIPE_ELEMS = 1 << 18  # elements per factor in one row block of the add_outer pipeline
+_PIPE_ELEMS = 1 << 19  # elements per factor in one row block of the add_outer pipeline (one GEMM call)
 _SPLIT_BLOCK = 1 << 16  # elements per piece when rounding and cutting planes in one go
 _SAMPLE = 1 << 14  # elements per factor sampled to plan a dense/sparse split of add_outer
 _SPARSE_COST = 150  # cost of one product of add_outer's sparse path, in GEMM multiply-adds
@@ -159,6 +159,7 @@ class _FloatPlanes:
         return out
 
 
+@single_threaded
 def _abs_range(x: torch.Tensor) -> tuple[float, float, bool]:
     """``(max |x|, smallest non-zero |x| (inf when none), any inf/NaN)`` of a float tensor.
 
@@ -647,14 +648,15 @@ class Quire:
                     self._fold_sparse(cols, vals, rows_a, transpose=True)
         return True
 
+    @single_threaded
     def _sample_low_bits(self, x: torch.Tensor, kind: str) -> list[int]:
         """Sorted exponents of the lowest set bit of the rounded non-zero values of a strided
         sample of ``x`` (at most ``_SAMPLE`` elements): what :func:`_plan_split` estimates from."""
         flat = x.reshape(-1)
         sample = flat[:: max(1, flat.numel() // _SAMPLE)]
         v = self.fmt.quantize(sample) if kind == "quantize" else sample.to(torch.float64)
-        low = _low_bits(v[v != 0])
-        return [len(sample), *sorted(low.tolist())]
+        low = torch.sort(_low_bits(v[v != 0])).values
+        return [len(sample), *low.tolist()]
 
     def _pipe_split(self, x, buf, kind, cut, hi, row0, found: list) -> torch.Tensor:
         """Round (or copy) rows ``x`` (R, D) of a factor, write their multiples of ``2**cut``
@@ -675,10 +677,12 @@ class Quire:
             upper = v + c
             upper -= c
             buf[r0:r1].view(-1).copy_(upper)
-            low = v - upper
-            idx = torch.nonzero(low).squeeze(1)
-            if idx.numel():
-                found.append((idx // d + (row0 + r0), idx % d, low[idx].to(torch.float64)))
+            low = (v - upper).view(r1 - r0, d)
+            hit = torch.nonzero(low.abs().amax(1)).squeeze(1)  # rows with a remainder (few)
+            if hit.numel():
+                part = low[hit]
+                i, j = torch.nonzero(part, as_tuple=True)
+                found.append((hit[i] + (row0 + r0), j, part[i, j].to(torch.float64)))
         return buf
 
     def _rounded_rows(
