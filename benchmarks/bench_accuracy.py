@@ -144,6 +144,64 @@ def table(rows: list[dict], judge: bool = True) -> str:
     return "\n".join(lines)
 
 
+class _Sum:
+    """A stand-in engine that sums contributions in float64 (the gradient an online rule hands over)."""
+
+    def __init__(self):
+        self.sums = {}
+
+    def accumulate_outer(self, w, post, pre, scale):
+        self.sums[id(w)] = self.sums.get(id(w), 0) + scale * (post.double().T @ pre.double())
+
+    def accumulate(self, w, delta):
+        self.sums[id(w)] = self.sums.get(id(w), 0) + delta.double()
+
+
+def gradient_alignment(batch: int = 64) -> list[str]:
+    """Cosine between each online rule's update and BPTT's exact gradient of the model's loss
+    (cross-entropy of the max-membrane readout) on the first ``batch`` Yin-Yang training samples, at
+    initialisation, float64; also for the per-step objective against its own exact gradient."""
+    import torch
+
+    from neuro.network import Network
+    from neuro.rules.online import OBJECTIVES, ONLINE_RULES, OnlineLearner
+    from neuro.train import _encoder, _load_split
+
+    g = load_model(REPO / "models" / "yinyang_eprop.toml").with_format("float64")
+    data = _load_split(g, "train")
+    idx = torch.arange(batch)
+    x = data.encode(idx, 0, g.steps, g.dt, encoder=_encoder(g), dtype=torch.float64)
+    labels = data.labels[idx]
+    lines = ["| rule | objective | cos(input_hidden) | cos(hidden_readout) |", "|---|---|---:|---:|"]
+    for objective in OBJECTIVES:
+        net = Network(g, seed=g.training.seed, dtype=torch.float64)
+        for w in net.weights.values():
+            w.requires_grad_(True)
+        out = net(x).readout
+        if objective == "max_membrane":
+            loss = torch.nn.functional.cross_entropy(out.max(0).values, labels, reduction="sum")
+        else:
+            loss = -torch.log_softmax(out, -1).gather(2, labels.expand(out.shape[0], -1)[..., None]).sum()
+        loss.backward()
+        for rule in ONLINE_RULES:
+            eng = _Sum()
+            weights = {k: w.detach() for k, w in net.weights.items()}
+            with torch.no_grad():
+                OnlineLearner(
+                    g, weights, batch=batch, rule=rule, dtype=torch.float64, objective=objective
+                ).run(x, labels, eng, 1.0)
+            cos = [
+                float(
+                    torch.nn.functional.cosine_similarity(
+                        eng.sums[id(weights[n])].flatten(), w.grad.flatten(), 0
+                    )
+                )
+                for n, w in net.weights.items()
+            ]
+            lines.append(f"| {rule} | {objective} | " + " | ".join(f"{c:.4f}" for c in cos) + " |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="2 epochs on 512 training samples (smoke run)")
@@ -159,9 +217,18 @@ def main(argv: list[str] | None = None) -> int:
         metavar="FORMAT=LR",
         help="learning rate for one storage format instead of the model file's, e.g. posit8=1.5e-2",
     )
+    ap.add_argument(
+        "--alignment",
+        action="store_true",
+        help="only print the cosine of the online rules' updates with BPTT's exact gradient (one batch)",
+    )
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     info = _machine()
+    if args.alignment:
+        print("\nGradient alignment with BPTT on one batch of 64 Yin-Yang samples (initial weights, float64)")
+        print("\n".join(gradient_alignment()))
+        return 0
     epochs = args.epochs if args.epochs is not None else (2 if args.quick else None)
     max_train = 512 if args.quick else None
     print(
