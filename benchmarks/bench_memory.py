@@ -1,7 +1,12 @@
 """Peak training memory vs number of time steps: inference, e-prop, OTTT, checkpointed BPTT, plain
-BPTT through the engine and plain Norse BPTT (torch.optim.Adam), each in a fresh subprocess.
+BPTT through the engine, plain Norse BPTT (torch.optim.Adam) and reversible blocks, each in a fresh
+subprocess.
 
-Network: 256 Poisson-like inputs -> 3 x 256 LIF -> 10 LI readout, batch 32, float32.  For each
+Network: 256 Poisson-like inputs -> 3 x 256 LIF -> 10 LI readout, batch 32, float32.  The reversible
+configurations (``rev_inference``, ``reversible``) run the same sizes as a ``[reversible]`` model
+(:mod:`neuro.train_reversible`): 256 inputs -> 256 LIF -> 2 reversible blocks (each two LIF sublayers
+of 128, so 3 x 256 LIF neurons in all) -> 10 LI, in float64 fixed point; their ratio is to
+``rev_inference`` and their plan uses the spike rate measured in the run.  For each
 configuration the child process imports everything, then measures (a) the peak of live tensor bytes
 created after that point (neuro.plan.TensorBytes, exact) and (b) the peak RSS growth above the
 post-import RSS (ru_maxrss, noisy).  It runs one training step (forward, backward or online
@@ -67,7 +72,39 @@ rule = "eprop"
 microbatch = 32
 batch_size = 32
 """
-CONFIGS = ("inference", "eprop", "ottt", "bptt_checkpoint", "bptt", "norse_bptt")
+REV_MODEL = (
+    MODEL.replace('name = "bench_memory"', 'name = "bench_memory_reversible"')
+    .split("[populations.h2]")[0]
+    .replace("[populations.h1]", "[populations.h]")
+    + """[populations.out]
+type = "LI"
+size = 10
+[inputs.inp]
+encoding = "current"
+[projections.p_in]
+source = "inp"
+target = "h"
+init = { dist = "normal", mean = 0.0, std = 1.0 }
+rule = "bptt"
+[projections.p_out]
+source = "h"
+target = "out"
+init = { dist = "normal", mean = 0.0, std = 0.1 }
+rule = "bptt"
+[reversible]
+population = "h"
+blocks = 2
+[training]
+microbatch = 32
+batch_size = 32
+"""
+)
+CONFIGS = ("inference", "eprop", "ottt", "bptt_checkpoint", "bptt", "norse_bptt", "rev_inference",
+           "reversible")
+#: Neurons of the reversible model: 256 LIF + 2 blocks x (128 + 128) LIF + 10 LI.
+REV_NEURONS = 778
+#: The inference row each configuration's ratio refers to.
+BASE = {"rev_inference": "rev_inference", "reversible": "rev_inference"}
 BATCH = 32
 
 
@@ -91,12 +128,31 @@ def child(config: str, steps: int) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             import norse.torch as nt
+    rev = config in BASE
+    if rev:
+        from neuro.train_reversible import ReversibleNetwork, build_reversible_engine, side_bytes_per_step
+
+        g = loads_model(REV_MODEL)
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     gen = torch.Generator().manual_seed(0)
+    extra = {}
     with TensorBytes() as tb:
         x = (torch.rand(steps, BATCH, 256, generator=gen) < 0.05).float()
         labels = torch.randint(0, 10, (BATCH,), generator=gen)
-        if config == "norse_bptt":
+        if rev:
+            net = ReversibleNetwork(g, seed=0)
+            if config == "rev_inference":
+                net.scores(x)
+            else:
+                engine = build_reversible_engine(g, net)
+                preallocate_quires(engine)
+                scores = net.train_scores(x, engine, -1.0 / BATCH)
+                torch.nn.functional.cross_entropy(scores, labels, reduction="sum").backward()
+                engine.step()
+                spikes = (net.last_side_bytes - steps * side_bytes_per_step(BATCH, net.sizes, 0)) / 4
+                extra = {"side_bytes": net.last_side_bytes,
+                         "spike_rate": spikes / (steps * BATCH * sum(net.sizes[:-1]))}
+        elif config == "norse_bptt":
             model = nt.SequentialState(torch.nn.Linear(256, 256, bias=False), nt.LIF(),
                                        torch.nn.Linear(256, 256, bias=False), nt.LIF(),
                                        torch.nn.Linear(256, 256, bias=False), nt.LIF(),
@@ -125,7 +181,8 @@ def child(config: str, steps: int) -> None:
                     torch.nn.functional.cross_entropy(scores, labels, reduction="sum").backward()
                 engine.step()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_rss  # KiB on Linux
-    print(json.dumps({"config": config, "steps": steps, "tensor_peak": tb.peak, "rss_peak": rss * 1024}))
+    row = {"config": config, "steps": steps, "tensor_peak": tb.peak, "rss_peak": rss * 1024, **extra}
+    print(json.dumps(row))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     from neuro.plan import memory_plan
     from neuro.spec import loads_model
 
-    g = loads_model(MODEL)
+    g, g_rev = loads_model(MODEL), loads_model(REV_MODEL)
     print(f"machine: {platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpus, "
           f"python {platform.python_version()}")
     rows = {}
@@ -157,22 +214,32 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'config':<16}{'T':>6}{'tensors MiB':>13}{'x infer':>9}{'RSS MiB':>10}{'x infer':>9}"
           f"{'plan MiB':>10}")
     for steps in args.steps:
-        inf = rows.get(("inference", steps))
         for config in args.configs:
             r = rows.get((config, steps))
             if r is None:
                 continue
+            inf = rows.get((BASE.get(config, "inference"), steps))
             mode = {"inference": "eprop"}.get(config, config)
             plan = None
             if mode in ("eprop", "ottt", "bptt", "bptt_checkpoint"):
                 p = memory_plan(g, batch=BATCH, steps=steps, mode=mode,
                                 segment=max(1, round(steps ** 0.5)))
                 plan = p.inference_bytes if config == "inference" else p.training_bytes
+            elif config in BASE:
+                rate = rows.get(("reversible", steps), {}).get("spike_rate", 0.1)
+                p = memory_plan(g_rev, batch=BATCH, steps=steps, mode="reversible", spike_rate=rate)
+                plan = p.inference_bytes if config == "rev_inference" else p.training_bytes
             ratio_t = r["tensor_peak"] / inf["tensor_peak"] if inf else float("nan")
             ratio_r = r["rss_peak"] / max(1, inf["rss_peak"]) if inf else float("nan")
             print(f"{config:<16}{steps:>6}{r['tensor_peak'] / mib:>13.2f}{ratio_t:>9.2f}"
                   f"{r['rss_peak'] / mib:>10.2f}{ratio_r:>9.2f}"
                   f"{(plan / mib if plan else float('nan')):>10.2f}")
+    for steps in args.steps:
+        r = rows.get(("reversible", steps))
+        if r and "side_bytes" in r:
+            print(f"reversible T={steps}: side records {r['side_bytes'] / mib:.2f} MiB "
+                  f"({8 * r['side_bytes'] / (steps * BATCH * REV_NEURONS):.2f} bits per neuron-step), "
+                  f"spike rate {r['spike_rate']:.3f}")
     if args.plot:
         import matplotlib
 
