@@ -49,7 +49,7 @@ _STATS_BLOCK = 1 << 16  # elements per block of the range scan
 _PIPE_ELEMS = 1 << 19  # elements per factor in one row block of the add_outer pipeline (one GEMM call)
 _SPLIT_BLOCK = 1 << 16  # elements per piece when rounding and cutting planes in one go
 _SAMPLE = 1 << 14  # elements per factor sampled to plan a dense/sparse split of add_outer
-_SPARSE_COST = 150  # cost of one product of add_outer's sparse path, in GEMM multiply-adds
+_SPARSE_COST = 400  # cost of one product of add_outer's sparse path, in GEMM multiply-adds
 
 
 def _bit_length(x: torch.Tensor) -> torch.Tensor:
@@ -597,7 +597,9 @@ class Quire:
                 fa, self._sample_low_bits(post, kind_a), fb, self._sample_low_bits(pre, kind_b), k, m, n
             )
         if split is not None:  # one dense plane per factor, the rare low bits go the sparse way
-            (lo_a, lo_b, chunk), count_a, count_b = split, 1, 1
+            cut_a, cut_b, chunk = split
+            split_a, split_b = cut_a > lo_a, cut_b > lo_b
+            lo_a, lo_b, count_a, count_b = max(lo_a, cut_a), max(lo_b, cut_b), 1, 1
             width_a, width_b = hi_a - lo_a, hi_b - lo_b
             sparse_a, sparse_b = [], []
         rows = max(1, _PIPE_ELEMS // max(m, n))
@@ -611,19 +613,21 @@ class Quire:
         for start in range(0, k, rows):
             stop = min(k, start + rows)
             with one_thread():
-                if split is None:
-                    da = self._pipe_planes(
-                        post[start:stop], buf_a[: stop - start], kind_a, lo_a, width_a, count_a
-                    )
-                    db = self._pipe_planes(
-                        pre[start:stop], buf_b[: stop - start], kind_b, lo_b, width_b, count_b
-                    )
-                else:
+                if split is not None and split_a:
                     da = self._pipe_split(
                         post[start:stop], buf_a[: stop - start], kind_a, lo_a, hi_a, start, sparse_a
                     )
+                else:
+                    da = self._pipe_planes(
+                        post[start:stop], buf_a[: stop - start], kind_a, lo_a, width_a, count_a
+                    )
+                if split is not None and split_b:
                     db = self._pipe_split(
                         pre[start:stop], buf_b[: stop - start], kind_b, lo_b, hi_b, start, sparse_b
+                    )
+                else:
+                    db = self._pipe_planes(
+                        pre[start:stop], buf_b[: stop - start], kind_b, lo_b, width_b, count_b
                     )
             acc.addmm_(da.T, db)
             done += stop - start
@@ -640,11 +644,11 @@ class Quire:
                 # A = A_hi + A_lo, B = B_hi + B_lo: A^T B = A_hi^T B_hi + A_lo^T B + A_hi^T B_lo
                 if sparse_a:
                     ks, cols, vals = (torch.cat(t) for t in zip(*sparse_a))
-                    rows_b = self._rounded_rows(pre, ks, kind_b, None, hi_b)
+                    rows_b = self._rounded_rows(pre, ks, kind_b, None)
                     self._fold_sparse(cols, vals, rows_b, transpose=False)
                 if sparse_b:
                     ks, cols, vals = (torch.cat(t) for t in zip(*sparse_b))
-                    rows_a = self._rounded_rows(post, ks, kind_a, lo_a, hi_a)
+                    rows_a = self._rounded_rows(post, ks, kind_a, lo_a if split_a else None)
                     self._fold_sparse(cols, vals, rows_a, transpose=True)
         return True
 
@@ -685,9 +689,7 @@ class Quire:
                 found.append((hit[i] + (row0 + r0), j, part[i, j].to(torch.float64)))
         return buf
 
-    def _rounded_rows(
-        self, x: torch.Tensor, ks: torch.Tensor, kind: str, cut: int | None, hi: int
-    ) -> torch.Tensor:
+    def _rounded_rows(self, x: torch.Tensor, ks: torch.Tensor, kind: str, cut: int | None) -> torch.Tensor:
         """Rows ``ks`` of the rounded factor ``x`` as float64 (E, D); with ``cut``, only their
         multiples of ``2**cut`` as :meth:`_pipe_split` keeps them."""
         uniq, inverse = torch.unique(ks, return_inverse=True)
@@ -905,7 +907,8 @@ def _plan_split(fa, low_a: list[int], fb, low_b: list[int], k: int, m: int, n: i
 
     wa, wb, chunk = _plan_widths(hi_a - lo_a, hi_b - lo_b, k, m, n)
     pa, pb = -(-(hi_a - lo_a) // wa), -(-(hi_b - lo_b) // wb)
-    best = (pa * pb * (k * m * n + -(-k // chunk) * m * n * 200) + (pa * k * m + pb * k * n) * 10, None)
+    pipe = k * m * (40 + 10 * pa) + k * n * (40 + 10 * pb)  # rounding, then cutting planes
+    best = (pa * pb * (k * m * n + -(-k // chunk) * m * n * 200) + pipe, None)
     for log_chunk in sorted({min(log_k, c) for c in (8, 10, 12, 16)}):
         budget = _EXACT_BITS - log_chunk
         for width_a in range(1, min(budget, 51)):
@@ -915,7 +918,8 @@ def _plan_split(fa, low_a: list[int], fb, low_b: list[int], k: int, m: int, n: i
             cost = (
                 k * m * n * (1 + _SPARSE_COST * (share_a + share_b))
                 + -(-k // (1 << log_chunk)) * m * n * 200
-                + (k * m + k * n) * 20
+                + k * m * (60 if cut_a > lo_a else 40)
+                + k * n * (60 if cut_b > lo_b else 40)
             )
             if cost < best[0]:
                 best = (cost, (cut_a, cut_b, 1 << log_chunk))
