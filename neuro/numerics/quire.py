@@ -36,7 +36,7 @@ import math
 
 import torch
 
-from neuro.numerics._threads import one_thread, single_threaded
+from neuro.numerics._threads import gemm_threads, one_thread, single_threaded
 from neuro.numerics.posit import PositFormat
 
 __all__ = ["Quire"]
@@ -629,7 +629,8 @@ class Quire:
                     db = self._pipe_planes(
                         pre[start:stop], buf_b[: stop - start], kind_b, lo_b, width_b, count_b
                     )
-            acc.addmm_(da.T, db)
+            with gemm_threads():
+                acc.addmm_(da.T, db)
             done += stop - start
             if done >= chunk or stop == k:
                 for i in range(count_a):
@@ -783,7 +784,9 @@ class Quire:
             for ea, da in planes_a:
                 da_t = da[start:stop].T
                 for eb, db in planes_b:
-                    self._fold(da_t @ db[start:stop], ea + eb)
+                    with gemm_threads():
+                        product = da_t @ db[start:stop]
+                    self._fold(product, ea + eb)
 
     @single_threaded
     def merge(self, other: Quire) -> None:
