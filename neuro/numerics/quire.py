@@ -50,6 +50,7 @@ _PIPE_ELEMS = 1 << 19  # elements per factor in one row block of the add_outer p
 _SPLIT_BLOCK = 1 << 16  # elements per piece when rounding and cutting planes in one go
 _SAMPLE = 1 << 14  # elements per factor sampled to plan a dense/sparse split of add_outer
 _SPARSE_COST = 400  # cost of one product of add_outer's sparse path, in GEMM multiply-adds
+_CALL_COST = 1 << 21  # cost of one more GEMM call and fold (thread hand-offs), in multiply-adds
 
 
 def _bit_length(x: torch.Tensor) -> torch.Tensor:
@@ -911,7 +912,8 @@ def _plan_split(fa, low_a: list[int], fb, low_b: list[int], k: int, m: int, n: i
     wa, wb, chunk = _plan_widths(hi_a - lo_a, hi_b - lo_b, k, m, n)
     pa, pb = -(-(hi_a - lo_a) // wa), -(-(hi_b - lo_b) // wb)
     pipe = k * m * (40 + 10 * pa) + k * n * (40 + 10 * pb)  # rounding, then cutting planes
-    best = (pa * pb * (k * m * n + -(-k // chunk) * m * n * 200) + pipe, None)
+    chunks = -(-k // chunk)
+    best = (pa * pb * (k * m * n + chunks * m * n * 200) + chunks * _CALL_COST + pipe, None)
     for log_chunk in sorted({min(log_k, c) for c in (8, 10, 12, 16)}):
         budget = _EXACT_BITS - log_chunk
         for width_a in range(1, min(budget, 51)):
@@ -920,7 +922,7 @@ def _plan_split(fa, low_a: list[int], fb, low_b: list[int], k: int, m: int, n: i
             share_b = below(low_b, cut_b) / low_b[0] if len(low_b) > 1 else 0.0
             cost = (
                 k * m * n * (1 + _SPARSE_COST * (share_a + share_b))
-                + -(-k // (1 << log_chunk)) * m * n * 200
+                + -(-k // (1 << log_chunk)) * (m * n * 200 + _CALL_COST)
                 + k * m * (60 if cut_a > lo_a else 40)
                 + k * n * (60 if cut_b > lo_b else 40)
             )
