@@ -26,6 +26,7 @@ from typing import TypeVar
 import torch
 
 _lock = threading.Lock()
+_CORES = os.cpu_count() or 1
 _depth = 0
 _saved = 1
 
@@ -65,5 +66,5 @@ def single_threaded(fn: F) -> F:
 def gemm_threads():
     """Context for a run of matrix products: one thread when the machine is oversubscribed, else
     torch's setting."""
-    busy = hasattr(os, "getloadavg") and os.getloadavg()[0] > (os.cpu_count() or 1)
+    busy = hasattr(os, "getloadavg") and os.getloadavg()[0] > _CORES
     return one_thread() if busy else nullcontext()

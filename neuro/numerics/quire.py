@@ -48,7 +48,7 @@ _MAX_PENDING = 1 << 30  # folds allowed between carry propagations (each adds < 
 _STATS_BLOCK = 1 << 16  # elements per block of the range scan
 _PIPE_ELEMS = 1 << 19  # elements per factor in one row block of the add_outer pipeline (one GEMM call)
 _SPLIT_BLOCK = 1 << 16  # elements per piece when rounding and cutting planes in one go
-_SAMPLE = 1 << 14  # elements per factor sampled to plan a dense/sparse split of add_outer
+_SAMPLE = 1 << 13  # elements per factor sampled to plan a dense/sparse split of add_outer
 _SPARSE_COST = 400  # cost of one product of add_outer's sparse path, in GEMM multiply-adds
 _CALL_COST = 1 << 21  # cost of one more GEMM call and fold (thread hand-offs), in multiply-adds
 
