@@ -277,8 +277,10 @@ def test_hyp_add_outer_tiny_outliers(data):
         plans.append(real_plan(*args))
         return plans[-1]
 
+    held = data.draw(st.sampled_from([1, 100, 1 << 22]), label="sparse products held")
     with (
         mock.patch.object(quire_module, "_SPARSE_COST", cost),
+        mock.patch.object(quire_module, "_SPARSE_ELEMS", held),
         mock.patch.object(quire_module, "_plan_split", spy),
     ):
         q.add_outer(post, pre)

@@ -50,6 +50,7 @@ _PIPE_ELEMS = 1 << 19  # elements per factor in one row block of the add_outer p
 _SPLIT_BLOCK = 1 << 16  # elements per piece when rounding and cutting planes in one go
 _SAMPLE = 1 << 13  # elements per factor sampled to plan a dense/sparse split of add_outer
 _SPARSE_COST = 400  # cost of one product of add_outer's sparse path, in GEMM multiply-adds
+_SPARSE_ELEMS = 1 << 22  # products held at once by add_outer's sparse path
 _CALL_COST = 1 << 21  # cost of one more GEMM call and fold (thread hand-offs), in multiply-adds
 
 
@@ -633,6 +634,9 @@ class Quire:
             with gemm_threads():
                 acc.addmm_(da.T, db)
             done += stop - start
+            if split is not None:  # bounded memory: the sparse terms can be added at any time
+                self._flush_sparse(sparse_a, pre, kind_b, None, False, stop == k)
+                self._flush_sparse(sparse_b, post, kind_a, lo_a if split_a else None, True, stop == k)
             if done >= chunk or stop == k:
                 for i in range(count_a):
                     for j in range(count_b):
@@ -641,25 +645,33 @@ class Quire:
                         self._fold(_scale_pow2(block, -e), e)
                 acc.zero_()
                 done = 0
-        if split is not None:
-            with one_thread():
-                # A = A_hi + A_lo, B = B_hi + B_lo: A^T B = A_hi^T B_hi + A_lo^T B + A_hi^T B_lo
-                if sparse_a:
-                    ks, cols, vals = (torch.cat(t) for t in zip(*sparse_a))
-                    rows_b = self._rounded_rows(pre, ks, kind_b, None)
-                    self._fold_sparse(cols, vals, rows_b, transpose=False)
-                if sparse_b:
-                    ks, cols, vals = (torch.cat(t) for t in zip(*sparse_b))
-                    rows_a = self._rounded_rows(post, ks, kind_a, lo_a if split_a else None)
-                    self._fold_sparse(cols, vals, rows_a, transpose=True)
         return True
+
+    @single_threaded
+    def _flush_sparse(
+        self, found: list, other, kind: str, cut: int | None, transpose: bool, last: bool
+    ) -> None:
+        """Add the sparse terms of the remainders in ``found`` (emptied), once they hold
+        ``_SPARSE_ELEMS`` products or on the ``last`` call.  With ``A = A_hi + A_lo`` and
+        ``B = B_hi + B_lo``: ``A^T B = A_hi^T B_hi + A_lo^T B + A_hi^T B_lo``; ``found`` holds
+        ``A_lo`` (``other`` = B, whole) or ``B_lo`` (``other`` = A, its part at or above ``cut``)."""
+        count = sum(len(f[0]) for f in found)
+        if not count or (not last and count * other.shape[1] < _SPARSE_ELEMS):
+            return
+        ks, cols, vals = (torch.cat(t) for t in zip(*found))
+        found.clear()
+        rows = self._rounded_rows(other, ks, kind, cut)
+        self._fold_sparse(cols, vals, rows, transpose)
 
     @single_threaded
     def _sample_low_bits(self, x: torch.Tensor, kind: str) -> list[int]:
         """Sorted exponents of the lowest set bit of the rounded non-zero values of a strided
         sample of ``x`` (at most ``_SAMPLE`` elements): what :func:`_plan_split` estimates from."""
         flat = x.reshape(-1)
-        sample = flat[:: max(1, flat.numel() // _SAMPLE)]
+        step = max(1, flat.numel() // _SAMPLE)
+        while math.gcd(step, x.shape[-1]) > 1:  # visit every column
+            step += 1
+        sample = flat[::step]
         v = self.fmt.quantize(sample) if kind == "quantize" else sample.to(torch.float64)
         low = torch.sort(_low_bits(v[v != 0])).values
         return [len(sample), *low.tolist()]
