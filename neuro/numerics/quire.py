@@ -26,7 +26,11 @@ Fast reductions
     bits; a float64 matmul of two planes is exact as long as every partial sum stays below 2**53,
     which holds by the choice of ``c`` and of the chunk of ``K``; the integer result is folded into
     the limbs.  A spike train (0/1) is one plane, so STDP and gradient updates cost a handful of
-    GEMMs.
+    GEMMs.  Real x real factors span more bits than one GEMM can hold, but mostly because of a few
+    values far below the rest: each factor is cut at a planned bit (``_plan_split``), the bits at or
+    above the cuts make one GEMM per chunk of K, and the rare values with bits below a cut are
+    added through a sparse path (``index_add`` of exact products, in digit planes) -- the result
+    is the same exact sum.
 """
 
 from __future__ import annotations
