@@ -577,8 +577,11 @@ class Quire:
         digit planes without rescaling (a GEMM is exact at any power-of-two scale as long as it
         stays inside float64's range, which the formats' exponent range guarantees) and multiplied
         into one float64 accumulator per plane pair with ``addmm``; the accumulators are folded
-        into the limbs once per chunk of K that ``_plan_widths`` allows.  Nothing the size of the
-        inputs is allocated.  Returns False (nothing done) for inputs the general path must see.
+        into the limbs once per chunk of K that ``_plan_widths`` allows.  When ``_plan_split``
+        finds it cheaper, each factor instead keeps only its multiples of a cut ``2**cut`` in the
+        buffer (one plane) and its remainders, rare non-zeros, go to :meth:`_flush_sparse`.
+        Nothing the size of the inputs is allocated.  Returns False (nothing done) for inputs the
+        general path must see.
         """
         fa = self._outer_factor(post)
         if fa is False:
