@@ -4,7 +4,8 @@
 A "synaptic update" is one synapse advanced by one time step (M x N x T per run).  Norse updates
 the weights every step in float32 (Euler-decayed traces); neuro computes each update interval's
 traces in closed form, hands exact spike x trace contributions to the UpdateEngine's quire and
-rounds once per interval (float32 storage).  Both on one CPU thread.
+rounds once per interval (float32 storage).  Both on one CPU thread.  The "rule side only" rows
+drop the contributions (no engine): the cost of the closed-form traces and terms alone.
 
     python benchmarks/bench_stdp.py            # 1000 pre x 100 post, 1 s at dt = 0.1 ms, 15 Hz
     python benchmarks/bench_stdp.py --quick    # 0.2 s
@@ -50,10 +51,20 @@ def run_norse(z_pre, z_post, dt):
     return time.perf_counter() - t0
 
 
-def run_neuro(z_pre, z_post, dt, interval):
+class _NoEngine:
+    """Takes the rule's contributions and drops them: times the rule side alone."""
+
+    def accumulate_outer(self, *args) -> None:
+        pass
+
+    def step(self) -> None:
+        pass
+
+
+def run_neuro(z_pre, z_post, dt, interval, engine=None):
     n_pre, n_post = z_pre.shape[2], z_post.shape[2]
     w = torch.full((n_post, n_pre), 0.5)
-    engine = UpdateEngine(
+    engine = engine or UpdateEngine(
         [
             {
                 "params": [w],
@@ -87,19 +98,21 @@ def main() -> None:
     rows = []
     t = run_norse(z_pre, z_post, dt)
     rows.append({"impl": "norse stdp_step_linear (f32, per step)", "seconds": t, "updates_per_s": syn / t})
-    for interval in (10, 100, 1000):
-        t = run_neuro(z_pre, z_post, dt, interval)
-        rows.append(
-            {
-                "impl": f"neuro PairSTDP + engine, {interval}-step interval ({interval * dt * 1e3:g} ms)",
-                "seconds": t,
-                "updates_per_s": syn / t,
-            }
-        )
+    for engine, what in ((None, "PairSTDP + engine"), (_NoEngine(), "PairSTDP rule side only")):
+        for interval in (10, 100, 1000):
+            t = run_neuro(z_pre, z_post, dt, interval, engine)
+            rows.append(
+                {
+                    "impl": f"neuro {what}, {interval}-step interval ({interval * dt * 1e3:g} ms)",
+                    "seconds": t,
+                    "updates_per_s": syn / t,
+                }
+            )
     print(f"{args.pre} pre x {args.post} post, {steps} steps of {dt * 1e3:g} ms, 15 Hz Poisson, 1 thread")
-    print(f"{'implementation':<58} {'seconds':>9} {'synaptic updates/s':>20}")
+    print(f"{'implementation':<62} {'seconds':>9} {'synaptic updates/s':>20} {'vs Norse':>9}")
     for r in rows:
-        print(f"{r['impl']:<58} {r['seconds']:>9.3f} {r['updates_per_s']:>20.3e}")
+        ratio = rows[0]["seconds"] / r["seconds"]
+        print(f"{r['impl']:<62} {r['seconds']:>9.3f} {r['updates_per_s']:>20.3e} {ratio:>8.2f}x")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": info, "rows": rows}, f, indent=2)

@@ -33,14 +33,24 @@ matmul).  The ``cython`` target is compiled in its own cache directory with
 arithmetic; Brian2's default flags do not.  ``method="exact"`` integrates the linear equations
 exactly (a different discrete model, for the statistical comparison).
 
-Plasticity (``stdp_pair``): per-synapse traces ``apre``, ``apost`` (event-driven, i.e. decayed by
-``exp(-dt/tau)`` per step), the presynaptic pathway before the postsynaptic one::
+Plasticity.  Per-synapse traces, event-driven (decayed by ``exp(-dt/tau)`` per step), the
+presynaptic pathway before the postsynaptic one (a same-step pre/post pair is LTP only), the same
+conventions as :mod:`neuro.rules.stdp`.  ``stdp_pair``::
 
-    on_pre:  I_post += w; apre += a_plus; w = clip(w + apost, low, high)      (additive)
-    on_post: apost -= a_minus; w = clip(w + apre, low, high)
+    on_pre:  I_post += w; apre += a_plus; w = clip(w + apost*f_minus(w), low, high)
+    on_post: apost -= a_minus; w = clip(w + apre*f_plus(w), low, high)
 
-Multiplicative mode scales the updates by the distance to the bound: ``w + apost*(w - low)`` and
-``w + apre*(high - w)``.  A same-step pre/post pair gives LTP only (Brian2's order).
+with ``f = 1`` (additive), ``f_minus = u**mu``, ``f_plus = (1 - u)**mu`` and ``u = (w - low) / (high -
+low)`` (multiplicative mu = 1, power law); nearest-spike pairing resets the trace (``apre = a_plus``)
+instead of adding.  ``stdp_triplet`` (Pfister & Gerstner 2006)::
+
+    on_pre:  I_post += w; w = clip(w - o1*(a2_minus + a3_minus*r2), low, high); r1 += 1; r2 += 1
+    on_post: w = clip(w + r1*(a2_plus + a3_plus*o2), low, high); o1 += 1; o2 += 1
+
+``rstdp`` (Izhikevich 2007): eligibility ``c`` decays by ``exp(-dt/tau_eligibility)`` at the start
+of each step, pre/post events add ``-a_minus apost`` / ``+a_plus apre`` to it (unit traces), and after
+the postsynaptic pathway a shared dopamine ``d = d*exp(-dt/tau_reward) + reward(t)`` (a TimedArray of
+the ``reward`` argument) changes ``w = clip(w + dt*d*c, low, high)``.
 
 Brian2 is imported lazily (it is slow to import and replaces ``sys.excepthook``).
 """
@@ -49,6 +59,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
 import sys
 import warnings
@@ -61,11 +72,20 @@ import torch
 from neuro.graph import ModelGraph, Population, Projection
 from neuro.network import RunResult
 
-__all__ = ["ReferenceResult", "simulate_brian2", "brian2_equations", "TARGETS", "METHODS", "SUPPORTED_RULES"]
+__all__ = [
+    "ReferenceResult",
+    "simulate_brian2",
+    "crosscheck_local",
+    "brian2_equations",
+    "TARGETS",
+    "METHODS",
+    "SUPPORTED_RULES",
+]
 
 TARGETS = ("numpy", "cython")
 METHODS = ("euler", "exact")
-SUPPORTED_RULES = ("none", "bptt", "eprop", "ottt", "stdp_pair")
+SUPPORTED_RULES = ("none", "bptt", "eprop", "ottt", "stdp_pair", "stdp_triplet", "rstdp")
+PLASTIC_RULES = ("stdp_pair", "stdp_triplet", "rstdp")
 
 #: Compiler flags of the cython target: Brian2's defaults without -ffast-math and without FMA
 #: contraction, which would change the arithmetic.
@@ -120,37 +140,57 @@ def brian2_equations(pop: Population, method: str = "euler") -> str:
     return "\n".join(lines)
 
 
-def _stdp_code(proj: Projection) -> tuple[str, str, str, dict]:
-    """(model, on_pre, on_post, namespace) of a pair-STDP synapse."""
+def _plastic_code(proj: Projection, dt: float) -> tuple[str, str, str, dict]:
+    """(model, on_pre, on_post, namespace) of a plastic synapse (see the module docstring)."""
     p = proj.params
-    mode = p.get("mode", "additive")
-    if proj.bounds is not None:
-        lo, hi = proj.bounds
-    else:
-        if mode == "multiplicative":
-            raise ValueError(f"reference: projection {proj.name}: multiplicative STDP needs bounds")
-        lo, hi = -np.inf, np.inf
-    model = (
-        "w : 1\n"
-        "dapre/dt = -apre/tau_plus : 1 (event-driven)\n"
-        "dapost/dt = -apost/tau_minus : 1 (event-driven)"
-    )
-    if mode == "additive":
-        ltd, ltp = "w + apost", "w + apre"
-    else:
-        ltd, ltp = "w + apost*(w - w_low)", "w + apre*(w_high - w)"
-    on_pre = f"I_post += w\napre += a_plus\nw = clip({ltd}, w_low, w_high)"
-    on_post = f"apost -= a_minus\nw = clip({ltp}, w_low, w_high)"
     b2 = _brian2()
-    ns = {
-        "tau_plus": float(p["tau_plus"]) * b2.second,
-        "tau_minus": float(p["tau_minus"]) * b2.second,
-        "a_plus": float(p["a_plus"]),
-        "a_minus": float(p["a_minus"]),
-        "w_low": float(lo),
-        "w_high": float(hi),
-    }
+    lo, hi = proj.bounds if proj.bounds is not None else (-np.inf, np.inf)
+    ns = {"w_low": float(lo), "w_high": float(hi)}
+    ns.update({k: float(v) * b2.second for k, v in p.items() if k.startswith("tau_")})
+    ns.update({k: float(v) for k, v in p.items() if k.startswith("a")})
+    jump = "=" if p.get("pairing") == "nearest" else "+="
+
+    def traces(*pairs):
+        return "\n".join(["w : 1"] + [f"d{x}/dt = -{x}/{tau} : 1 (event-driven)" for x, tau in pairs])
+
+    if proj.rule == "stdp_triplet":
+        model = traces(("r1", "tau_plus"), ("r2", "tau_x"), ("o1", "tau_minus"), ("o2", "tau_y"))
+        ltd, ltp = "o1*(a2_minus + a3_minus*r2)", "r1*(a2_plus + a3_plus*o2)"
+        on_pre = f"I_post += w\nw = clip(w - {ltd}, w_low, w_high)\nr1 {jump} 1\nr2 {jump} 1"
+        on_post = f"w = clip(w + {ltp}, w_low, w_high)\no1 {jump} 1\no2 {jump} 1"
+        return model, on_pre, on_post, ns
+    model = traces(("apre", "tau_plus"), ("apost", "tau_minus"))
+    if proj.rule == "rstdp":
+        model += "\nc : 1\nd : 1 (shared)"
+        ns.update(
+            c_decay=float(np.exp(-dt / p["tau_eligibility"])),
+            d_decay=float(np.exp(-dt / p["tau_reward"])),
+            dt_s=float(dt),
+        )
+        return model, "I_post += w\nc -= a_minus*apost\napre += 1", "c += a_plus*apre\napost += 1", ns
+    mu = float(p.get("mu", 1.0 if p.get("mode") == "multiplicative" else 0.0))
+    if mu != 0.0 and proj.bounds is None:
+        raise ValueError(f"reference: projection {proj.name}: weight-dependent STDP needs bounds")
+    u = "((w - w_low)/(w_high - w_low))"
+    f_minus, f_plus = ("", "") if mu == 0.0 else (f"*{u}**mu", f"*(1 - {u})**mu")
+    ns["mu"] = mu
+    on_pre = f"I_post += w\napre {jump} a_plus\nw = clip(w + apost{f_minus}, w_low, w_high)"
+    on_post = f"apost {jump} -a_minus\nw = clip(w + apre{f_plus}, w_low, w_high)"
     return model, on_pre, on_post, ns
+
+
+def _dopamine(syn, reward: np.ndarray, clock, place, base: int, k: int) -> None:
+    """Eligibility decay before the step's pathways, dopamine and weight change after them."""
+    b2 = _brian2()
+    ta = b2.TimedArray(reward, dt=clock.dt, name=f"reward_{syn.name}")
+    syn.namespace[ta.name] = ta
+    code = [
+        ("c = c*c_decay", base + k),
+        (f"d = d*d_decay + {ta.name}(t)", base + 950 + 2 * k),
+        ("w = clip(w + dt_s*d*c, w_low, w_high)", base + 951 + 2 * k),
+    ]
+    for text, order in code:
+        place(syn.run_regularly(text, clock=clock), order)
 
 
 @contextlib.contextmanager
@@ -189,6 +229,7 @@ def simulate_brian2(
     record: bool = True,
     cache_dir: str | os.PathLike | None = None,
     plastic: bool = True,
+    reward: torch.Tensor | None = None,
 ) -> ReferenceResult:
     """Run the graph in Brian2 on the given inputs and weights.
 
@@ -203,7 +244,9 @@ def simulate_brian2(
             ``"cython"`` (compiled without fast-math into ``cache_dir``, default
             ``~/.cache/neuro/brian2_cython_nofastmath``).
         record: record membrane potentials of every non-input population.
-        plastic: run the plasticity of ``stdp_pair`` projections (False: fixed weights).
+        plastic: run the plasticity of ``stdp_pair``, ``stdp_triplet`` and ``rstdp`` projections
+            (False: fixed weights).
+        reward: ``(T, B)`` dopamine released at each step, for ``rstdp`` projections (default 0).
     Returns:
         :class:`ReferenceResult`: ``spikes[pop]`` ``(T, B, n)`` float64 0/1 (inputs included),
         ``voltages[pop]`` ``(T, B, n)`` (after reset, as Norse returns them), ``readout``,
@@ -219,9 +262,10 @@ def simulate_brian2(
                 f"reference: projection {proj.name} uses rule {proj.rule!r}; the Brian2 reference "
                 f"expresses {SUPPORTED_RULES} (gradient rules run with fixed weights)"
             )
-        if graph.weight_shape(proj.name) not in ((graph.populations[proj.target].size,
-                                                    graph.populations[proj.source].size),
-                                                   (graph.populations[proj.target].size,)):
+        if graph.weight_shape(proj.name) not in (
+            (graph.populations[proj.target].size, graph.populations[proj.source].size),
+            (graph.populations[proj.target].size,),
+        ):
             raise ValueError(f"reference: projection {proj.name} has multivector weights")
     if isinstance(inputs, torch.Tensor):
         ins = graph.inputs()
@@ -229,9 +273,22 @@ def simulate_brian2(
             raise ValueError(f"{graph.name}: {len(ins)} input populations; pass a dict of inputs")
         inputs = {ins[0].name: inputs}
     steps, batch = next(iter(inputs.values())).shape[:2]
+    if reward is None:
+        reward = torch.zeros(steps, batch, dtype=torch.float64)
+    if tuple(reward.shape) != (steps, batch):
+        raise ValueError(f"reference: reward must be (T, B) = {(steps, batch)}, got {tuple(reward.shape)}")
     per_run = [
-        _run_one(graph, {k: v[:, b] for k, v in inputs.items()}, weights, method, target, record,
-                 cache_dir, plastic)
+        _run_one(
+            graph,
+            {k: v[:, b] for k, v in inputs.items()},
+            weights,
+            method,
+            target,
+            record,
+            cache_dir,
+            plastic,
+            _to_numpy(reward[:, b]),
+        )
         for b in range(batch)
     ]
     spikes = {k: torch.stack([r[0][k] for r in per_run], dim=1) for k in per_run[0][0]}
@@ -246,11 +303,16 @@ def simulate_brian2(
         final[k] = ws[0] if all(torch.equal(ws[0], w) for w in ws[1:]) else torch.stack(ws)
     out = graph.populations[graph.output]
     readout = spikes[out.name] if out.spiking else volts[out.name]
-    return ReferenceResult(readout=readout, spikes=spikes, voltages=volts if record else {},
-                           weights=final, wall_s=sum(r[3] for r in per_run))
+    return ReferenceResult(
+        readout=readout,
+        spikes=spikes,
+        voltages=volts if record else {},
+        weights=final,
+        wall_s=sum(r[3] for r in per_run),
+    )
 
 
-def _run_one(graph, inputs, weights, method, target, record, cache_dir, plastic):
+def _run_one(graph, inputs, weights, method, target, record, cache_dir, plastic, reward):
     """One Brian2 run of one batch element; returns (spikes, voltages, weights, wall seconds)."""
     import time
 
@@ -276,8 +338,13 @@ def _run_one(graph, inputs, weights, method, target, record, cache_dir, plastic)
             if enc.spiking:
                 t_idx, n_idx = torch.nonzero(x > 0, as_tuple=True)
                 gen = b2.SpikeGeneratorGroup(
-                    pop.size, n_idx.numpy().astype(np.int64), t_idx.numpy() * dt * second,
-                    clock=clock, name=f"in_{pop.name}*", when="groups", order=order,
+                    pop.size,
+                    n_idx.numpy().astype(np.int64),
+                    t_idx.numpy() * dt * second,
+                    clock=clock,
+                    name=f"in_{pop.name}*",
+                    when="groups",
+                    order=order,
                 )
                 order += 1
                 groups[pop.name] = gen
@@ -302,8 +369,15 @@ def _run_one(graph, inputs, weights, method, target, record, cache_dir, plastic)
                     # Norse blocks the `steps` steps after a spike; Brian2 re-enables a neuron in
                     # the state update of step t_spike + refractory/dt, so ask for one step more.
                     kwargs["refractory"] = (round(pop.refractory / dt) + 1) * dt * second
-            group = b2.NeuronGroup(pop.size, brian2_equations(pop, method), method=method, clock=clock,
-                                   name=f"pop_{pop.name}*", namespace={}, **kwargs)
+            group = b2.NeuronGroup(
+                pop.size,
+                brian2_equations(pop, method),
+                method=method,
+                clock=clock,
+                name=f"pop_{pop.name}*",
+                namespace={},
+                **kwargs,
+            )
             for k, v in ns.items():
                 setattr(group, k, v)
             group.v = float(pop.v_leak)
@@ -330,19 +404,34 @@ def _run_one(graph, inputs, weights, method, target, record, cache_dir, plastic)
                         cur = torch.cat([torch.zeros(lag, cur.shape[1], dtype=cur.dtype), cur[:-lag]])
                     ta = b2.TimedArray(cur.numpy(), dt=dt * second, name=f"cur_{proj.name}*")
                     group.namespace[ta.name] = ta
-                    runner = group.run_regularly(f"I += {ta.name}(t, i)", clock=clock,
-                                                 name=f"curin_{proj.name}*")
-                    place(runner, base + k_in)
+                    runner = group.run_regularly(
+                        f"I += {ta.name}(t, i)", clock=clock, name=f"curin_{proj.name}*"
+                    )
+                    place(runner, base + 100 + k_in)
                     k_in += 1
                     continue
-                stdp = plastic and proj.rule == "stdp_pair"
+                stdp = plastic and proj.rule in PLASTIC_RULES
                 if stdp:
-                    model, on_pre, on_post, sns = _stdp_code(proj)
-                    syn = b2.Synapses(groups[src.name], group, model, on_pre=on_pre, on_post=on_post,
-                                      namespace=sns, clock=clock, name=f"syn_{proj.name}*")
+                    model, on_pre, on_post, sns = _plastic_code(proj, dt)
+                    syn = b2.Synapses(
+                        groups[src.name],
+                        group,
+                        model,
+                        on_pre=on_pre,
+                        on_post=on_post,
+                        namespace=sns,
+                        clock=clock,
+                        name=f"syn_{proj.name}*",
+                    )
                 else:
-                    syn = b2.Synapses(groups[src.name], group, "w : 1", on_pre="I_post += w",
-                                      clock=clock, name=f"syn_{proj.name}*")
+                    syn = b2.Synapses(
+                        groups[src.name],
+                        group,
+                        "w : 1",
+                        on_pre="I_post += w",
+                        clock=clock,
+                        name=f"syn_{proj.name}*",
+                    )
                 if proj.kind == "one_to_one":
                     syn.connect(j="i")
                     wflat = w
@@ -354,10 +443,12 @@ def _run_one(graph, inputs, weights, method, target, record, cache_dir, plastic)
                 d = graph.delay_steps(proj.name)
                 if d:
                     syn.pre.delay = d * dt * second
-                place(syn.pre, base + k_in)
+                place(syn.pre, base + 100 + k_in)
                 k_in += 1
                 if stdp:
                     place(syn.post, base + 900 + k_in)
+                if stdp and proj.rule == "rstdp":
+                    _dopamine(syn, reward, clock, place, base, k_in)
                 synapses[proj.name] = syn
                 objs.append(syn)
             place(group.state_updater, base + 500)
@@ -366,14 +457,19 @@ def _run_one(graph, inputs, weights, method, target, record, cache_dir, plastic)
             if pop.spiking:
                 place(group.thresholder["spike"], base + 600)
                 if pop.type == "AdaptiveLIF":
-                    place(group.run_regularly("b = b*adapt_decay", clock=clock,
-                                              name=f"adapt_{pop.name}*"), base + 601)
+                    place(
+                        group.run_regularly("b = b*adapt_decay", clock=clock, name=f"adapt_{pop.name}*"),
+                        base + 601,
+                    )
                 place(group.resetter["spike"], base + 700)
                 smon = b2.SpikeMonitor(group, when="end", name=f"spk_{pop.name}*")
             else:
                 smon = None
-            vmon = b2.StateMonitor(group, "v", record=True, when="end", name=f"v_{pop.name}*") \
-                if (record or not pop.spiking) else None
+            vmon = (
+                b2.StateMonitor(group, "v", record=True, when="end", name=f"v_{pop.name}*")
+                if (record or not pop.spiking)
+                else None
+            )
             monitors[pop.name] = (smon, vmon)
             objs += [m for m in (smon, vmon) if m is not None]
         net = b2.Network(*objs)
@@ -409,3 +505,125 @@ def _run_one(graph, inputs, weights, method, target, record, cache_dir, plastic)
             if name not in final:
                 final[name] = weights[name].detach().to("cpu", torch.float64).clone()
     return spikes, volts, final, wall
+
+
+def _max_abs(x: torch.Tensor) -> float:
+    return float(x.abs().max()) if x.numel() else 0.0
+
+
+def crosscheck_local(
+    graph: ModelGraph,
+    *,
+    duration: float | None = None,
+    seed: int | None = None,
+    reward: torch.Tensor | None = None,
+    target: str = "numpy",
+) -> dict:
+    """A local-rule model (:class:`neuro.plasticity.LocalModel`: input -> LIF through one
+    ``stdp_pair`` / ``stdp_triplet`` / ``rstdp`` projection) run by our closed loop and by Brian2,
+    float64 weights on both sides.
+
+    Ours: :class:`neuro.plasticity.ClosedLoop` with the rule module and the exact engine, weights
+    updated (rounded once, clamped) every step -- the same discrete model as Brian2's per-event
+    updates.  Then Brian2's own spike trains are replayed through the rule at the model's
+    ``update_interval`` (closed-form traces over whole intervals, one engine step per interval):
+    it agrees on the synapses that never reach a bound (Brian2 clips after every event, the engine
+    once per interval).
+
+    Args:
+        graph: the model graph; duration: override its duration (s); seed: weights and inputs
+            (default: the training seed); reward: ``(T,)`` dopamine per step for ``rstdp`` (default:
+            the model's distal-reward protocol, driven by our output spikes); target: Brian2 target.
+    Returns:
+        ``spikes_equal`` (output rasters identical), ``n_spikes_ours`` / ``n_spikes_ref``,
+        ``max_abs_dw`` (closed loop vs Brian2), ``max_abs_dw_other`` (the same over the synapses
+        that never see a pre and a post spike in one step: where they do, a weight-dependent rule
+        reads the step's starting weight for both events, Brian2 the weight after the pre event),
+        ``max_abs_dw_replay`` (replay vs Brian2 over the
+        synapses that stay inside the bounds, a share ``inside_bounds`` of them),
+        ``max_weight_change`` (Brian2's, to show that learning happened), ``rewards`` (dopamine).
+    """
+    import dataclasses
+
+    from neuro.fidelity import make_inputs
+    from neuro.network import Network
+    from neuro.plasticity import ClosedLoop, DistalReward, LocalModel, _time, local_engine, rule_for
+
+    model = LocalModel.from_graph(graph)
+    proj = dataclasses.replace(graph.projections[model.plastic], format="float64")
+    changes = {"projections": {**graph.projections, model.plastic: proj}}
+    if duration is not None:
+        changes["duration"] = float(duration)
+    graph = dataclasses.replace(graph, **changes)
+    seed = graph.training.seed if seed is None else seed
+    z_in = make_inputs(graph, seed)[model.source] > 0  # (T, 1, N) bool
+    steps = z_in.shape[0]
+    opts = dict(graph.data.options) if graph.data is not None else {}
+    is_reward = proj.rule == "rstdp"
+    protocol = None
+    if is_reward and reward is None:
+        delay = opts.get("reward_delay", ["1 s", "3 s"])
+        protocol = DistalReward(
+            graph.dt,
+            int(opts.get("rewarded", 0)),
+            float(opts.get("reward", 0.5)),
+            _time(opts.get("reward_window"), 10e-3),
+            (_time(delay[0], 1.0), _time(delay[1], 3.0)),
+            seed,
+            1,
+        )
+    released = torch.zeros(steps, 1, dtype=torch.float64)
+    if reward is not None:
+        released[:, 0] = reward.to(torch.float64)
+
+    def dopamine_at(s):
+        def release(a, b):
+            if protocol is not None:
+                released[s : s + a.shape[0]] = protocol(a, b)
+            return released[s : s + a.shape[0]]
+
+        return release
+
+    def loop_of():
+        net = Network(graph, seed=seed, dtype=torch.float64)
+        return ClosedLoop(
+            graph, net, local_engine(graph, net, [model.plastic]), rule_for(graph, model.plastic)
+        )
+
+    w0 = loop_of().weight.detach().clone()
+    ours = loop_of()
+    ours.reset(1)
+    lo, hi = proj.bounds if proj.bounds is not None else (-math.inf, math.inf)
+    inside = torch.ones_like(w0, dtype=torch.bool)  # synapses that never reach a bound
+    z_out = []
+    for s in range(steps):
+        z_out.append(ours.run_interval(z_in[s : s + 1], reward=dopamine_at(s)))
+        inside &= (ours.weight.detach() > lo) & (ours.weight.detach() < hi)
+    z_out = torch.cat(z_out)
+    ref = simulate_brian2(
+        graph, z_in.to(torch.float64), {model.plastic: w0}, target=target, record=False, reward=released
+    )
+    z_ref = ref.spikes[model.target] > 0
+    same_step = torch.einsum("tm,tn->mn", z_ref[:, 0].double(), z_in[:, 0].double()) > 0
+    w_ref = ref.weights[model.plastic]
+    interval = max(1, round(_time(opts.get("update_interval"), 10e-3) / graph.dt))
+    replay = loop_of()
+    replay.reset(1)
+    for s in range(0, steps, interval):
+        extra = (released[s : s + interval],) if is_reward else ()
+        replay.rule.interval(
+            replay.engine, replay.weight, z_in[s : s + interval], z_ref[s : s + interval], *extra
+        )
+        replay.engine.step()
+    return {
+        "spikes_equal": bool(torch.equal(z_out, z_ref)),
+        "n_spikes_ours": int(z_out.sum()),
+        "n_spikes_ref": int(z_ref.sum()),
+        "max_abs_dw": float((ours.weight.detach() - w_ref).abs().max()),
+        "max_abs_dw_other": _max_abs((ours.weight.detach() - w_ref)[~same_step]),
+        "max_abs_dw_replay": _max_abs((replay.weight.detach() - w_ref)[inside]),
+        "inside_bounds": float(inside.double().mean()),
+        "max_weight_change": float((w_ref - w0).abs().max()),
+        "rewards": float(released.sum()),
+        "update_interval_steps": interval,
+    }

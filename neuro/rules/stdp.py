@@ -252,6 +252,11 @@ def stdp_pair_step(
     return stdp_pair_interval(z_pre.unsqueeze(0), z_post.unsqueeze(0), state, p, dt)
 
 
+def _spikes_times(z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """Spikes times a per-entry gain: a spike's entry is the gain, rounded once by the engine."""
+    return z.to(_F64) * a
+
+
 def _active_rows(z: torch.Tensor) -> torch.Tensor:
     return z.reshape(-1, z.shape[-1]).any(-1).nonzero().squeeze(-1)
 
@@ -412,22 +417,17 @@ def stdp_triplet_interval(
 
 
 def triplet_contribute(engine, weight: torch.Tensor, terms: TripletTerms, p: TripletSTDPParameters) -> None:
-    """Four exact outer-product contributions: ``a2+ z_post x r1``, ``a3+ (z_post o2) x r1``,
-    ``-a2- o1 x z_pre``, ``-a3- o1 x (z_pre r2)`` (a bool factor times a value is exact)."""
+    """Two outer-product contributions: ``z_post (a2+ + a3+ o2) x r1`` and ``-o1 x z_pre (a2- + a3-
+    r2)``, over the rows that hold a spike; each factor entry is rounded once to the engine's
+    format, products and sums are exact."""
     rows = _active_rows(terms.z_post)
-    if rows.numel():
-        zp, r1 = _flat(terms.z_post)[rows], _flat(terms.r1)[rows]
-        if p.a2_plus:
-            engine.accumulate_outer(weight, zp, r1, p.a2_plus)
-        if p.a3_plus:
-            engine.accumulate_outer(weight, zp.to(_F64) * _flat(terms.o2)[rows], r1, p.a3_plus)
+    if rows.numel() and (p.a2_plus or p.a3_plus):
+        gain = p.a2_plus + p.a3_plus * _flat(terms.o2)[rows]
+        engine.accumulate_outer(weight, _spikes_times(_flat(terms.z_post)[rows], gain), _flat(terms.r1)[rows])
     rows = _active_rows(terms.z_pre)
-    if rows.numel():
-        zq, o1 = _flat(terms.z_pre)[rows], _flat(terms.o1)[rows]
-        if p.a2_minus:
-            engine.accumulate_outer(weight, o1, zq, -p.a2_minus)
-        if p.a3_minus:
-            engine.accumulate_outer(weight, o1, zq.to(_F64) * _flat(terms.r2)[rows], -p.a3_minus)
+    if rows.numel() and (p.a2_minus or p.a3_minus):
+        gain = -(p.a2_minus + p.a3_minus * _flat(terms.r2)[rows])
+        engine.accumulate_outer(weight, _flat(terms.o1)[rows], _spikes_times(_flat(terms.z_pre)[rows], gain))
 
 
 def triplet_delta(terms: TripletTerms, p: TripletSTDPParameters) -> torch.Tensor:
