@@ -483,13 +483,9 @@ def rstdp_init(batch: int, n_pre: int, n_post: int, device=None) -> RSTDPState:
 
 
 def _reverse_filter(d: torch.Tensor, decay: float) -> torch.Tensor:
-    """``G[s] = sum_{t >= s} d[t] decay**(t - s)`` along dim 0 (``d`` ``(L, B)``), by a backward loop."""
-    out = torch.empty_like(d)
-    acc = torch.zeros_like(d[0])
-    for s in range(d.shape[0] - 1, -1, -1):
-        acc = d[s] + decay * acc
-        out[s] = acc
-    return out
+    """``G[s] = sum_{t >= s} d[t] decay**(t - s)`` along dim 0: the closed-form trace of the
+    time-reversed signal (no per-step loop)."""
+    return trace_interval(d.flip(0), torch.zeros_like(d[0]), decay).flip(0)
 
 
 def rstdp_interval(
