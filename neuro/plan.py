@@ -207,13 +207,14 @@ def _engine(graph: ModelGraph, extra: tuple[tuple[int, int], ...] = ()) -> dict[
     if not numel:
         return {}
     biggest = max(trained, key=lambda n: math.prod(graph.weight_shape(n)))
+    from neuro.engine.engine import step_block_rows
     m, n = max([_rows_cols(graph, biggest), *extra], key=math.prod)
     buf = 8  # Adam moments: float64 for the 32-bit quire formats neuro.train uses
     return {
         "quires": sum(numel) * (8 * QUIRE_LIMBS + 1),
         "optimizer": 2 * sum(numel) * buf,
-        # step() (Adam) and accumulate_outer never overlap; step's transient is the larger one
-        "engine_workspace": m * n * ENGINE_WORKSPACE_PER_WEIGHT,
+        # step() (Adam) works in blocks of rows of a fixed byte budget; accumulate_outer never overlaps
+        "engine_workspace": step_block_rows(m, n, QUIRE_LIMBS) * n * ENGINE_WORKSPACE_PER_WEIGHT,
     }
 
 

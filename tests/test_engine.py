@@ -10,6 +10,8 @@ from fractions import Fraction
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from neuro.algebra import Algebra
 from neuro.engine import Bounds, ParamType, Sign, UpdateEngine, flatten_state_dict, unflatten_state_dict
@@ -22,7 +24,8 @@ from neuro.engine.exact import (
     scale_quire,
     stream_key,
 )
-from neuro.numerics import BPOSIT16, POSIT8, POSIT16, POSIT32, PositFormat
+from neuro.engine.fast import estimate_float, estimate_limbs, round_nearest_fast, round_stochastic_fast
+from neuro.numerics import BPOSIT16, BPOSIT32, POSIT8, POSIT16, POSIT32, PositFormat, Quire
 
 # ----------------------------------------------------------------------------- oracles
 
@@ -85,7 +88,8 @@ def frac(t: torch.Tensor) -> list[Fraction]:
 def test_quire_from_float64_and_scale_are_exact():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(500, generator=g, dtype=torch.float64) * torch.exp2(
-        torch.randint(-60, 60, (500,), generator=g).double())
+        torch.randint(-60, 60, (500,), generator=g).double()
+    )
     x[7] = 0.0
     q = quire_from_float64(POSIT16, x)
     assert torch.equal(q.to_float(), x)
@@ -126,8 +130,9 @@ def test_stochastic_rounding_is_unbiased_and_reproducible():
     assert torch.equal(round_quire(quire_from_float64(POSIT16, onehalf), POSIT16, "stochastic", u), onehalf)
 
 
-@pytest.mark.parametrize("storage", [POSIT16, POSIT8, BPOSIT16, PositFormat(20, 3, rs=5), POSIT32,
-                                     "float32", "float64"])
+@pytest.mark.parametrize(
+    "storage", [POSIT16, POSIT8, BPOSIT16, PositFormat(20, 3, rs=5), POSIT32, "float32", "float64"]
+)
 def test_fast_rounding_of_w_plus_q_equals_the_exact_path(storage):
     """round_sum_nearest's rounding test gives the exact path's bits, also right at boundaries."""
     g = torch.Generator().manual_seed(0)
@@ -181,8 +186,11 @@ def test_step_is_one_exact_rounding_of_w_plus_lr_times_sum(storage):
     eng.step()
     lr = posit_round(POSIT16, Fraction(0.1))
     sc = posit_round(POSIT16, Fraction(0.3))
-    d = [[posit_round(POSIT16, Fraction(float(v))) for v in deltas[:, i, j]]
-         for i in range(6) for j in range(5)]
+    d = [
+        [posit_round(POSIT16, Fraction(float(v))) for v in deltas[:, i, j]]
+        for i in range(6)
+        for j in range(5)
+    ]
     po = [[posit_round(POSIT16, Fraction(float(v))) for v in post[:, i]] for i in range(6)]
     pr = [[posit_round(POSIT16, Fraction(float(v))) for v in pre[:, j]] for j in range(5)]
     for idx, got in enumerate(frac(w)):
@@ -205,8 +213,10 @@ def test_momentum_matches_oracle():
         delta = torch.randn(3, generator=g)
         eng.accumulate(w, delta)
         eng.step()
-        m = [posit_round(POSIT16, beta * mi + posit_round(POSIT16, Fraction(float(di))))
-             for mi, di in zip(m, delta)]
+        m = [
+            posit_round(POSIT16, beta * mi + posit_round(POSIT16, Fraction(float(di))))
+            for mi, di in zip(m, delta)
+        ]
         ref = [posit_round(POSIT16, r + lr * mi) for r, mi in zip(ref, m)]
         assert frac(w) == ref
 
@@ -231,12 +241,15 @@ def test_constraints_bounds_sign_and_grades():
     exc = torch.rand(5)
     inh = -torch.rand(5)
     bounded = torch.rand(5) * 0.1
-    eng = UpdateEngine([
-        {"params": [mv], "type": ParamType(alg, grades=(1, 3))},
-        {"params": [exc], "type": ParamType(constraint=Sign("excitatory"))},
-        {"params": [inh], "type": ParamType(constraint=Sign("inhibitory"))},
-        {"params": [bounded], "type": ParamType(constraint=Bounds(0.0, 0.1))},
-    ], lr=1.0)
+    eng = UpdateEngine(
+        [
+            {"params": [mv], "type": ParamType(alg, grades=(1, 3))},
+            {"params": [exc], "type": ParamType(constraint=Sign("excitatory"))},
+            {"params": [inh], "type": ParamType(constraint=Sign("inhibitory"))},
+            {"params": [bounded], "type": ParamType(constraint=Bounds(0.0, 0.1))},
+        ],
+        lr=1.0,
+    )
     mask = alg.grade_mask([1, 3])
     assert (mv[:, ~mask] == 0).all()  # projected at registration
     for _ in range(3):
@@ -296,14 +309,27 @@ def _resume_setup():
 def _resume_engine(params):
     w, v, r, b = params
     alg = Algebra(3)
-    return UpdateEngine([
-        {"params": [w], "lr": 0.05, "rounding": "stochastic", "momentum": 0.8},
-        {"params": [v], "lr": 0.01, "adam": True, "format": POSIT32,
-         "type": ParamType(alg, grades=(0, 1, 2))},
-        {"params": [r], "lr": 0.1, "rounding": "stochastic", "type": ParamType(alg, constraint="rotor")},
-        {"params": [b], "lr": 0.3, "format": POSIT32, "rounding": "stochastic",
-         "type": ParamType(constraint=Bounds(0.0, 1.0), storage=BPOSIT16)},
-    ], seed=11)
+    return UpdateEngine(
+        [
+            {"params": [w], "lr": 0.05, "rounding": "stochastic", "momentum": 0.8},
+            {
+                "params": [v],
+                "lr": 0.01,
+                "adam": True,
+                "format": POSIT32,
+                "type": ParamType(alg, grades=(0, 1, 2)),
+            },
+            {"params": [r], "lr": 0.1, "rounding": "stochastic", "type": ParamType(alg, constraint="rotor")},
+            {
+                "params": [b],
+                "lr": 0.3,
+                "format": POSIT32,
+                "rounding": "stochastic",
+                "type": ParamType(constraint=Bounds(0.0, 1.0), storage=BPOSIT16),
+            },
+        ],
+        seed=11,
+    )
 
 
 def _resume_feed(eng, params, step):
@@ -426,3 +452,187 @@ def test_quire_memory_is_allocated_once_and_reused():
         eng.accumulate(w, torch.randn(64, 32, generator=g))
         eng.step()
     assert eng.quire_bytes() == used
+
+
+# ----------------------------------------------------------------------------- fast path vs exact path
+
+_FAST_FORMATS = {"posit8": POSIT8, "posit16": POSIT16, "bposit32": BPOSIT32}
+_FAST_STORAGES = {
+    "posit8": POSIT8,
+    "posit16": POSIT16,
+    "bposit16": BPOSIT16,
+    "posit32": POSIT32,
+    "bposit32": BPOSIT32,
+    "float32": "float32",
+    "float64": "float64",
+}
+
+
+def _random_sums(fmt, n, g, kind, lo_limb, width):
+    """Exact sums: arbitrary limb patterns, sums over a window of magnitudes, or near-cancellation."""
+    if kind == "limbs":
+        return Quire.from_limbs(fmt, torch.randint(-(1 << 40), 1 << 40, (n, width), generator=g), lo_limb)
+    mags = torch.exp2(torch.randint(32 * lo_limb, 32 * (lo_limb + width), (4, n), generator=g).double())
+    x = torch.randn(4, n, generator=g, dtype=torch.float64) * mags
+    if kind == "cancel":
+        x[1] = -x[0] * (1 + 2.0**-40)
+    x[:, :10] = 0  # exact zeros
+    q = Quire(fmt, (n,))
+    q.add(x)
+    return q
+
+
+def _check_fast_rounding(data):
+    fmt = _FAST_FORMATS[data.draw(st.sampled_from(sorted(_FAST_FORMATS)), label="fmt")]
+    storage = _FAST_STORAGES[data.draw(st.sampled_from(sorted(_FAST_STORAGES)), label="storage")]
+    kind = data.draw(st.sampled_from(["limbs", "sum", "cancel", "float"]), label="kind")
+    lo_limb = data.draw(st.integers(-6, 1), label="lo_limb")
+    width = data.draw(st.integers(1, 7), label="width")
+    lr_value = data.draw(st.sampled_from([1.0, 2.0**-6, 0.1, 3.7, 1e-4]), label="lr")
+    rounding = data.draw(st.sampled_from(["nearest", "stochastic"]), label="rounding")
+    g = torch.Generator().manual_seed(data.draw(st.integers(0, 2**31), label="seed"))
+    n = 300
+    wf = torch.randn(n, generator=g, dtype=torch.float64) * torch.exp2(
+        torch.randint(-40, 10, (n,), generator=g)
+    )
+    w = (
+        storage.quantize(wf)
+        if isinstance(storage, PositFormat)
+        else wf.to(torch.float32).double()
+        if storage == "float32"
+        else wf
+    )
+    w[:20] = 0
+    sig, e, _ = fmt.decompose(fmt.encode(torch.tensor([lr_value], dtype=torch.float64)))
+    sig, e = int(sig[0]), int(e[0])
+    top_bit = fmt.quire_integer_bits + 31
+    if kind == "float":  # a float64 direction (momentum / Adam)
+        d = torch.randn(n, generator=g, dtype=torch.float64) * torch.exp2(
+            torch.randint(-60, 8, (n,), generator=g)
+        )
+        d[:10] = 0
+        d[10:20] = fmt.quantize(d[10:20])  # few bits: exact sums and ties
+        q = quire_from_float64(fmt, d)
+        est = estimate_float(d, sig * 2.0**e)
+    else:
+        q = _random_sums(fmt, n, g, kind, lo_limb, width)
+        est = estimate_limbs(q.limbs.reshape(n, -1), q.offset, sig * 2.0**e, top_bit)
+    lr_d = scale_quire(q, sig, e)
+    u = torch.rand(n, generator=g, dtype=torch.float64)
+    if rounding == "nearest":
+        want = round_sum_nearest(w, lr_d, storage)
+    else:
+        total = quire_from_float64(fmt, w)
+        total.merge(lr_d)
+        want = round_quire(total, storage, "stochastic", u)
+    if est is None:
+        return
+    if rounding == "nearest":
+        got, ok = round_nearest_fast(w, *est, storage, top_bit)
+    else:
+        got, ok = round_stochastic_fast(w, *est, storage, top_bit, u)
+    ok &= ~q.nar  # the engine raises on a NaR sum before rounding
+    same = (got.view(torch.int64) == want.view(torch.int64)) | (got.isnan() & want.isnan())
+    assert bool(same[ok].all()), (got[ok & ~same][:4], want[ok & ~same][:4])
+    if storage != "float64" and kind in ("sum", "float") and width == 1 and not bool(q.nar.any()):
+        assert float(ok.double().mean()) > 0.9  # a narrow window: (nearly) every entry is decided
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_fast_rounding_gives_the_exact_paths_bits(data):
+    """neuro.engine.fast vs the exact quire path: random windows, cancellation, exact zeros, ties,
+    NaR, every storage format, nearest-even and stochastic rounding."""
+    _check_fast_rounding(data)
+
+
+@pytest.mark.slow
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_fast_rounding_gives_the_exact_paths_bits_many(data):
+    _check_fast_rounding(data)
+
+
+def _engine_run(storage, rounding, opt, constraint, fmt):
+    g = torch.Generator().manual_seed(17)
+    dtype = (
+        torch.float32
+        if storage == "float32" or (isinstance(storage, PositFormat) and storage.fits_float32)
+        else torch.float64
+    )
+    w = (torch.randn(37, 13, generator=g, dtype=torch.float64) * 0.3).to(dtype)
+    b = torch.rand(11, generator=g, dtype=torch.float64).to(dtype)
+    extra = {"momentum": {"momentum": 0.9}, "adam": {"adam": True}}.get(opt, {})
+    eng = UpdateEngine(
+        [{"params": [w, b], "type": ParamType(constraint=constraint, storage=storage)}],
+        format=fmt,
+        lr=0.05,
+        rounding=rounding,
+        seed=5,
+        **extra,
+    )
+    for step in range(3):
+        d = torch.randn(4, 37, 13, generator=g, dtype=torch.float64) * torch.exp2(
+            torch.randint(-40, 2, (4, 37, 13), generator=g).double()
+        )
+        if step == 1:
+            d[1] = -d[0] * (1 + 2.0**-30)
+        eng.accumulate(w, d.to(dtype))
+        eng.accumulate_outer(
+            w,
+            (torch.rand(6, 37, generator=g) < 0.3).to(dtype),
+            torch.rand(6, 13, generator=g, dtype=torch.float64).to(dtype),
+            0.25,
+        )
+        eng.accumulate(b, (torch.randn(3, 11, generator=g, dtype=torch.float64) * 1e-3).to(dtype))
+        eng.step()
+    return [w, b] + [t for s in eng._slots for t in s.buffers.values()]
+
+
+@pytest.mark.parametrize("storage", [POSIT8, POSIT16, BPOSIT16, "float32", "float64", POSIT32])
+def test_step_bits_do_not_depend_on_the_fast_path_or_the_blocks(storage, monkeypatch):
+    """The fast path and any block size give the bits of the exact path in one block."""
+    import neuro.engine.engine as engine_module
+
+    cases = [
+        ("nearest", "plain", None),
+        ("stochastic", "plain", Bounds(-0.5, 0.5)),
+        ("nearest", "adam", Sign("excitatory")),
+        ("stochastic", "momentum", None),
+    ]
+    for rounding, opt, constraint in cases:
+        fmt = BPOSIT32 if opt == "adam" else POSIT16
+        ref = _engine_run(storage, rounding, opt, constraint, fmt)
+        monkeypatch.setattr(engine_module, "_FAST", False)
+        monkeypatch.setattr(engine_module, "STEP_WORKSPACE_BYTES", 1 << 40)
+        exact = _engine_run(storage, rounding, opt, constraint, fmt)
+        monkeypatch.setattr(engine_module, "_FAST", True)
+        monkeypatch.setattr(engine_module, "STEP_WORKSPACE_BYTES", 20000)  # blocks of a few rows
+        blocks = _engine_run(storage, rounding, opt, constraint, fmt)
+        monkeypatch.undo()
+        for a, b, c in zip(ref, exact, blocks, strict=True):
+            assert torch.equal(a, b) and torch.equal(a, c), (rounding, opt)
+
+
+def test_step_workspace_does_not_grow_with_the_parameter(monkeypatch):
+    """Peak temporary bytes of step() (TensorBytes) are one block's, whatever the number of rows."""
+    import neuro.engine.engine as engine_module
+    from neuro.plan import TensorBytes
+
+    monkeypatch.setattr(engine_module, "STEP_WORKSPACE_BYTES", 1 << 16)
+    for adam in (False, True):
+        peaks = []
+        for rows in (32, 256):
+            w = torch.randn(rows, 32, generator=torch.Generator().manual_seed(0))
+            eng = UpdateEngine([w], format=BPOSIT32, lr=1e-3, adam=adam, type=ParamType(storage="float32"))
+            for first in (True, False):  # the first step allocates the Adam moments (persistent state)
+                eng.accumulate_outer(w, torch.randn(4, rows), torch.rand(4, 32))
+                if first:
+                    eng.step()
+            eng._slots[0].quire.normalize()  # the quire's carry pass: whole-tensor, not step()'s
+            limbs = eng._slots[0].quire.limbs.shape[-1]
+            with TensorBytes() as tb:
+                eng.step()
+            peaks.append(tb.peak)
+            assert tb.peak <= 1.25 * engine_module.step_workspace_bytes(rows, 32, limbs, general=adam)
+        assert peaks[1] <= 1.1 * peaks[0], peaks  # 8x the rows, the same blocks

@@ -26,10 +26,13 @@ What ``step()`` computes, for a parameter ``w`` with accumulated exact sum ``S``
    round-to-nearest-even (``Quire.to_bits``), float32 by rounding the exact value once to float32
    (the nearest float64 is read first and the exact remainder settles the rare case where it lies
    exactly halfway between two float32 values, so there is no double-rounding error), or
-   stochastically with a counter-based stream keyed by ``(seed, step, parameter index)``. For
-   nearest rounding a rounding test reads the result from ``w`` and ``lr * D`` without building the
-   whole exact sum, falling back to it for the entries whose sum lies too close to a rounding
-   boundary to decide (``exact.round_sum_nearest``): same bits as the full path, much cheaper.
+   stochastically with a counter-based stream keyed by ``(seed, step, parameter index)``. That is
+   the definition; the computation (same bits) first tries :mod:`neuro.engine.fast`: ``lr * D``
+   read to float64 with a rigorous error bound straight from the limbs, and a rounding test that
+   decides nearly every entry; only the undecided ones build the exact sum.
+
+   Steps 2-5 run over blocks of leading rows (:func:`step_block_rows`), so ``step``'s temporary
+   memory is bounded by :data:`STEP_WORKSPACE_BYTES` whatever the parameter's size.
 5. The parameter is kept in its type: coefficients outside its grades are set to exactly 0, bounds
    and Dale's-law signs are clamped (bounds rounded inward to storage values). A rotor parameter
    instead takes the exponential-map retraction ``R <- R exp(B)``, ``B = <R~ (lr D)>_2`` (with
@@ -61,6 +64,7 @@ from neuro.engine.exact import (
     scale_quire,
     stream_key,
 )
+from neuro.engine.fast import estimate_float, estimate_limbs, round_nearest_fast, round_stochastic_fast
 from neuro.numerics import POSIT16, POSIT32, PositFormat, Quire
 from neuro.params import (
     Bounds,
@@ -72,10 +76,20 @@ from neuro.params import (
     storage_to_json,
 )
 
-__all__ = ["UpdateEngine", "rotor_norm_bound", "flatten_state_dict", "unflatten_state_dict"]
+__all__ = [
+    "UpdateEngine",
+    "rotor_norm_bound",
+    "flatten_state_dict",
+    "unflatten_state_dict",
+    "step_bytes_per_entry",
+    "step_block_rows",
+    "step_workspace_bytes",
+]
 
 _ROUNDINGS = ("nearest", "stochastic")
-_BLOCK_ENTRIES = 1 << 18  # entries per block of rows in step() (bounds temporary memory)
+_FAST = True  # the fast rounding path of neuro.engine.fast (tests switch it off to compare bits)
+#: Temporary memory of step() per block of rows (the blocks' size follows from it).
+STEP_WORKSPACE_BYTES = 8 << 20
 _STATE_VERSION = 1
 
 
@@ -102,6 +116,26 @@ def _snap_inward(value: float, storage: PositFormat | str, upward: bool) -> floa
         if bool(((c < x) if upward else (c > x)).any()):
             raise ValueError(f"bound {value} lies outside the range of storage {storage_name(storage)}")
     return float(c[0])
+
+
+def step_bytes_per_entry(limbs: int, general: bool) -> int:
+    """Temporary bytes per entry of ``UpdateEngine.step`` for a quire window of ``limbs`` limbs,
+    measured with ``neuro.plan.TensorBytes`` (bposit32 quire, float32 weights): ``general`` for
+    momentum, Adam and rotors (exact quire reads and moments: 574 B at 8 limbs), else the fast
+    path (nearest 112 B, stochastic 173 B at 8 limbs)."""
+    return 182 + 49 * limbs if general else 60 + 14 * limbs
+
+
+def step_block_rows(rows: int, per_row: int, limbs: int, general: bool = True) -> int:
+    """Rows per block of ``step`` on a parameter of ``rows x per_row`` entries (at least one row):
+    as many as :data:`STEP_WORKSPACE_BYTES` allows."""
+    entries = STEP_WORKSPACE_BYTES // step_bytes_per_entry(limbs, general)
+    return min(rows, max(1, entries // max(1, per_row)))
+
+
+def step_workspace_bytes(rows: int, per_row: int, limbs: int, general: bool = True) -> int:
+    """Peak temporary bytes of ``step`` on a parameter of ``rows x per_row`` entries: one block."""
+    return step_block_rows(rows, per_row, limbs, general) * per_row * step_bytes_per_entry(limbs, general)
 
 
 def rotor_norm_bound(algebra, storage: PositFormat | str, rounding: str = "nearest") -> float:
@@ -139,15 +173,21 @@ class _Slot:
         fmt: PositFormat = group["format"]
         self.storage = ptype.storage if ptype.storage is not None else fmt
         if not isinstance(param, torch.Tensor) or not param.is_floating_point():
-            raise ValueError(f"{name}: parameters must be floating-point tensors, got "
-                             f"{getattr(param, 'dtype', type(param).__name__)}")
+            raise ValueError(
+                f"{name}: parameters must be floating-point tensors, got "
+                f"{getattr(param, 'dtype', type(param).__name__)}"
+            )
         if not _storage_dtype_ok(self.storage, param.dtype):
             if isinstance(self.storage, PositFormat):
-                why = (f"{self.storage.name} values have up to {self.storage.max_fraction_bits} fraction "
-                       f"bits and scales 2**{self.storage.min_scale}..2**{self.storage.max_scale}, "
-                       f"which float32 cannot hold exactly")
-                fix = ("make it a float64 tensor (e.g. nn.Parameter(w.double())), or store it as "
-                       "posit16/posit8/float32")
+                why = (
+                    f"{self.storage.name} values have up to {self.storage.max_fraction_bits} fraction "
+                    f"bits and scales 2**{self.storage.min_scale}..2**{self.storage.max_scale}, "
+                    f"which float32 cannot hold exactly"
+                )
+                fix = (
+                    "make it a float64 tensor (e.g. nn.Parameter(w.double())), or store it as "
+                    "posit16/posit8/float32"
+                )
                 need = "float64" if not self.storage.fits_float32 else "float32 or float64"
             else:
                 why = f"{self.storage} storage"
@@ -166,6 +206,10 @@ class _Slot:
         self.vshape = vshape
         self.qshape = (vshape[0], math.prod(vshape[1:])) if len(vshape) >= 2 else vshape
         self.quire = Quire(fmt, self.qshape, device=param.device)
+        # step() works in blocks of leading rows; a lone multivector (or a 0-d scalar) is one row.
+        self.whole = len(self.qshape) == 0 or (ptype.is_multivector and param.dim() == 1)
+        self.rows = 1 if self.whole else self.qshape[0]
+        self.per_row = max(1, math.prod(self.qshape) if self.whole else math.prod(self.qshape[1:]))
         self.touched = False
         self.step = 0
         self.buffers: dict[str, torch.Tensor] = {}
@@ -190,8 +234,16 @@ class _Slot:
         return x.reshape(self.param.shape)
 
     # ------------------------------------------------------------------ keeping the type
-    def uniform(self, seed: int, step: int) -> torch.Tensor:
-        return counter_uniform(stream_key(seed, step, self.index), self.qshape, device=self.param.device)
+    def uniform(self, seed: int, step: int, a: int = 0, b: int | None = None) -> torch.Tensor:
+        """The stochastic-rounding numbers of ``step``: all (quire shape), or entries ``a:b`` (flat)."""
+        key = stream_key(seed, step, self.index)
+        if b is None:
+            return counter_uniform(key, self.qshape, device=self.param.device)
+        return counter_uniform(key, (b - a,), device=self.param.device, start=a)
+
+    def rows_shape(self, r0: int, r1: int) -> tuple[int, ...]:
+        """Shape of the parameter's rows ``r0:r1`` (the whole shape for an unsplit parameter)."""
+        return tuple(self.param.shape) if self.whole else (r1 - r0, *self.param.shape[1:])
 
     def round(self, q: Quire, seed: int, step: int, rounding: str | None = None) -> torch.Tensor:
         rounding = rounding or self.group["rounding"]
@@ -224,8 +276,10 @@ class _Slot:
         r = self.type.project(r)
         s = alg.norm_sq(r).abs()
         if bool((s == 0).any()) or not bool(torch.isfinite(s).all()):
-            raise ValueError(f"{self.name}: a rotor parameter has a zero or non-finite norm; "
-                             f"initialise rotors to unit even multivectors (e.g. the scalar 1)")
+            raise ValueError(
+                f"{self.name}: a rotor parameter has a zero or non-finite norm; "
+                f"initialise rotors to unit even multivectors (e.g. the scalar 1)"
+            )
         return r / s.sqrt().unsqueeze(-1)
 
     def snap(self, values: torch.Tensor) -> torch.Tensor:
@@ -277,8 +331,14 @@ class UpdateEngine:
         process_group: Any = None,
     ) -> None:
         self.defaults: dict[str, Any] = dict(
-            format=format, lr=lr, rounding=rounding, momentum=momentum, adam=adam,
-            betas=tuple(betas), eps=eps, type=type if type is not None else ParamType(),
+            format=format,
+            lr=lr,
+            rounding=rounding,
+            momentum=momentum,
+            adam=adam,
+            betas=tuple(betas),
+            eps=eps,
+            type=type if type is not None else ParamType(),
         )
         self.seed = int(seed)
         self.process_group = process_group
@@ -299,8 +359,10 @@ class UpdateEngine:
             raise ValueError("UpdateEngine: a parameter group is a dict with a 'params' key")
         unknown = set(group) - set(self.defaults) - {"params", "names"}
         if unknown:
-            raise ValueError(f"UpdateEngine: unknown parameter-group option(s) {sorted(unknown)}; "
-                             f"allowed: {sorted(self.defaults)} and 'names'")
+            raise ValueError(
+                f"UpdateEngine: unknown parameter-group option(s) {sorted(unknown)}; "
+                f"allowed: {sorted(self.defaults)} and 'names'"
+            )
         g = {**self.defaults, **group}
         params = g["params"]
         params = [params] if isinstance(params, torch.Tensor) else list(params)
@@ -313,8 +375,10 @@ class UpdateEngine:
         self._check_options(g, gi)
         for p, name in zip(params, names):
             if id(p) in self._by_id:
-                raise ValueError(f"{name}: this tensor is already registered with the engine "
-                                 f"(as {self._by_id[id(p)].name})")
+                raise ValueError(
+                    f"{name}: this tensor is already registered with the engine "
+                    f"(as {self._by_id[id(p)].name})"
+                )
             slot = _Slot(p, len(self._slots), g, name)
             with torch.no_grad():
                 slot.write(slot.snap(p.detach().to(torch.float64)))
@@ -328,8 +392,10 @@ class UpdateEngine:
         if not isinstance(g["format"], PositFormat):
             fmt = resolve_storage(g["format"]) if isinstance(g["format"], str) else g["format"]
             if not isinstance(fmt, PositFormat):
-                raise ValueError(f"{where}: format must be a PositFormat (the quire's format), e.g. POSIT16; "
-                                 f"got {g['format']!r}. Use ParamType(storage='float32') for float storage")
+                raise ValueError(
+                    f"{where}: format must be a PositFormat (the quire's format), e.g. POSIT16; "
+                    f"got {g['format']!r}. Use ParamType(storage='float32') for float storage"
+                )
             g["format"] = fmt
         if g["rounding"] not in _ROUNDINGS:
             raise ValueError(f"{where}: rounding must be one of {_ROUNDINGS}, got {g['rounding']!r}")
@@ -348,8 +414,10 @@ class UpdateEngine:
         slot = self._by_id.get(id(param))
         if slot is None or slot.param is not param:
             shape = tuple(getattr(param, "shape", ()))
-            raise ValueError(f"UpdateEngine: this tensor (shape {shape}) is not a parameter of the engine; "
-                             f"pass it in `params` when building the engine (or add_param_group)")
+            raise ValueError(
+                f"UpdateEngine: this tensor (shape {shape}) is not a parameter of the engine; "
+                f"pass it in `params` when building the engine (or add_param_group)"
+            )
         return slot
 
     def accumulate(self, param: torch.Tensor, delta: torch.Tensor) -> None:
@@ -360,9 +428,11 @@ class UpdateEngine:
         if not isinstance(delta, torch.Tensor):
             delta = torch.as_tensor(delta, dtype=torch.float64)
         pshape = tuple(param.shape)
-        if delta.dim() < len(pshape) or tuple(delta.shape[delta.dim() - len(pshape):]) != pshape:
-            raise ValueError(f"{slot.name}: delta of shape {tuple(delta.shape)} must have the parameter's "
-                             f"shape {pshape}, optionally with extra leading dims that are summed")
+        if delta.dim() < len(pshape) or tuple(delta.shape[delta.dim() - len(pshape) :]) != pshape:
+            raise ValueError(
+                f"{slot.name}: delta of shape {tuple(delta.shape)} must have the parameter's "
+                f"shape {pshape}, optionally with extra leading dims that are summed"
+            )
         extra = tuple(delta.shape[: delta.dim() - len(pshape)])
         slot.quire.add(delta.reshape(*extra, *slot.qshape))
         slot.touched = True
@@ -385,8 +455,10 @@ class UpdateEngine:
         """
         slot = self._slot(param)
         if len(slot.qshape) != 2:
-            raise ValueError(f"{slot.name}: accumulate_outer needs a parameter with at least 2 value "
-                             f"axes (M, N...), got shape {tuple(param.shape)}")
+            raise ValueError(
+                f"{slot.name}: accumulate_outer needs a parameter with at least 2 value "
+                f"axes (M, N...), got shape {tuple(param.shape)}"
+            )
         post = post if isinstance(post, torch.Tensor) else torch.as_tensor(post, dtype=torch.float64)
         pre = pre if isinstance(pre, torch.Tensor) else torch.as_tensor(pre, dtype=torch.float64)
         rest = tuple(param.shape[1:])
@@ -395,11 +467,17 @@ class UpdateEngine:
             post = post.unsqueeze(0)
         if tuple(pre.shape) in rests:
             pre = pre.unsqueeze(0)
-        if post.dim() != 2 or post.shape[1] != slot.qshape[0] or tuple(pre.shape[1:]) not in rests \
-                or pre.shape[0] != post.shape[0]:
-            raise ValueError(f"{slot.name}: accumulate_outer expects post (K, {slot.qshape[0]}) and pre "
-                             f"(K, {', '.join(map(str, rest))}), got post {tuple(post.shape)} and pre "
-                             f"{tuple(pre.shape)}")
+        if (
+            post.dim() != 2
+            or post.shape[1] != slot.qshape[0]
+            or tuple(pre.shape[1:]) not in rests
+            or pre.shape[0] != post.shape[0]
+        ):
+            raise ValueError(
+                f"{slot.name}: accumulate_outer expects post (K, {slot.qshape[0]}) and pre "
+                f"(K, {', '.join(map(str, rest))}), got post {tuple(post.shape)} and pre "
+                f"{tuple(pre.shape)}"
+            )
         slot.quire.add_outer(post, pre.reshape(pre.shape[0], -1), scale)
         slot.touched = True
 
@@ -442,72 +520,90 @@ class UpdateEngine:
 
     def effective_lr(self, group: dict) -> float:
         """The learning rate actually used: ``group['lr']`` rounded to the group's format."""
-        return float(group["format"].quantize(torch.tensor([float(group["lr"])], dtype=torch.float64))[0]) \
-            if group["lr"] else 0.0
-
-    def _direction(self, slot: _Slot) -> Quire:
-        """The exact update direction D (a quire of the slot's quire shape)."""
-        g = slot.group
-        fmt: PositFormat = g["format"]
-        s = slot.quire
-        if g["momentum"]:
-            m_old = slot.buffers.get("momentum_buffer")
-            qm = s.clone()
-            if m_old is not None:
-                beta, beta_e = self._lr_parts(fmt, g["momentum"])
-                qm.merge(scale_quire(quire_from_float64(fmt, m_old.to(torch.float64)), beta, beta_e))
-            m_new = fmt.decode(qm.to_bits())
-            slot.buffers["momentum_buffer"] = m_new.to(self._buffer_dtype(fmt))
-            return quire_from_float64(fmt, m_new)
-        if g["adam"]:
-            return self._adam(slot, fmt, s)
-        return s
+        return (
+            float(group["format"].quantize(torch.tensor([float(group["lr"])], dtype=torch.float64))[0])
+            if group["lr"]
+            else 0.0
+        )
 
     @staticmethod
     def _buffer_dtype(fmt: PositFormat) -> torch.dtype:
         return torch.float32 if fmt.fits_float32 else torch.float64
 
-    def _adam(self, slot: _Slot, fmt: PositFormat, s: Quire) -> Quire:
-        """Adam with moments in the group's format and second moments per grade block.
+    def _momentum_rows(self, slot: _Slot, s: Quire, a: int, b: int) -> torch.Tensor:
+        """``m <- round_fmt(beta m + S)`` on entries ``a:b``; returns the new ``m`` (float64, exact D)."""
+        fmt: PositFormat = slot.group["format"]
+        buf = slot.buffers["momentum_buffer"].view(-1)
+        s.merge(
+            scale_quire(
+                quire_from_float64(fmt, buf[a:b].to(torch.float64)),
+                *self._lr_parts(fmt, slot.group["momentum"]),
+            )
+        )
+        m = fmt.decode(s.to_bits())
+        buf[a:b] = m.to(buf.dtype)
+        return m
+
+    def _adam_rows(self, slot: _Slot, s: Quire, r0: int, r1: int, a: int, b: int) -> torch.Tensor:
+        """Adam with moments in the group's format and second moments per grade block, on rows
+        ``r0:r1`` (entries ``a:b``); returns the direction (float64, exact D).
 
         ``m <- round(b1 m + (1 - b1) S)`` exactly before the one rounding (posit products on limbs);
         ``v_k <- round(b2 v_k + (1 - b2) mean_{blades of grade k} S**2)`` (float64, deterministic);
-        direction ``m_hat / (sqrt(v_hat) + eps)`` broadcast over each grade block, in float64, then
-        multiplied by ``lr`` exactly. Per-block (not per-coefficient) second moments keep the update
-        equivariant under rotors.
+        direction ``m_hat / (sqrt(v_hat) + eps)`` broadcast over each grade block, in float64.
+        Per-block (not per-coefficient) second moments keep the update equivariant under rotors.
+        Moments start at 0 (``b1 * 0`` and ``b2 * 0`` add exact zeros).
         """
         g = slot.group
+        fmt: PositFormat = g["format"]
         b1, b2 = g["betas"]
         t = slot.step + 1
+        exp_avg = slot.buffers["exp_avg"].view(-1)
         qm = scale_quire(s, *self._lr_parts(fmt, 1.0 - b1))
-        if "exp_avg" in slot.buffers:
-            qm.merge(scale_quire(quire_from_float64(fmt, slot.buffers["exp_avg"].to(torch.float64)),
-                                 *self._lr_parts(fmt, b1)))
+        qm.merge(
+            scale_quire(quire_from_float64(fmt, exp_avg[a:b].to(torch.float64)), *self._lr_parts(fmt, b1))
+        )
         m = fmt.decode(qm.to_bits())
-        sf = slot.coeffs(slot.from_q(s.to_float()))  # (..., dim)
+        rows = slot.rows_shape(r0, r1)
+        sf = slot.coeffs(s.to_float().reshape(rows))  # (..., dim)
         grades = slot.type.blade_grades.to(sf.device)
         blocks = list(slot.type.grades)
         sq = torch.stack([(sf[..., grades == k] ** 2).mean(-1) for k in blocks], -1)  # (..., nblocks)
-        v_old = slot.buffers.get("exp_avg_sq")
-        v = (1.0 - b2) * sq if v_old is None else b2 * v_old.to(torch.float64) + (1.0 - b2) * sq
-        v = fmt.quantize(v)
-        slot.buffers["exp_avg"] = m.to(self._buffer_dtype(fmt))
-        slot.buffers["exp_avg_sq"] = v.to(self._buffer_dtype(fmt))
+        v_buf = slot.buffers["exp_avg_sq"]
+        v_buf = v_buf if slot.whole else v_buf[r0:r1]
+        v = fmt.quantize(b2 * v_buf.to(torch.float64) + (1.0 - b2) * sq)
+        exp_avg[a:b] = m.to(exp_avg.dtype)
+        v_buf.copy_(v.to(v_buf.dtype))
         block_of = torch.zeros(slot.type.dim, dtype=torch.long)
         for j, k in enumerate(blocks):
             block_of[slot.type.blade_grades == k] = j
         v_full = v[..., block_of.to(v.device)]
-        m_c = slot.coeffs(slot.from_q(m))
+        m_c = slot.coeffs(m.reshape(rows))
         d = (m_c / (1 - b1**t)) / ((v_full / (1 - b2**t)).sqrt() + g["eps"])
-        return quire_from_float64(fmt, slot.to_q(d.reshape(slot.param.shape)))
+        return d.reshape(-1)
+
+    def _init_buffers(self, slot: _Slot) -> None:
+        """Allocate momentum / Adam buffers (zeros) before a parameter's first step."""
+        g = slot.group
+        dtype = self._buffer_dtype(g["format"])
+        dev = slot.param.device
+        if g["momentum"] and "momentum_buffer" not in slot.buffers:
+            slot.buffers["momentum_buffer"] = torch.zeros(slot.qshape, dtype=dtype, device=dev)
+        if g["adam"] and "exp_avg" not in slot.buffers:
+            slot.buffers["exp_avg"] = torch.zeros(slot.qshape, dtype=dtype, device=dev)
+            lead = slot.coeffs(slot.param.detach()).shape[:-1]
+            nblocks = len(slot.type.grades)
+            slot.buffers["exp_avg_sq"] = torch.zeros(*lead, nblocks, dtype=dtype, device=dev)
 
     @torch.no_grad()
     def step(self) -> None:
         """Apply every parameter's accumulated contributions (see the module docstring), then clear.
 
-        Parameters with no contribution since the last step are left untouched (their step counters
-        do not advance). Raises FloatingPointError, leaving that parameter unchanged, when its
-        exact sum is NaR (a NaN/inf contribution or a sum beyond the quire's range).
+        Works through each parameter in blocks of leading rows (:func:`step_block_rows`),
+        so its temporary memory does not grow with the tensor. Parameters with no contribution
+        since the last step are left untouched (their step counters do not advance). Raises
+        FloatingPointError, leaving that parameter unchanged, when its exact sum is NaR (a NaN/inf
+        contribution or a sum beyond the quire's range).
         """
         import torch.distributed as dist
 
@@ -516,55 +612,102 @@ class UpdateEngine:
         for slot in self._slots:
             if not slot.touched:
                 continue
-            if bool(slot.quire.nar.any()):
+            q = slot.quire
+            if bool(q.nar.any()):
                 raise FloatingPointError(
                     f"{slot.name}: the accumulated update is NaR (a NaN/inf contribution, or a sum beyond "
-                    f"the {slot.quire.fmt.name} quire's range); the parameter was left unchanged"
+                    f"the {q.fmt.name} quire's range); the parameter was left unchanged"
                 )
             g = slot.group
-            fmt: PositFormat = g["format"]
-            direction = self._direction(slot)
-            sig, e = self._lr_parts(fmt, g["lr"]) if g["lr"] else (0, 0)
-            uniform = slot.uniform(self.seed, slot.step) if g["rounding"] == "stochastic" else None
-            # Element-wise from here on: work in blocks of leading rows to bound temporary memory.
-            rows = slot.qshape[0] if slot.qshape else 1
-            per_row = max(1, math.prod(slot.qshape[1:]))
-            block = max(1, _BLOCK_ENTRIES // per_row) if slot.qshape else 1
-            for r0 in range(0, rows, block):
-                r1 = min(rows, r0 + block)
-                self._apply_rows(slot, direction, sig, e, uniform, r0, r1)
-            slot.quire.clear()
+            self._init_buffers(slot)
+            lr = self._lr_parts(g["format"], g["lr"]) if g["lr"] else (0, 0)
+            limbs = q.limbs.reshape(-1, q.limbs.shape[-1])  # (entries, L), normalised
+            general = bool(g["momentum"] or g["adam"]) or slot.type.constraint == "rotor" or not _FAST
+            block = step_block_rows(slot.rows, slot.per_row, limbs.shape[-1], general)
+            for r0 in range(0, slot.rows, block):
+                self._apply_rows(slot, limbs, q.offset, lr, r0, min(slot.rows, r0 + block))
+            q.clear()
             slot.touched = False
             slot.step += 1
 
-    def _apply_rows(self, slot: _Slot, direction: Quire, sig: int, e: int,
-                    uniform: torch.Tensor | None, r0: int, r1: int) -> None:
-        """Update rows ``r0:r1`` (of the quire's leading axis) of one parameter."""
+    def _apply_rows(
+        self, slot: _Slot, limbs: torch.Tensor, offset: int, lr: tuple[int, int], r0: int, r1: int
+    ) -> None:
+        """Update rows ``r0:r1`` (of the quire's leading axis) of one parameter: ``limbs`` are the
+        whole quire's, ``(entries, L)``; ``lr = (sig, e)``."""
         g = slot.group
         fmt: PositFormat = g["format"]
-        whole = not slot.qshape
-        if whole:
-            dq = direction
-        else:
-            dq = Quire.from_limbs(fmt, direction.limbs[r0:r1], direction.offset, direction.nar[r0:r1])
-        lr_d = scale_quire(dq, sig, e)
-        pview = slot.param.data if whole else slot.param.data[r0:r1]
-        w = pview.to(torch.float64)
-        wq = w.reshape(lr_d.shape)
-        u = uniform if (uniform is None or whole) else uniform[r0:r1]
+        a, b = r0 * slot.per_row, r1 * slot.per_row
+        pview = slot.param.data if slot.whole else slot.param.data[r0:r1]
+        w = pview.to(torch.float64).reshape(-1)
+        stochastic = g["rounding"] == "stochastic"
+        u = slot.uniform(self.seed, slot.step, a, b) if stochastic else None
+        rows = limbs[a:b]
+        d = None  # the direction as exact float64 values (momentum / Adam), else read from the limbs
+        if g["momentum"] or g["adam"]:
+            s = Quire.from_limbs(fmt, rows, offset)
+            d = (
+                self._momentum_rows(slot, s, a, b)
+                if g["momentum"]
+                else self._adam_rows(slot, s, r0, r1, a, b)
+            )
         if slot.type.constraint == "rotor":
-            d = slot.coeffs(lr_d.to_float().reshape(w.shape))
-            r_new = slot.retract(slot.coeffs(w), d).reshape(w.shape)
-            q_new = quire_from_float64(fmt, r_new.reshape(lr_d.shape))
-            new = round_quire(q_new, slot.storage, g["rounding"], u)
-        elif g["rounding"] == "nearest":
-            new = round_sum_nearest(wq, lr_d, slot.storage)
+            lr_d = scale_quire(self._exact_rows(fmt, rows, offset, d), *lr)
+            shape = slot.rows_shape(r0, r1)
+            r_new = slot.retract(slot.coeffs(w.reshape(shape)), slot.coeffs(lr_d.to_float().reshape(shape)))
+            new = round_quire(quire_from_float64(fmt, r_new.reshape(-1)), slot.storage, g["rounding"], u)
         else:
-            total = quire_from_float64(fmt, wq)
+            new = self._round_rows(slot, w, rows, offset, d, lr, u)
+        pview.copy_(slot.constrain(new.reshape(pview.shape)).to(pview.dtype))
+
+    @staticmethod
+    def _exact_rows(fmt: PositFormat, rows: torch.Tensor, offset: int, d: torch.Tensor | None) -> Quire:
+        """The exact direction of some entries: their quire rows, or the float64 values ``d``."""
+        return Quire.from_limbs(fmt, rows, offset) if d is None else quire_from_float64(fmt, d)
+
+    def _round_rows(
+        self,
+        slot: _Slot,
+        w: torch.Tensor,
+        rows: torch.Tensor,
+        offset: int,
+        d: torch.Tensor | None,
+        lr: tuple[int, int],
+        u: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """``w + lr * D`` rounded once to storage (float64 ``(entries,)``): the fast path of
+        :mod:`neuro.engine.fast` where it decides, the exact path for the other entries."""
+        g = slot.group
+        fmt: PositFormat = g["format"]
+        top_bit = fmt.quire_integer_bits + 31
+        if isinstance(slot.storage, PositFormat):
+            top_bit = min(top_bit, slot.storage.quire_integer_bits + 31)
+        lr_f = lr[0] * 2.0 ** lr[1]
+        new, ok = None, None
+        if _FAST and slot.storage != "float64":
+            est = estimate_limbs(rows, offset, lr_f, top_bit) if d is None else estimate_float(d, lr_f)
+            if est is not None:
+                if u is None:
+                    new, ok = round_nearest_fast(w, *est, slot.storage, top_bit)
+                else:
+                    new, ok = round_stochastic_fast(w, *est, slot.storage, top_bit, u)
+                if bool(ok.all()):
+                    return new
+        sel = None if ok is None else (~ok).nonzero().squeeze(1)
+        if sel is not None:
+            w, rows, u = w[sel], rows[sel], None if u is None else u[sel]
+            d = None if d is None else d[sel]
+        lr_d = scale_quire(self._exact_rows(fmt, rows, offset, d), *lr)
+        if u is None:
+            exact = round_sum_nearest(w, lr_d, slot.storage)
+        else:
+            total = quire_from_float64(fmt, w)
             total.merge(lr_d)
-            new = round_quire(total, slot.storage, g["rounding"], u)
-        new = slot.constrain(new.reshape(w.shape))
-        pview.copy_(new.to(pview.dtype))
+            exact = round_quire(total, slot.storage, "stochastic", u)
+        if sel is None:
+            return exact
+        new[sel] = exact
+        return new
 
     # ------------------------------------------------------------------ memory
     def quire_bytes(self) -> int:
@@ -603,18 +746,20 @@ class UpdateEngine:
             state[slot.index] = entry
         groups = []
         for g in self.param_groups:
-            groups.append({
-                "params": [self._by_id[id(p)].index for p in g["params"]],
-                "names": list(g["names"]),
-                "format": storage_to_json(g["format"]),
-                "lr": float(g["lr"]),
-                "rounding": g["rounding"],
-                "momentum": float(g["momentum"]),
-                "adam": bool(g["adam"]),
-                "betas": list(g["betas"]),
-                "eps": float(g["eps"]),
-                "type": g["type"].to_json(),
-            })
+            groups.append(
+                {
+                    "params": [self._by_id[id(p)].index for p in g["params"]],
+                    "names": list(g["names"]),
+                    "format": storage_to_json(g["format"]),
+                    "lr": float(g["lr"]),
+                    "rounding": g["rounding"],
+                    "momentum": float(g["momentum"]),
+                    "adam": bool(g["adam"]),
+                    "betas": list(g["betas"]),
+                    "eps": float(g["eps"]),
+                    "type": g["type"].to_json(),
+                }
+            )
         return {"version": _STATE_VERSION, "seed": self.seed, "state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict: dict) -> None:
@@ -626,17 +771,25 @@ class UpdateEngine:
             )
         groups = state_dict["param_groups"]
         if len(groups) != len(self.param_groups):
-            raise ValueError(f"UpdateEngine.load_state_dict: {len(groups)} groups saved, engine has "
-                             f"{len(self.param_groups)}")
+            raise ValueError(
+                f"UpdateEngine.load_state_dict: {len(groups)} groups saved, engine has "
+                f"{len(self.param_groups)}"
+            )
         for gi, (saved, g) in enumerate(zip(groups, self.param_groups)):
             if len(saved["params"]) != len(g["params"]):
-                raise ValueError(f"UpdateEngine.load_state_dict: group {gi} has {len(saved['params'])} saved "
-                                 f"params, engine has {len(g['params'])}")
-            if storage_from_json(saved["format"]) != g["format"] or \
-                    ParamType.from_json(saved["type"]) != g["type"]:
-                raise ValueError(f"UpdateEngine.load_state_dict: group {gi} was saved with format "
-                                 f"{saved['format']} and type {saved['type']}, engine has "
-                                 f"{storage_name(g['format'])} and {g['type']}")
+                raise ValueError(
+                    f"UpdateEngine.load_state_dict: group {gi} has {len(saved['params'])} saved "
+                    f"params, engine has {len(g['params'])}"
+                )
+            if (
+                storage_from_json(saved["format"]) != g["format"]
+                or ParamType.from_json(saved["type"]) != g["type"]
+            ):
+                raise ValueError(
+                    f"UpdateEngine.load_state_dict: group {gi} was saved with format "
+                    f"{saved['format']} and type {saved['type']}, engine has "
+                    f"{storage_name(g['format'])} and {g['type']}"
+                )
         self.seed = int(state_dict["seed"])
         for saved, g in zip(groups, self.param_groups):
             for key in ("lr", "rounding", "momentum", "adam", "eps"):
@@ -648,14 +801,23 @@ class UpdateEngine:
                 entry = saved_state[idx] if idx in saved_state else saved_state[str(idx)]
                 limbs = entry["quire_limbs"].to(device=p.device, dtype=torch.int64)
                 if tuple(limbs.shape[:-1]) != tuple(slot.qshape):
-                    raise ValueError(f"{slot.name}: saved quire has shape {tuple(limbs.shape[:-1])}, "
-                                     f"expected {slot.qshape}")
-                slot.quire = Quire.from_limbs(g["format"], limbs, int(entry["quire_offset"]),
-                                              entry["quire_nar"].to(device=p.device, dtype=torch.bool))
+                    raise ValueError(
+                        f"{slot.name}: saved quire has shape {tuple(limbs.shape[:-1])}, "
+                        f"expected {slot.qshape}"
+                    )
+                slot.quire = Quire.from_limbs(
+                    g["format"],
+                    limbs,
+                    int(entry["quire_offset"]),
+                    entry["quire_nar"].to(device=p.device, dtype=torch.bool),
+                )
                 slot.step = int(entry["step"])
                 slot.touched = bool(entry["touched"])
-                slot.buffers = {k: v.clone().to(p.device) for k, v in entry.items()
-                                if isinstance(v, torch.Tensor) and not k.startswith("quire_")}
+                slot.buffers = {
+                    k: v.clone().to(p.device)
+                    for k, v in entry.items()
+                    if isinstance(v, torch.Tensor) and not k.startswith("quire_")
+                }
 
 
 def flatten_state_dict(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]:

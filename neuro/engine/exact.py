@@ -7,6 +7,8 @@ every function is element-wise (vectorised torch code, no Python loop over eleme
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from neuro.numerics import PositFormat, Quire
@@ -48,8 +50,9 @@ def quire_from_float64(fmt: PositFormat, x: torch.Tensor) -> Quire:
     if not bool(nonzero.any()):
         q = Quire(fmt, shape, device=x.device)
         if bool(nar.any()):
-            q = Quire.from_limbs(fmt, torch.zeros(*shape, 1, dtype=torch.int64, device=x.device), 0,
-                                 nar.reshape(shape))
+            q = Quire.from_limbs(
+                fmt, torch.zeros(*shape, 1, dtype=torch.int64, device=x.device), 0, nar.reshape(shape)
+            )
         return q
     lo = int(exp[nonzero].min())
     hi = int(exp[nonzero].max()) + 53
@@ -87,8 +90,9 @@ def scale_quire(q: Quire, sig: int, exp: int) -> Quire:
     if length == 0 or sig == 0:
         out = Quire(q.fmt, q.shape, device=q.device)
         if bool(nar.any()):
-            out = Quire.from_limbs(q.fmt, torch.zeros(*q.shape, 1, dtype=torch.int64, device=q.device),
-                                   0, nar)
+            out = Quire.from_limbs(
+                q.fmt, torch.zeros(*q.shape, 1, dtype=torch.int64, device=q.device), 0, nar
+            )
         return out
     whole, b = divmod(exp, _LIMB)
     prod = limbs * sig
@@ -245,8 +249,10 @@ def _srl(z: torch.Tensor, k: int) -> torch.Tensor:
     return (z >> k) & ((1 << (64 - k)) - 1)
 
 
-def counter_uniform(key: int, shape: tuple[int, ...] | torch.Size, device=None) -> torch.Tensor:
-    """Counter-based uniform numbers in [0, 1): element ``i`` (row-major) is ``f(key, i)``.
+def counter_uniform(
+    key: int, shape: tuple[int, ...] | torch.Size, device=None, start: int = 0
+) -> torch.Tensor:
+    """Counter-based uniform numbers in [0, 1): element ``i`` (row-major) is ``f(key, start + i)``.
 
     ``f`` is SplitMix64 of ``key + (i + 1) * golden``: the same (key, shape) gives the same numbers on
     any machine and in any order of calls; float64 with 53 random bits.
@@ -255,7 +261,7 @@ def counter_uniform(key: int, shape: tuple[int, ...] | torch.Size, device=None) 
     for s in shape:
         n *= int(s)
     gamma = _to_i64(0x9E3779B97F4A7C15)
-    i = torch.arange(1, n + 1, dtype=torch.int64, device=device)
+    i = torch.arange(start + 1, start + n + 1, dtype=torch.int64, device=device)
     z = i * gamma + _to_i64(key)  # wraps mod 2**64
     z = (z ^ _srl(z, 30)) * _to_i64(0xBF58476D1CE4E5B9)
     z = (z ^ _srl(z, 27)) * _to_i64(0x94D049BB133111EB)
@@ -264,6 +270,13 @@ def counter_uniform(key: int, shape: tuple[int, ...] | torch.Size, device=None) 
 
 
 # ----------------------------------------------------------------------------- fast w + q
+@functools.cache
+def _wider(fmt: PositFormat) -> PositFormat:
+    """The (n+1)-bit format whose extra patterns are ``fmt``'s rounding points (one instance per
+    format, so its decode tables are built once)."""
+    return PositFormat(fmt.nbits + 1, fmt.es, fmt.rs)
+
+
 def _boundaries(c: torch.Tensor, storage: PositFormat | str) -> tuple[torch.Tensor, torch.Tensor]:
     """Rounding boundaries ``(lo, hi)`` around storage values ``c``: nearest rounding gives ``c`` for
     every x strictly inside ``(lo, hi)``. Posits: the (n+1)-bit posits between neighbours (the
@@ -272,7 +285,7 @@ def _boundaries(c: torch.Tensor, storage: PositFormat | str) -> tuple[torch.Tens
     inf = torch.full_like(c, float("inf"))
     if isinstance(storage, PositFormat):
         n = storage.nbits
-        wide = PositFormat(n + 1, storage.es, storage.rs)
+        wide = _wider(storage)
         bits = storage.encode(c)
         p = torch.where(bits >= 1 << (n - 1), bits - (1 << n), bits)
         lo = wide.decode((2 * p - 1) & ((1 << (n + 1)) - 1))
