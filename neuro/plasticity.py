@@ -251,6 +251,8 @@ class ClosedLoop:
         w = self.weight.detach()
         current = z_in.to(self.dtype) @ w.T  # (L, B, M): weights constant within the interval
         w_lat = self.network.weights[self.model.lateral].detach() if self.model.lateral else None
+        if w_lat is not None and not _options(self.graph).get("lateral_self", True):
+            w_lat = w_lat * (1 - torch.eye(w_lat.shape[0], dtype=w_lat.dtype))  # others only
         tau_mem_inv = 1.0 / pop.tau_mem
         tau_syn_inv = 1.0 / pop.tau_syn
         adaptive = pop.type == "AdaptiveLIF"
@@ -258,10 +260,11 @@ class ClosedLoop:
         ref_steps = round(pop.refractory / dt) if pop.refractory else 0
         out = torch.empty(current.shape, dtype=torch.bool)
         v, i, theta, ref, z = s.v, s.i, s.theta, s.refractory, s.z
+        fired = bool(z.any())
         for t in range(current.shape[0]):
             c = current[t]
-            if w_lat is not None:
-                c = c + z @ w_lat.T  # recurrent: last step's spikes
+            if w_lat is not None and fired:
+                c = c + z @ w_lat.T  # recurrent: last step's spikes (adding 0 when none is skipped)
             # Norse lif_feed_forward_step arithmetic (see neuro.network.lif_step)
             i_new = i + c
             v_dec = v + dt * tau_mem_inv * ((pop.v_leak - v) + i_new)
@@ -273,6 +276,7 @@ class ClosedLoop:
                 v_dec = torch.where(blocked, torch.full_like(v_dec, pop.v_reset), v_dec)
                 ref = torch.where(spike, torch.full_like(ref, float(ref_steps)), (ref - 1).clamp(min=0))
             z = spike.to(self.dtype)
+            fired = bool(spike.any())
             v = (1 - z) * v_dec + z * pop.v_reset
             if adaptive:
                 theta = theta * decay_theta + pop.adapt_increment * z
@@ -334,6 +338,7 @@ _OWN_KEYS = (
     "trials",
     "snapshots",
     "normalise",
+    "normalise_norm",
     "label_samples",
     "rewarded",
     "reward",
@@ -344,6 +349,7 @@ _OWN_KEYS = (
     "min_spikes",
     "rate_step",
     "max_presentations",
+    "lateral_self",
 )
 
 
@@ -479,7 +485,7 @@ def _digits_run(
     *,
     learn: bool,
     interval: int,
-    normalise: float | None,
+    normalise: tuple[float, str] | None,
     theta: torch.Tensor,
     order=None,
     progress=False,
@@ -514,7 +520,7 @@ def _digits_run(
             if learn and normalise:
                 from neuro.rules.homeostasis import normalisation_contribute
 
-                normalisation_contribute(loop.engine, loop.weight, normalise)
+                normalisation_contribute(loop.engine, loop.weight, *normalise)
                 loop.engine.step()
             loop.reset(len(idx), theta)
             th0 = loop.state.theta.clone()
@@ -732,7 +738,10 @@ def _train_digits(
     encoder = _encoder(graph)
     interval = max(1, round(interval_s / graph.dt))
     normalise = opts.get("normalise")
-    normalise = float(normalise) if normalise else None
+    norm = opts.get("normalise_norm", "sum")
+    if norm not in ("sum", "euclidean"):
+        raise ValueError(f"{graph.name}: data.normalise_norm must be 'sum' or 'euclidean', got {norm!r}")
+    normalise = (float(normalise), norm) if normalise else None
     batch = graph.training.batch_size
     retry = _retry_options(graph.name, opts)
     theta = torch.zeros(loop.pop.size, dtype=_F64)

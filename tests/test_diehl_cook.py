@@ -59,3 +59,84 @@ def test_target_trace_rule_matches_closed_form(mu):
     assert math.isclose(
         float(pair_delta(terms2, p, w0)[0, 1]), -p.a_minus * x_post * float(f_minus), rel_tol=1e-12
     )
+
+
+def _digits_graph(size: int = 6, **data):
+    from neuro.graph import ModelGraph
+    from neuro.spec import load_model
+
+    d = load_model("models/diehl_cook_digits.toml").to_dict()
+    d["populations"]["excitatory"]["size"] = size
+    d["data"]["options"].update(data)
+    return ModelGraph.from_dict(d)
+
+
+def test_euclidean_normalisation_through_the_engine():
+    from neuro.rules.homeostasis import normalisation_contribute, normalised_weights
+
+    w = torch.rand(5, 64, dtype=F64, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(
+        normalised_weights(w, 1.3, "euclidean").norm(dim=1), torch.full((5,), 1.3, dtype=F64)
+    )
+    assert torch.allclose(normalised_weights(w, 6.4).sum(1), torch.full((5,), 6.4, dtype=F64))
+    engine = _engine(w)
+    normalisation_contribute(engine, w, 1.3, "euclidean")
+    engine.step()
+    assert torch.allclose(w.norm(dim=1), torch.full((5,), 1.3, dtype=F64), rtol=1e-7)
+    with pytest.raises(ValueError, match="'sum' or 'euclidean'"):
+        normalised_weights(w, 1.0, "max")
+
+
+def test_inhibition_spares_the_spiking_neuron_when_lateral_self_is_false():
+    # lateral_self = false must equal the same network with the diagonal of the inhibition removed
+    from neuro.network import Network
+    from neuro.plasticity import ClosedLoop
+
+    z = torch.rand(100, 1, 64, generator=torch.Generator().manual_seed(1)) < 0.3
+    outs = []
+    for lateral_self in (False, True):
+        g = _digits_graph(lateral_self=lateral_self)
+        net = Network(g, seed=0, dtype=F64)
+        if lateral_self:
+            with torch.no_grad():
+                net.weights["inhibition"].fill_diagonal_(0.0)
+        loop = ClosedLoop(g, net, None, None)
+        loop.reset(1)
+        outs.append(loop.run_interval(z, learn=False))
+    assert int(outs[0].sum()) > 3
+    assert torch.equal(outs[0], outs[1])
+
+
+def test_quiet_digits_are_presented_again_at_a_higher_rate():
+    from neuro.data import load_dataset
+    from neuro.network import Network
+    from neuro.plasticity import ClosedLoop, _digits_run, _retry_options
+    from neuro.train import _encoder
+
+    g = _digits_graph(size=10)
+    data = load_dataset("digits", "test").subset(torch.arange(12))
+    enc = _encoder(g)
+    enc = type(enc)(kind="poisson", max_rate_hz=10.0, seed=0)  # too slow to make 5 spikes
+    loop = ClosedLoop(g, Network(g, seed=0, dtype=F64), None, None)
+    theta = torch.zeros(10, dtype=F64)
+    run = dict(learn=False, interval=g.steps, normalise=None, theta=theta)
+    once, _ = _digits_run(loop, data, g, enc, 0, 4, **run)
+    again, _ = _digits_run(loop, data, g, enc, 0, 4, retry=(5, 40.0, 10), **run)
+    assert int((once.sum(1) < 5).sum()) > 6
+    assert bool((again.sum(1) >= 5).all())
+    assert torch.equal(again[once.sum(1) >= 5], once[once.sum(1) >= 5])  # first showing kept when enough
+    assert _retry_options("m", {"min_spikes": 5, "rate_step": "32 Hz"}) == (5, 32.0, 10)
+    with pytest.raises(ValueError, match="rate_step"):
+        _retry_options("m", {"min_spikes": 5})
+    with pytest.raises(ValueError, match="min_spikes must be an integer"):
+        _retry_options("m", {"min_spikes": 2.5, "rate_step": "32 Hz"})
+
+
+@pytest.mark.slow
+def test_reduced_diehl_cook_learns_digits():
+    from neuro.plasticity import train_local
+
+    r = train_local(_digits_graph(size=100), epochs=1, max_train=500, progress=False)
+    m = r.metrics
+    assert m["silent_test_samples"] == 0 and m["responsive_neurons"] >= 80
+    assert m["test_accuracy"] >= 0.7  # chance 0.1; measured RESULT

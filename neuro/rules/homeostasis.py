@@ -2,7 +2,8 @@
 
 * Adaptive thresholds: ``theta <- exp(-dt/tau_theta) theta + theta_plus z`` per neuron; the
   neuron fires when ``v > v_th + theta``.  Pure step function on NamedTuples.
-* Weight normalisation: each postsynaptic neuron's incoming weights are rescaled to a fixed sum.
+* Weight normalisation: each postsynaptic neuron's incoming weights are rescaled to a fixed sum
+  (or Euclidean norm).
   The rescaled weights reach the engine as a contribution ``target - w`` (the engine then rounds
   once and clamps), never by writing the weight.
 * Lateral inhibition (winner-take-all): every spike inhibits the *other* neurons of the layer by a
@@ -41,17 +42,25 @@ def adaptive_threshold_step(
     return theta * math.exp(-dt / p.tau_theta) + p.theta_plus * z.to(theta.dtype)
 
 
-def normalised_weights(w: torch.Tensor, total: float, eps: float = 1e-12) -> torch.Tensor:
-    """``w`` with every row (incoming weights of one postsynaptic neuron) rescaled to sum ``total``
-    (float64; rows summing to 0 are left unchanged)."""
+def normalised_weights(w: torch.Tensor, total: float, norm: str = "sum", eps: float = 1e-12) -> torch.Tensor:
+    """``w`` with every row (incoming weights of one postsynaptic neuron) rescaled so that its
+    ``norm`` equals ``total`` (float64; rows of norm 0 are left unchanged).
+
+    ``norm="sum"``: the sum of the row (Diehl & Cook 2015); ``"euclidean"``: its L2 norm, so that a
+    neuron's drive ``w . x`` is ``total |x| cos(w, x)`` and the competition ranks by direction."""
     w64 = w.detach().to(torch.float64)
-    s = w64.sum(-1, keepdim=True)
+    if norm == "sum":
+        s = w64.sum(-1, keepdim=True)
+    elif norm == "euclidean":
+        s = w64.norm(dim=-1, keepdim=True)
+    else:
+        raise ValueError(f"normalised_weights: norm must be 'sum' or 'euclidean', got {norm!r}")
     return torch.where(s.abs() > eps, w64 * (total / s.clamp(min=eps)), w64)
 
 
-def normalisation_contribute(engine, weight: torch.Tensor, total: float) -> None:
-    """Hand ``normalised_weights(w, total) - w`` to ``engine`` (call ``engine.step()`` after)."""
-    engine.accumulate(weight, normalised_weights(weight, total) - weight.detach().to(torch.float64))
+def normalisation_contribute(engine, weight: torch.Tensor, total: float, norm: str = "sum") -> None:
+    """Hand ``normalised_weights(w, total, norm) - w`` to ``engine`` (call ``engine.step()`` after)."""
+    engine.accumulate(weight, normalised_weights(weight, total, norm) - weight.detach().to(torch.float64))
 
 
 def lateral_inhibition(z: torch.Tensor, strength: float, include_self: bool = False) -> torch.Tensor:
