@@ -295,6 +295,41 @@ def test_hyp_add_outer_tiny_outliers(data):
     check_quire(q, ref, sums, f"{fmt!r} {dtype} K={len(rows)} outliers")
 
 
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_hyp_add_outer_scalar_scales_accumulate(data):
+    """Several add_outer calls with one scale each (the engine's STDP / learning-rate form, which
+    scales an exact scratch sum by round(scale)), onto the same quire: exact vs Fractions,
+    including cancellation of earlier content and scales far from 1."""
+    fmt = data.draw(st.sampled_from([POSIT16, BPOSIT16, POSIT8, POSIT32, PositFormat(10, 3, rs=3)]))
+    ref = ref_of(fmt)
+    k, m, n = data.draw(st.integers(1, 300), label="K"), 5, 6
+    rng = random.Random(data.draw(st.integers(0, 2**32), label="seed"))
+    q = Quire(fmt, (m, n))
+    exact: list[Fraction | None] = [Fraction(0)] * (m * n)
+    post = [[rng.uniform(-3, 3) * 2.0 ** rng.randrange(-30, 4) for _ in range(m)] for _ in range(k)]
+    pre = [
+        [float(rng.random() < 0.3) if data.draw(st.booleans()) else rng.random() for _ in range(n)]
+        for _ in range(k)
+    ]
+    for _ in range(data.draw(st.integers(1, 3), label="calls")):
+        s = data.draw(mixed_value(ref), label="scale")
+        if s == 0 or not math.isfinite(s):
+            s = 1.0
+        sign = data.draw(st.sampled_from([1, -1]), label="sign")
+        q.add_outer(t64(post) * sign, t64(pre), scale=s)
+        rs = ref.round(s)
+        rpost = [rounded(ref, [v * sign for v in row]) for row in post]
+        rpre = [rounded(ref, row) for row in pre]
+        for a in range(m):
+            for b in range(n):
+                v = exact[a * n + b]
+                if v is not None:  # each call ends normalised: a sum past the top is NaR, sticky
+                    v += rs * sum(r[a] * p[b] for r, p in zip(rpost, rpre))
+                    exact[a * n + b] = None if abs(v) >= pow2(fmt.quire_integer_bits + 31) else v
+    check_quire(q, ref, exact, f"{fmt!r} K={k} scaled calls")
+
+
 @QSET
 @given(st.data())
 def test_hyp_merge_and_partitions(data):

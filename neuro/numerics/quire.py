@@ -544,10 +544,43 @@ class Quire:
                     f"Quire.add_outer: scale of shape {tuple(scale_t.shape)} does not broadcast "
                     f"to post {tuple(post.shape)}"
                 ) from err
+            if scale_t.numel() == 1 and self.device.type == "cpu" and self._outer_scaled(post, pre, scale_t):
+                return
             a, nar_a = self._products(post, scale_t.expand(post.shape), 1)
         b, nar_b = self._products(pre, None, 1)
         self._nar |= nar_a[:, None] | nar_b[None, :]
         self._outer_planes(a, b, post.shape[0])
+
+    @single_threaded
+    def _outer_scaled(self, post: torch.Tensor, pre: torch.Tensor, scale: torch.Tensor) -> bool:
+        """``add_outer`` with one finite scale ``s``: ``round(s) * sum_k post[k]^T pre[k]``, the sum
+        made by :meth:`_outer_fast` in a scratch quire whose limbs are then multiplied exactly by
+        ``round(s) = sig * 2**e`` and added.  Returns False (nothing done) where the general path
+        must run (a non-finite scale or factor)."""
+        fmt = self.fmt
+        s = scale.reshape(1).to(torch.float64)
+        if not bool(torch.isfinite(s).all()):
+            return False
+        scratch = Quire(fmt, self.shape, self.device)
+        if not scratch._outer_fast(post, pre):
+            return False
+        sig, exp, _ = fmt.decompose(fmt.encode(s))
+        sig, exp = int(sig[0]), int(exp[0])
+        scratch.normalize()
+        length = scratch._limbs.shape[-1]
+        if sig == 0 or length == 0:
+            return True
+        quot, rem = divmod(exp, LIMB_BITS)
+        limbs = _times(_times(scratch._limbs, abs(sig)), 1 << rem)  # each factor <= 2**31
+        if sig < 0:
+            limbs = -limbs
+        lo = scratch._offset + quot
+        self.widen(lo, lo + limbs.shape[-1])
+        i = lo - self._offset
+        self._limbs[..., i : i + limbs.shape[-1]] += limbs
+        self._pending += 1
+        self.normalize()
+        return True
 
     def _outer_factor(self, x: torch.Tensor):
         """How :meth:`_outer_fast` reads one factor: ``(kind, lo, hi)`` with every set bit of every
@@ -902,6 +935,17 @@ class Quire:
             f"Quire({self.fmt.name}, shape={tuple(self.shape)}, limbs=[{self._offset}, "
             f"{self._offset + self._limbs.shape[-1]}))"
         )
+
+
+def _times(limbs: torch.Tensor, factor: int) -> torch.Tensor:
+    """Normalised limbs ``(*shape, L)`` times an integer ``0 <= factor <= 2**31``, normalised, as
+    ``(*shape, L + 2)`` (every partial product and carry stays below 2**63)."""
+    zeros = torch.zeros(*limbs.shape[:-1], 2, dtype=torch.int64, device=limbs.device)
+    out = torch.cat([limbs, zeros], -1) * factor
+    for i in range(out.shape[-1] - 1):
+        out[..., i + 1] += out[..., i] >> LIMB_BITS
+        out[..., i] &= _LIMB_MASK
+    return out
 
 
 def _low_bits(v: torch.Tensor) -> torch.Tensor:
