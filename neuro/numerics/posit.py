@@ -261,7 +261,7 @@ class PositFormat:
         has at most ``F + 1`` fraction bits, so the key decides the pattern; zero, subnormals,
         saturation and NaR are entries like any other.  Built from :meth:`encode_exact` at both
         ends of each key's interval, which must agree (checked: rounding is monotone).
-        ``2**(14 + F)`` int64 entries (128 KiB for posit8).
+        ``2**(14 + F)`` int64 entries (1 MiB for posit8).
         """
         cached = self._key_tables.get(device)
         if cached is not None:
