@@ -372,7 +372,8 @@ TRIPLET_SET_NAMES = (
 #: Parameters of each learning rule (``[projections.NAME.rule_params]``) with their defaults.
 #: STDP amplitudes are weight changes per spike pair (dimensionless weights); a_minus is the size
 #: of the depression (>= 0).  Pair STDP: ``mode`` additive (mu 0), multiplicative (mu 1) or
-#: power_law (``mu`` > 0 required; weight dependence on (w - low) / (high - low), needs bounds).
+#: power_law (``mu`` > 0 required; weight dependence on (w - low) / (high - low), needs bounds);
+#: ``x_tar`` (Diehl & Cook 2015's target trace): a post spike changes w by a_plus (x_pre - x_tar).
 #: Triplet defaults: Pfister & Gerstner 2006, visual cortex, all-to-all; ``parameter_set`` names a
 #: published set whose values fill the keys not given (a given key must agree with the set).
 RULE_PARAMETERS: dict[str, dict[str, _Param]] = {
@@ -388,6 +389,7 @@ RULE_PARAMETERS: dict[str, dict[str, _Param]] = {
         "mode": ("choice", "additive", ("additive", "multiplicative", "power_law")),
         "mu": ("number", 0.0, ">=0"),
         "pairing": ("choice", "all_to_all", ("all_to_all", "nearest")),
+        "x_tar": ("number", 0.0, ">=0"),
     },
     "stdp_triplet": {
         "parameter_set": ("choice", "custom", ("custom", *TRIPLET_SET_NAMES)),

@@ -140,3 +140,16 @@ def test_reduced_diehl_cook_learns_digits():
     m = r.metrics
     assert m["silent_test_samples"] == 0 and m["responsive_neurons"] >= 80
     assert m["test_accuracy"] >= 0.7  # chance 0.1; measured RESULT
+
+
+def test_target_trace_in_the_model_file():
+    from neuro.plasticity import rule_for
+    from neuro.spec import ModelFileError, loads_model
+
+    text = open("models/diehl_cook_digits.toml").read()
+    assert 'mode = "additive"' in text
+    g = loads_model(text.replace('mode = "additive"', 'mode = "additive"\nx_tar = 0.4'))
+    assert rule_for(g, "input_excitatory").params.x_tar == 0.4
+    assert rule_for(loads_model(text), "input_excitatory").params.x_tar == 0.0
+    with pytest.raises(ModelFileError, match="x_tar"):
+        loads_model(text.replace('mode = "additive"', 'mode = "additive"\nx_tar = -0.1'))
