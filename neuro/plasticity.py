@@ -261,6 +261,8 @@ class ClosedLoop:
         out = torch.empty(current.shape, dtype=torch.bool)
         v, i, theta, ref, z = s.v, s.i, s.theta, s.refractory, s.z
         fired = bool(z.any())
+        zero = torch.zeros_like(v)
+        v_reset = torch.full_like(v, pop.v_reset)
         for t in range(current.shape[0]):
             c = current[t]
             if w_lat is not None and fired:
@@ -275,11 +277,16 @@ class ClosedLoop:
                 spike = spike & ~blocked
                 v_dec = torch.where(blocked, torch.full_like(v_dec, pop.v_reset), v_dec)
                 ref = torch.where(spike, torch.full_like(ref, float(ref_steps)), (ref - 1).clamp(min=0))
-            z = spike.to(self.dtype)
             fired = bool(spike.any())
-            v = (1 - z) * v_dec + z * pop.v_reset
             if adaptive:
-                theta = theta * decay_theta + pop.adapt_increment * z
+                theta = theta * decay_theta
+            if fired:  # the same values as (1 - z) v_dec + z v_reset and theta + a z, fewer kernels
+                z = spike.to(self.dtype)
+                v = torch.where(spike, v_reset, v_dec)
+                if adaptive:
+                    theta = theta + pop.adapt_increment * z
+            else:
+                z, v = zero, v_dec
             out[t] = spike
         self.state = _NeuronState(v, i, theta, ref, z)
         self.spike_count += int(out.sum())
