@@ -236,6 +236,16 @@ def test_reversible_plan_grows_only_by_side_bits_and_is_picked():
 
 def _measure_reversible(g, steps: int, batch: int = 8) -> tuple[int, int, float]:
     """Peak tensor bytes of inference and of two training steps, and the measured spike rate."""
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # many small float64 GEMMs: one thread is far faster on a busy machine
+    try:
+        return _run_reversible(g, steps, batch)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_reversible(g, steps: int, batch: int) -> tuple[int, int, float]:
     from neuro.train_reversible import ReversibleNetwork, build_reversible_engine, side_bytes_per_step
 
     gen = torch.Generator().manual_seed(0)

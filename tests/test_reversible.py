@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from neuro.plan import TensorBytes
 from neuro.reversible import ReversibleStack
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Many small float64 GEMMs: one intra-op thread is far faster on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _inputs(steps, batch, width, seed=0, scale=2.0):

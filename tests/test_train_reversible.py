@@ -20,6 +20,15 @@ from neuro.train_reversible import (
 MODEL = Path(__file__).resolve().parent.parent / "models" / "yinyang_reversible.toml"
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Many small float64 GEMMs: one intra-op thread is far faster on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def small_graph(hidden: int = 24, std: float = 1.5):
     text = MODEL.read_text().replace("size = 128", f"size = {hidden}")
     return loads_model(text.replace("std = 0.5", f"std = {std}"))
