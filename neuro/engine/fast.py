@@ -43,15 +43,16 @@ def _split(x):
     return hi, x - hi
 
 
-def _times(x: torch.Tensor, factor: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(p, inexact)``: ``p = fl(x * factor)`` and whether that product was rounded (Dekker)."""
+def _times(x: torch.Tensor, factor: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(p, inexact)``: ``p = fl(x * factor)`` and where that product was rounded (Dekker; None:
+    nowhere, ``factor`` is a power of two)."""
     p = x * factor
-    if math.frexp(factor)[0] in (0.5, -0.5):  # a power of two: exact in the normal range
-        return p, torch.zeros_like(p)
+    if math.frexp(factor)[0] in (0.5, -0.5):  # exact in the normal range
+        return p, None
     xh, xl = _split(x)
     fh, fl = _split(factor)
     err = ((xh * fh - p) + xh * fl + xl * fh) + xl * fl
-    return p, (err != 0).to(p.dtype)
+    return p, err != 0
 
 
 def estimate_limbs(limbs: torch.Tensor, offset: int, lr: float, top_bit: int):
@@ -70,7 +71,7 @@ def estimate_limbs(limbs: torch.Tensor, offset: int, lr: float, top_bit: int):
     top = length - 1
     head = limbs[:, top]
     while top >= 1:  # join the column below; drop the upper one while every entry fits 32 bits
-        joined = head * (1 << _LIMB) + limbs[:, top - 1]  # exact: |head| < 2**31
+        joined = torch.add(limbs[:, top - 1], head, alpha=1 << _LIMB)  # exact: |head| < 2**31
         top -= 1
         head = joined
         lo, hi = torch.aminmax(joined)
@@ -84,22 +85,23 @@ def estimate_limbs(limbs: torch.Tensor, offset: int, lr: float, top_bit: int):
     # one rounding for lr. Roundings: head to float64 (only when |head| >= 2**53, then |head| <= 2|v|),
     # the sums and the product: each <= 2**-53 |v|; every one is detected, so exact entries get rv = 0.
     v = head.to(torch.float64)
-    inexact = (v.to(torch.int64) != head).to(torch.float64)  # conversion rounded (2**63: overflows, != head)
+    inexact = v.to(torch.int64) != head  # the conversion rounded (2**63 overflows: != head too)
     tail = None
     if top >= 1:
-        nxt = limbs[:, top - 1].to(torch.float64) * 2.0**-_LIMB
+        nxt = limbs[:, top - 1].to(torch.float64).mul_(2.0**-_LIMB)
         vs = v + nxt
-        inexact += (_two_sum_err(v, nxt, vs) != 0).to(torch.float64)
+        inexact |= _two_sum_err(v, nxt, vs) != 0
         v = vs
     if top >= 2:  # columns further down: in [0, 2**(unit - 32)), added as half of that
-        below = (limbs[:, : top - 1] != 0).any(1).to(torch.float64)
-        v = v + below * 2.0 ** (-_LIMB - 1)  # exact: |v| < 2**63, half-unit step 2**-33
-        inexact += below
-        tail = below * (abs(lr) * 2.0 ** (unit - _LIMB - 1) * (1 + 2.0**-50))
+        below = (limbs[:, : top - 1] != 0).any(1)
+        v.add_(below, alpha=2.0 ** (-_LIMB - 1))  # exact: |v| < 2**63, half-unit step 2**-33
+        inexact |= below
+        tail = below.to(torch.float64).mul_(abs(lr) * 2.0 ** (unit - _LIMB - 1) * (1 + 2.0**-50))
     v, rounded = _times(v, lr * 2.0**unit)
-    inexact += rounded
-    rv = v.abs() * 2.0**-50 * inexact.clamp(max=1.0)
-    return v, rv if tail is None else rv + tail
+    if rounded is not None:
+        inexact |= rounded
+    rv = v.abs().mul_(2.0**-50).mul_(inexact)
+    return v, rv if tail is None else rv.add_(tail)
 
 
 def estimate_float(d: torch.Tensor, lr: float):
@@ -110,7 +112,12 @@ def estimate_float(d: torch.Tensor, lr: float):
     if nz.numel() and (float(nz.min()) * abs(lr) < 2.0**-_SAFE or float(nz.max()) * abs(lr) > 2.0**_SAFE):
         return None
     v, rounded = _times(d, lr)
-    return v + 0.0, v.abs() * 2.0**-52 * rounded  # + 0.0: no negative zero (an exact 0 reads as +0)
+    rv = v.abs().mul_(2.0**-52)
+    if rounded is None:
+        rv.zero_()
+    else:
+        rv.mul_(rounded)
+    return v.add_(0.0), rv  # + 0.0: no negative zero (an exact 0 reads as +0)
 
 
 def _interval(w: torch.Tensor, v: torch.Tensor, rv: torch.Tensor):
@@ -122,13 +129,11 @@ def _interval(w: torch.Tensor, v: torch.Tensor, rv: torch.Tensor):
     s = w + v
     e = _two_sum_err(w, v, s)
     bits = s.view(torch.int64)
-    odd_step = (e != 0) & ((bits & 1) == 0)
-    y = (bits + odd_step.to(torch.int64) * (torch.sign(e) * torch.sign(s)).to(torch.int64)).view(
-        torch.float64
-    )
-    inexact = (rv != 0).to(torch.float64)
-    rr = (e.abs() + rv + s.abs() * 2.0**-50) * inexact  # slack: the step to y, roundings of rr, y +- rr
-    return s, e, y, rr
+    step = ((e.view(torch.int64) ^ bits) >> 63) | 1  # +1: away from 0 (e and s of one sign), -1: towards
+    step.mul_((e != 0) & ((bits & 1) == 0))
+    y = step.add_(bits).view(torch.float64)
+    rr = e.abs().add_(rv).add_(s.abs(), alpha=2.0**-50)  # slack: the step to y, roundings of rr, y +- rr
+    return s, e, y, rr.mul_(rv != 0)
 
 
 def _round_nearest(x: torch.Tensor, storage: PositFormat | str) -> torch.Tensor:
