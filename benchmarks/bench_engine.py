@@ -119,19 +119,28 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     info = print_machine()
     results = []
-    print(f"\nbatch of {args.batch} per-sample contributions per step, posit16 engine, medians of "
-          f"{args.repeats} steps")
-    print(f"{'weight':>11} | {'SGD step':>9} | {'engine acc':>10} | {'engine step':>11} | "
-          f"{'total/SGD':>9} | {'step/SGD':>8} | CPU-time total/SGD | quire B/param")
+    print(
+        f"\nbatch of {args.batch} per-sample contributions per step, posit16 engine, medians of "
+        f"{args.repeats} steps"
+    )
+    print(
+        f"{'weight':>11} | {'SGD step':>9} | {'engine acc':>10} | {'engine step':>11} | "
+        f"{'total/SGD':>9} | {'step/SGD':>8} | CPU-time total/SGD | step ns/weight (CPU) | quire B/param"
+    )
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
     for shape in shapes:
         r = bench(shape, args.batch, args.repeats)
         results.append(r)
-        print(f"{shape[0]:>5}x{shape[1]:<5} | {r['sgd_step_s'] * 1e3:7.2f}ms | "
-              f"{r['engine_accumulate_s'] * 1e3:8.1f}ms | {r['engine_step_s'] * 1e3:9.1f}ms | "
-              f"{r['ratio_total_vs_sgd']:8.1f}x | {r['ratio_step_vs_sgd']:7.1f}x | "
-              f"{r['cpu_ratio_total_vs_sgd']:17.1f}x | "
-              f"{r['quire_bytes_per_param']:.1f} (SGD: 0)", flush=True)
+        n = shape[0] * shape[1]
+        print(
+            f"{shape[0]:>5}x{shape[1]:<5} | {r['sgd_step_s'] * 1e3:7.2f}ms | "
+            f"{r['engine_accumulate_s'] * 1e3:8.1f}ms | {r['engine_step_s'] * 1e3:9.1f}ms | "
+            f"{r['ratio_total_vs_sgd']:8.1f}x | {r['ratio_step_vs_sgd']:7.1f}x | "
+            f"{r['cpu_ratio_total_vs_sgd']:17.1f}x | "
+            f"{r['engine_step_s'] / n * 1e9:7.1f} ({r['engine_step_cpu_s'] / n * 1e9:7.1f})      | "
+            f"{r['quire_bytes_per_param']:.1f} (SGD: 0)",
+            flush=True,
+        )
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": info, "results": results}, indent=2))
 
