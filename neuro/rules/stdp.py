@@ -252,8 +252,10 @@ def stdp_pair_step(
     return stdp_pair_interval(z_pre.unsqueeze(0), z_post.unsqueeze(0), state, p, dt)
 
 
-def _spikes_times(z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-    """Spikes times a per-entry gain: a spike's entry is the gain, rounded once by the engine."""
+def _spikes_times(z: torch.Tensor, a) -> torch.Tensor:
+    """Spikes times a gain (scalar or per entry): a spike's entry is the gain, which the engine
+    rounds once and multiplies exactly -- the same bits as passing a constant gain as
+    ``accumulate_outer``'s ``scale``, without the scaled path's pass over the quire."""
     return z.to(_F64) * a
 
 
@@ -274,14 +276,18 @@ def pair_contribute(engine, weight: torch.Tensor, terms: PairTerms, p: PairSTDPP
     if p.mu == 0.0:
         rows = _active_rows(terms.z_post)
         if rows.numel() and p.a_plus:
-            engine.accumulate_outer(weight, _flat(terms.z_post)[rows], _flat(terms.x_pre)[rows], p.a_plus)
+            engine.accumulate_outer(
+                weight, _spikes_times(_flat(terms.z_post)[rows], p.a_plus), _flat(terms.x_pre)[rows]
+            )
             if p.x_tar:  # post spike counts x ones: integers, exact
                 counts = _flat(terms.z_post).sum(0, dtype=_F64)
                 ones = torch.ones(terms.z_pre.shape[-1], dtype=_F64)
                 engine.accumulate_outer(weight, counts, ones, -p.a_plus * p.x_tar)
         rows = _active_rows(terms.z_pre)
         if rows.numel() and p.a_minus:
-            engine.accumulate_outer(weight, _flat(terms.x_post)[rows], _flat(terms.z_pre)[rows], -p.a_minus)
+            engine.accumulate_outer(
+                weight, _flat(terms.x_post)[rows], _spikes_times(_flat(terms.z_pre)[rows], -p.a_minus)
+            )
         return
     if not (bool(terms.z_post.any()) or bool(terms.z_pre.any())):
         return
@@ -529,11 +535,15 @@ def rstdp_interval(
     rows = _active_rows(terms.z_post)
     if rows.numel():
         sc = _flat(scale.expand(*terms.z_post.shape))[rows] * p.a_plus
-        engine.accumulate_outer(weight, _flat(terms.z_post)[rows], _flat(terms.x_pre)[rows], sc)
+        engine.accumulate_outer(
+            weight, _spikes_times(_flat(terms.z_post)[rows], sc), _flat(terms.x_pre)[rows]
+        )
     rows = _active_rows(terms.z_pre)
     if rows.numel():
-        sc = _flat(scale.expand(*terms.x_post.shape))[rows] * -p.a_minus
-        engine.accumulate_outer(weight, _flat(terms.x_post)[rows], _flat(terms.z_pre)[rows], sc)
+        sc = _flat(g.unsqueeze(-1))[rows] * -p.a_minus  # (K, 1): one factor per row
+        engine.accumulate_outer(
+            weight, _flat(terms.x_post)[rows], _spikes_times(_flat(terms.z_pre)[rows], sc)
+        )
     if bool((state.eligibility != 0).any()) and bool((g0 != 0).any()):
         engine.accumulate(weight, state.eligibility * g0[:, None, None])
     # eligibility at the end of the interval: dc**L c0 + sum_s dc**(L-1-s) e[s]
