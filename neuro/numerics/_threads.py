@@ -20,7 +20,7 @@ import functools
 import os
 import threading
 from collections.abc import Callable
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from typing import TypeVar
 
 import torch
@@ -63,8 +63,20 @@ def single_threaded(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+@contextmanager
 def gemm_threads():
-    """Context for a run of matrix products: one thread when the machine is oversubscribed, else
-    torch's setting."""
-    busy = hasattr(os, "getloadavg") and os.getloadavg()[0] > _CORES
-    return one_thread() if busy else nullcontext()
+    """Context for one matrix product: torch's original thread count, also inside
+    :func:`one_thread`, unless the machine is oversubscribed (then one thread)."""
+    if hasattr(os, "getloadavg") and os.getloadavg()[0] > _CORES:
+        with one_thread():
+            yield
+        return
+    with _lock:
+        restore = _depth > 0 and _saved != 1
+    if restore:
+        torch.set_num_threads(_saved)
+    try:
+        yield
+    finally:
+        if restore:
+            torch.set_num_threads(1)

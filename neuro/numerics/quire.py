@@ -603,6 +603,7 @@ class Quire:
         _, exp, _ = fmt.decompose(fmt.encode(torch.tensor([q_small], dtype=torch.float64)))
         return "quantize", int(exp[0]), hi
 
+    @single_threaded
     def _outer_fast(self, post: torch.Tensor, pre: torch.Tensor) -> bool:
         """``add_outer`` without scale for finite inputs, pipelined over blocks of rows of K.
 
