@@ -831,3 +831,24 @@ def test_trim_of_empty_and_zero_quires_is_canonical():
     q.trim()  # exact cancellation: the canonical zero
     assert q.limbs.shape == (3, 0) and q.offset == 0
     assert torch.equal(q.to_bits(), torch.zeros(3, dtype=torch.int64))
+
+
+def test_gemm_threads_inside_one_thread():
+    """The quire's GEMMs get torch's thread count back inside its one-thread pipeline, unless the
+    machine is oversubscribed; the count is restored afterwards."""
+    from neuro.numerics._threads import _CORES, gemm_threads, one_thread
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(2)
+    before = 2
+    with mock.patch("os.getloadavg", return_value=(0.0, 0.0, 0.0)):
+        with one_thread():
+            assert torch.get_num_threads() == 1
+            with gemm_threads():
+                assert torch.get_num_threads() == before
+            assert torch.get_num_threads() == 1
+    with mock.patch("os.getloadavg", return_value=(_CORES + 1.0, 0.0, 0.0)):
+        with gemm_threads():
+            assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    torch.set_num_threads(saved)
