@@ -268,26 +268,27 @@ def pair_contribute(engine, weight: torch.Tensor, terms: PairTerms, p: PairSTDPP
 
     Additive (``mu == 0``): ``accumulate_outer(w, z_post, x_pre, a_plus)`` and
     ``accumulate_outer(w, x_post, z_pre, -a_minus)`` over the ``L * B`` rows that hold a spike
-    (the others add zero); every product is exact; ``x_tar`` adds ``accumulate_outer(w, post spike
-    counts, 1, -a_plus x_tar)``.  Weight-dependent (``mu != 0``): per sample ``a_plus f+(w) * sum_t z_post
-    (x_pre - x_tar) - a_minus f-(w) * sum_t x_post z_pre`` (``(B, M, N)``) via ``engine.accumulate``
-    (each entry rounded once to the engine's format, then summed exactly).
+    (the others add zero), all in one call with the amplitudes on the spike factor; every product
+    is exact; ``x_tar`` adds a row ``post spike counts x (-a_plus x_tar)``.  Weight-dependent
+    (``mu != 0``): per sample ``a_plus f+(w) * sum_t z_post (x_pre - x_tar) - a_minus f-(w) *
+    sum_t x_post z_pre`` (``(B, M, N)``) via ``engine.accumulate`` (each entry rounded once to the
+    engine's format, then summed exactly).
     """
     if p.mu == 0.0:
+        post, pre = [], []  # LTP and LTD rows go to the engine in one call
         rows = _active_rows(terms.z_post)
         if rows.numel() and p.a_plus:
-            engine.accumulate_outer(
-                weight, _spikes_times(_flat(terms.z_post)[rows], p.a_plus), _flat(terms.x_pre)[rows]
-            )
-            if p.x_tar:  # post spike counts x ones: integers, exact
-                counts = _flat(terms.z_post).sum(0, dtype=_F64)
-                ones = torch.ones(terms.z_pre.shape[-1], dtype=_F64)
-                engine.accumulate_outer(weight, counts, ones, -p.a_plus * p.x_tar)
+            post.append(_spikes_times(_flat(terms.z_post)[rows], p.a_plus))
+            pre.append(_flat(terms.x_pre)[rows])
+            if p.x_tar:  # post spike counts (integers, exact) x -a_plus x_tar
+                post.append(_flat(terms.z_post).sum(0, dtype=_F64).unsqueeze(0))
+                pre.append(torch.full((1, terms.z_pre.shape[-1]), -p.a_plus * p.x_tar, dtype=_F64))
         rows = _active_rows(terms.z_pre)
         if rows.numel() and p.a_minus:
-            engine.accumulate_outer(
-                weight, _flat(terms.x_post)[rows], _spikes_times(_flat(terms.z_pre)[rows], -p.a_minus)
-            )
+            post.append(_flat(terms.x_post)[rows])
+            pre.append(_spikes_times(_flat(terms.z_pre)[rows], -p.a_minus))
+        if post:
+            engine.accumulate_outer(weight, torch.cat(post), torch.cat(pre))
         return
     if not (bool(terms.z_post.any()) or bool(terms.z_pre.any())):
         return
