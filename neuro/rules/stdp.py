@@ -259,8 +259,13 @@ def _spikes_times(z: torch.Tensor, a) -> torch.Tensor:
     return z.to(_F64) * a
 
 
-def _active_rows(z: torch.Tensor) -> torch.Tensor:
-    return z.reshape(-1, z.shape[-1]).any(-1).nonzero().squeeze(-1)
+def _active_rows(z: torch.Tensor, *factors: torch.Tensor) -> torch.Tensor:
+    """Rows of the flattened ``(L * B, n)`` terms with a spike in ``z`` and a non-zero entry in each
+    other factor (``(L, B, k)``): the only rows whose contribution is not zero."""
+    keep = z.reshape(-1, z.shape[-1]).any(-1)
+    for f in factors:
+        keep &= (f.reshape(-1, f.shape[-1]) != 0).any(-1)
+    return keep.nonzero().squeeze(-1)
 
 
 def pair_contribute(engine, weight: torch.Tensor, terms: PairTerms, p: PairSTDPParameters) -> None:
@@ -276,14 +281,14 @@ def pair_contribute(engine, weight: torch.Tensor, terms: PairTerms, p: PairSTDPP
     """
     if p.mu == 0.0:
         post, pre = [], []  # LTP and LTD rows go to the engine in one call
-        rows = _active_rows(terms.z_post)
+        rows = _active_rows(terms.z_post, terms.x_pre)
         if rows.numel() and p.a_plus:
             post.append(_spikes_times(_flat(terms.z_post)[rows], p.a_plus))
             pre.append(_flat(terms.x_pre)[rows])
             if p.x_tar:  # post spike counts (integers, exact) x -a_plus x_tar
                 post.append(_flat(terms.z_post).sum(0, dtype=_F64).unsqueeze(0))
                 pre.append(torch.full((1, terms.z_pre.shape[-1]), -p.a_plus * p.x_tar, dtype=_F64))
-        rows = _active_rows(terms.z_pre)
+        rows = _active_rows(terms.z_pre, terms.x_post)
         if rows.numel() and p.a_minus:
             post.append(_flat(terms.x_post)[rows])
             pre.append(_spikes_times(_flat(terms.z_pre)[rows], -p.a_minus))
@@ -427,14 +432,14 @@ def triplet_contribute(engine, weight: torch.Tensor, terms: TripletTerms, p: Tri
     """Two outer-product contributions: ``z_post (a2+ + a3+ o2) x r1`` and ``-o1 x z_pre (a2- + a3-
     r2)``, over the rows that hold a spike; each factor entry is rounded once to the engine's
     format, products and sums are exact."""
-    rows = _active_rows(terms.z_post)
-    if rows.numel() and (p.a2_plus or p.a3_plus):
-        gain = p.a2_plus + p.a3_plus * _flat(terms.o2)[rows]
-        engine.accumulate_outer(weight, _spikes_times(_flat(terms.z_post)[rows], gain), _flat(terms.r1)[rows])
-    rows = _active_rows(terms.z_pre)
-    if rows.numel() and (p.a2_minus or p.a3_minus):
-        gain = -(p.a2_minus + p.a3_minus * _flat(terms.r2)[rows])
-        engine.accumulate_outer(weight, _flat(terms.o1)[rows], _spikes_times(_flat(terms.z_pre)[rows], gain))
+    ltp = _spikes_times(terms.z_post, p.a2_plus + p.a3_plus * terms.o2)
+    rows = _active_rows(ltp, terms.r1)
+    if rows.numel():
+        engine.accumulate_outer(weight, _flat(ltp)[rows], _flat(terms.r1)[rows])
+    ltd = _spikes_times(terms.z_pre, -(p.a2_minus + p.a3_minus * terms.r2))
+    rows = _active_rows(ltd, terms.o1)
+    if rows.numel():
+        engine.accumulate_outer(weight, _flat(terms.o1)[rows], _flat(ltd)[rows])
 
 
 def triplet_delta(terms: TripletTerms, p: TripletSTDPParameters) -> torch.Tensor:
@@ -533,15 +538,15 @@ def rstdp_interval(
     steps = torch.arange(length, dtype=_F64)
     g0 = dt * (dop * torch.pow(torch.tensor(dc, dtype=_F64), steps + 1).unsqueeze(1)).sum(0)  # (B,)
     scale = g.unsqueeze(-1)  # (L, B, 1) broadcast over post neurons
-    rows = _active_rows(terms.z_post)
+    rows = _active_rows(terms.z_post, scale, terms.x_pre)
     if rows.numel():
         sc = _flat(scale.expand(*terms.z_post.shape))[rows] * p.a_plus
         engine.accumulate_outer(
             weight, _spikes_times(_flat(terms.z_post)[rows], sc), _flat(terms.x_pre)[rows]
         )
-    rows = _active_rows(terms.z_pre)
+    rows = _active_rows(terms.z_pre, scale, terms.x_post)
     if rows.numel():
-        sc = _flat(g.unsqueeze(-1))[rows] * -p.a_minus  # (K, 1): one factor per row
+        sc = _flat(scale)[rows] * -p.a_minus  # (K, 1): one factor per row
         engine.accumulate_outer(
             weight, _flat(terms.x_post)[rows], _spikes_times(_flat(terms.z_pre)[rows], sc)
         )
