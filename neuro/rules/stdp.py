@@ -297,7 +297,9 @@ def pair_contribute(engine, weight: torch.Tensor, terms: PairTerms, p: PairSTDPP
         return
     if not (bool(terms.z_post.any()) or bool(terms.z_pre.any())):
         return
-    engine.accumulate(weight, _weighted_delta(terms, p, weight.detach()))
+    delta = _weighted_delta(terms, p, weight.detach())
+    if bool(delta.any()):
+        engine.accumulate(weight, delta)
 
 
 def _weighted_delta(terms: PairTerms, p: PairSTDPParameters, w: torch.Tensor) -> torch.Tensor:
