@@ -39,8 +39,10 @@ population, ``M x N``: a projection's weight, ``d``: bytes of the compute dtype,
   fixed-point arithmetic, so states are ``2 B n 8`` (v, i) per layer and ``weight_tensors`` the
   quantised float64 copies; nothing per step but ``side_records`` (:func:`reversible_side_bytes`:
   3 bits per LIF neuron-step, 2 per LI neuron-step, 4 bytes per spike, at an assumed spike rate);
-  ``signal_chunks``: ``16 x B x (M + N)`` float64 error signals handed to the engine per call;
-  ``step_workspace``: 13 (forward) / 50 (backward) float64 ``(B, n)`` tensors per layer, measured.
+  ``signal_chunks``: ``8 x B x (M + N)`` float64 error signals handed to the engine per call, and
+  ``outer_workspace``: ``accumulate_outer``'s transient on the largest weight (225 B per entry), both
+  during the backward pass; ``step_workspace``: 13 (forward) / 22 (backward, one layer's local graph
+  at a time) float64 ``(B, n)`` tensors per neuron, measured.
 
 ``training_bytes`` = persistent components + the larger of the two phases of :data:`PHASES`
 (forward/backward transients, then the engine update); ``ratio = training_bytes /
@@ -87,9 +89,14 @@ REVERSIBLE_SPIKE_RATE = 0.1
 #: Transient float64 ``(B, n)`` tensors per neuron of a reversible model: a forward step (inference),
 #: and a backward step (inversion, local recomputation and its gradients), measured with TensorBytes.
 REVERSIBLE_FORWARD_PER_NEURON = 13
-REVERSIBLE_BACKWARD_PER_NEURON = 50
+REVERSIBLE_BACKWARD_PER_NEURON = 22
+#: Transient bytes of ``UpdateEngine.accumulate_outer`` per entry of the weight it adds into
+#: (measured with TensorBytes, independent of the number of rows K).  The reversible backward hands
+#: its error signals over while the side records are still held, so the largest weight's transient
+#: adds to the backward phase (in the other modes it falls outside the peak).
+ACCUMULATE_OUTER_PER_WEIGHT = 225
 #: Time steps of error signals per engine call in the reversible backward (neuro.train_reversible.CHUNK).
-REVERSIBLE_CHUNK = 16
+REVERSIBLE_CHUNK = 8
 #: Limbs per quire entry allocated up front (see the module docstring).
 QUIRE_LIMBS = 8
 #: Bytes of transient engine memory per entry of the largest weight during ``step`` (Adam).
@@ -99,7 +106,8 @@ SAVED_PER_NEURON_STEP = 4
 #: Transient components by phase: the forward/backward pass frees its activations before
 #: ``UpdateEngine.step`` allocates its workspace, so a training peak adds the larger phase only.
 PHASES = {
-    "forward_backward": ("saved_activations", "step_workspace", "side_records", "signal_chunks"),
+    "forward_backward": ("saved_activations", "step_workspace", "side_records", "signal_chunks",
+                         "outer_workspace"),
     "update": ("engine_workspace",),
 }
 _STATE_SLOTS = {"LIF": 3, "LIFBox": 3, "AdaptiveLIF": 4, "LI": 3}
@@ -269,6 +277,7 @@ def _reversible(graph: ModelGraph, batch: int, steps: int, spike_rate: float, ch
         out["step_workspace"] = REVERSIBLE_BACKWARD_PER_NEURON * batch * neurons * 8
         out["side_records"] = reversible_side_bytes(graph, batch, steps, spike_rate)
         out["signal_chunks"] = chunk * batch * sum(m + n for m, n in shapes) * 8
+        out["outer_workspace"] = ACCUMULATE_OUTER_PER_WEIGHT * max(m * n for m, n in shapes)
         out.update(_engine(graph, tuple(blocks)))
     return out
 

@@ -56,7 +56,7 @@ __all__ = ["ReversibleNetwork", "train_reversible", "evaluate_reversible", "side
 
 _F64 = torch.float64
 #: Time steps of error signals handed to the engine per ``accumulate_outer`` call.
-CHUNK = 16
+CHUNK = 8
 
 
 def side_bytes_per_step(batch: int, sizes: list[int], spikes: int) -> int:
@@ -155,19 +155,76 @@ class ReversibleNetwork:
 
     def inverse(self, u, state, wq, recs):
         """The state before a step, rebuilt exactly from the state after it, its input ``u`` and its
-        side records ``recs``."""
+        side records ``recs``.  Returns ``(prev, acts)``: the previous state and each block's input
+        ``(x1, x2)``, then the top activity ``(y1, y2)``."""
         z, v, i = _lif_inverse(u, wq[0], state[0], state[1], recs[0], self.lif)
-        prev = [v, i]
+        prev, acts = [v, i], []
         x1, x2 = z[:, : self.width], z[:, self.width :]
         for b in range(self.blocks):
+            acts.append((x1, x2))
             vf, i_f, vg, ig = state[2 + 4 * b : 6 + 4 * b]
             zf, vf0, if0 = _lif_inverse(x2, wq[1 + 2 * b], vf, i_f, recs[1 + 2 * b], self.lif)
             y1 = x1 + zf
             zg, vg0, ig0 = _lif_inverse(y1, wq[2 + 2 * b], vg, ig, recs[2 + 2 * b], self.lif)
             prev += [vf0, if0, vg0, ig0]
             x1, x2 = y1, x2 + zg
+        acts.append((x1, x2))
         v_out, i_out = li_inverse(torch.cat([x1, x2], dim=1), wq[-1], state[-2], state[-1], recs[-1], self.li)
-        return prev + [v_out, i_out]
+        return prev + [v_out, i_out], acts
+
+    def backward_step(self, u, prev, acts, leaves, g_out, gstate, engine: bool):
+        """Back-propagate one step, layer by layer from the readout down (each layer's local graph is
+        freed before the next is built).  ``g_out``: gradient of the readout membrane; ``gstate``: of the
+        state after the step (or None at the last step).  Returns ``(g_prev, grads, pres)``: gradients
+        of the previous state, and per weight (step order) ``dL/dc`` (``engine``) or ``dL/dW`` and the
+        presynaptic activity."""
+        sur, sc = self.surrogate
+        grads, pres = [None] * len(leaves), [None] * len(leaves)
+        g_prev = [None] * len(prev)
+
+        def local(outs, gouts, ins, c, j):
+            gs = torch.autograd.grad(outs, [*ins, c if engine else leaves[j]], gouts, allow_unused=True)
+            grads[j] = gs[-1]
+            return gs[:-1]
+
+        with torch.enable_grad():
+            x1, x2 = (a.detach().requires_grad_() for a in acts[-1])
+            v, i = (s.detach().requires_grad_() for s in prev[-2:])
+            v_new, i_dec, _, c = li_step(torch.cat([x1, x2], dim=1), leaves[-1], v, i, self.li)
+            outs, gouts = [v_new], [g_out]
+            if gstate is not None:
+                outs, gouts = [v_new, v_new, i_dec], [g_out, *gstate[-2:]]
+            g1, g2, g_prev[-2], g_prev[-1] = local(outs, gouts, [x1, x2, v, i], c, len(leaves) - 1)
+            pres[-1] = torch.cat(acts[-1], dim=1)
+            for b in reversed(range(self.blocks)):
+                x1, x2 = (a.detach().requires_grad_() for a in acts[b])
+                old = [s.detach().requires_grad_() for s in prev[2 + 4 * b : 6 + 4 * b]]
+                y1, y2, st, ((_, _, _, cf), (_, _, _, cg)) = _block_step(
+                    x1, x2, tuple(old), leaves[1 + 2 * b], leaves[2 + 2 * b], self.lif, sur, sc
+                )
+                outs, gouts = [y1, y2], [g1, g2]
+                if gstate is not None:
+                    outs, gouts = outs + list(st), gouts + gstate[2 + 4 * b : 6 + 4 * b]
+                gs = torch.autograd.grad(
+                    outs,
+                    [x1, x2, *old] + ([cf, cg] if engine else leaves[1 + 2 * b : 3 + 2 * b]),
+                    gouts,
+                    allow_unused=True,
+                )
+                g1, g2 = gs[0], gs[1]
+                g_prev[2 + 4 * b : 6 + 4 * b] = gs[2:6]
+                grads[1 + 2 * b], grads[2 + 2 * b] = gs[6], gs[7]
+                pres[1 + 2 * b] = acts[b][1]
+                pres[2 + 2 * b] = y1.detach()
+            v, i = (s.detach().requires_grad_() for s in prev[:2])
+            z, v_new, i_dec, _, _, c = _lif_step(u, leaves[0], v, i, self.lif, sur, sc)
+            outs, gouts = [z[:, : self.width], z[:, self.width :]], [g1, g2]
+            if gstate is not None:
+                outs, gouts = outs + [v_new, i_dec], gouts + gstate[:2]
+            g_prev[0], g_prev[1] = local(outs, gouts, [v, i], c, 0)
+            pres[0] = u
+        g_prev = [g if g is not None else torch.zeros_like(s) for g, s in zip(g_prev, prev)]
+        return g_prev, grads, pres
 
     @torch.no_grad()
     def scores(self, x: torch.Tensor) -> torch.Tensor:
@@ -252,29 +309,18 @@ class _Streaming(torch.autograd.Function):
         filled = 0
         for t in reversed(range(steps)):
             u = quantize(x[t].to(_F64), X_FRAC)
-            recs = side.pop()
-            prev = net.inverse(u, state, wq, recs)
-            with torch.enable_grad():
-                ins = [s.detach().requires_grad_() for s in prev]
-                new, v_out, aux = net.step(u, ins, leaves)
-                g_out = torch.where(arg == t, g_scores, 0.0)
-                outs, gouts = [v_out], [g_out]
-                if gstate is not None:
-                    outs += new
-                    gouts += gstate
-                targets = ins + ([c for _, c, _ in aux] if engine is not None else leaves)
-                grads = torch.autograd.grad(outs, targets, gouts, allow_unused=True)
-            gstate = [g if g is not None else torch.zeros_like(s) for g, s in zip(grads[: len(ins)], ins)]
-            extra = grads[len(ins) :]
+            prev, acts = net.inverse(u, state, wq, side.pop())
+            g_out = torch.where(arg == t, g_scores, 0.0)
+            gstate, extra, pres = net.backward_step(u, prev, acts, leaves, g_out, gstate, engine is not None)
             if engine is None:
                 for j, g in enumerate(extra):
                     if g is not None:
                         gw[j] = g if gw[j] is None else gw[j] + g
             else:
                 rows = slice(filled * batch, (filled + 1) * batch)
-                for (dbuf, pbuf), (pre, _, _), g in zip(bufs, aux, extra):
+                for (dbuf, pbuf), pre, g in zip(bufs, pres, extra):
                     dbuf[rows] = 0.0 if g is None else g
-                    pbuf[rows] = pre.detach()
+                    pbuf[rows] = pre
                 filled += 1
                 if filled == chunk or t == 0:
                     for name, (dbuf, pbuf) in zip(names, bufs):
@@ -282,8 +328,8 @@ class _Streaming(torch.autograd.Function):
                             net.weights[name], dbuf[: filled * batch], pbuf[: filled * batch], scale
                         )
                     filled = 0
-            state = [s.detach() for s in prev]
-            del aux, new, grads
+            state = prev
+            del acts, extra, pres
         none = (None,) * 6
         if engine is not None:
             return (*none, *([None] * len(wq)))
