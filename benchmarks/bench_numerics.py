@@ -368,14 +368,14 @@ def print_report(codec: list[dict], outer: list[dict]) -> None:
 
     print("\nExact reduction sum_k post[k]^T pre[k]: Quire(posit16).add_outer vs float32 torch.matmul")
     head = (
-        f"{'K':>6s} {'M':>4s} {'N':>4s} {'inputs':<7s} {'matmul f32':>10s} {'add_outer':>10s} "
+        f"{'K':>6s} {'M':>4s} {'N':>4s} {'inputs':<11s} {'matmul f32':>10s} {'add_outer':>10s} "
         f"{'ratio':>8s} {'readout':>9s} {'f32 err':>8s} {'f64 err':>8s}"
     )
     print(head)
     print("-" * len(head))
     for r in outer:
         print(
-            f"{r['K']:>6d} {r['M']:>4d} {r['N']:>4d} {r['inputs']:<7s} {_fmt_s(r['matmul_f32_s']):>10s} "
+            f"{r['K']:>6d} {r['M']:>4d} {r['N']:>4d} {r['inputs']:<11s} {_fmt_s(r['matmul_f32_s']):>10s} "
             f"{_fmt_s(r['add_outer_s']):>10s} {r['ratio']:7.1f}x {_fmt_s(r['readout_s']):>9s} "
             f"{r['f32_matmul_max_err']:8.1e} {r['f64_matmul_max_err']:8.1e}"
         )
