@@ -121,9 +121,9 @@ def _snap_inward(value: float, storage: PositFormat | str, upward: bool) -> floa
 def step_bytes_per_entry(limbs: int, general: bool) -> int:
     """Temporary bytes per entry of ``UpdateEngine.step`` for a quire window of ``limbs`` limbs,
     measured with ``neuro.plan.TensorBytes`` (bposit32 quire, float32 weights): ``general`` for
-    momentum, Adam and rotors (exact quire reads and moments: 574 B at 8 limbs), else the fast
-    path (nearest 112 B, stochastic 173 B at 8 limbs)."""
-    return 182 + 49 * limbs if general else 60 + 14 * limbs
+    momentum, Adam and rotors (exact quire reads and moments; Adam: 510 B at 8 limbs, 387 B at 5),
+    else the fast path (nearest 90 B, stochastic 173 B at 8 limbs)."""
+    return 182 + 41 * limbs if general else 60 + 14 * limbs
 
 
 def step_block_rows(rows: int, per_row: int, limbs: int, general: bool = True) -> int:
@@ -158,6 +158,15 @@ def rotor_norm_bound(algebra, storage: PositFormat | str, rounding: str = "neare
     blades = max(1, algebra.dim // 2)
     d = math.sqrt(blades) * h
     return 2 * d + d * d + 1e-12
+
+
+def _rows_quire(fmt: PositFormat, rows: torch.Tensor, offset: int) -> Quire:
+    """A quire over normalised limb rows ``(n, L)`` of the parameter's quire, without copying them
+    (``Quire.from_limbs`` would copy and re-normalise). No NaR: ``step`` checked that first. The
+    rows may be changed by a ``merge`` into it: ``step`` clears the quire afterwards anyway."""
+    q = Quire(fmt, rows.shape[:-1], device=rows.device)
+    q._limbs, q._offset = rows, offset  # normalised already, nothing pending
+    return q
 
 
 class _Slot:
@@ -645,7 +654,7 @@ class UpdateEngine:
         rows = limbs[a:b]
         d = None  # the direction as exact float64 values (momentum / Adam), else read from the limbs
         if g["momentum"] or g["adam"]:
-            s = Quire.from_limbs(fmt, rows, offset)
+            s = _rows_quire(fmt, rows, offset)
             d = (
                 self._momentum_rows(slot, s, a, b)
                 if g["momentum"]
@@ -663,7 +672,7 @@ class UpdateEngine:
     @staticmethod
     def _exact_rows(fmt: PositFormat, rows: torch.Tensor, offset: int, d: torch.Tensor | None) -> Quire:
         """The exact direction of some entries: their quire rows, or the float64 values ``d``."""
-        return Quire.from_limbs(fmt, rows, offset) if d is None else quire_from_float64(fmt, d)
+        return _rows_quire(fmt, rows, offset) if d is None else quire_from_float64(fmt, d)
 
     def _round_rows(
         self,
