@@ -235,6 +235,24 @@ def test_untouched_parameters_do_not_move_and_lr_zero_is_identity():
     assert torch.equal(a, a1)
 
 
+@pytest.mark.parametrize("adam", [False, True])
+def test_all_zero_contributions_step_like_an_exact_zero_sum(adam):
+    """A touched parameter whose contributions were all zero (empty quire window) steps cleanly:
+    plain SGD leaves it unchanged, and the next real contribution applies as usual."""
+    w = torch.full((4, 3), 0.5)
+    eng = UpdateEngine(
+        [{"params": [w], "format": BPOSIT32, "lr": 1.0, "adam": adam,
+          "type": ParamType(constraint=Bounds(0.0, 1.0), storage="float32")}]
+    )
+    eng.accumulate_outer(w, torch.zeros(2, 4), torch.zeros(2, 3))
+    eng.accumulate(w, torch.zeros(4, 3))
+    eng.step()
+    assert torch.equal(w, torch.full((4, 3), 0.5))
+    eng.accumulate_outer(w, torch.ones(2, 4), torch.full((2, 3), 1e-3))
+    eng.step()
+    assert bool((w > 0.5).all())
+
+
 def test_constraints_bounds_sign_and_grades():
     alg = Algebra(3)
     mv = torch.randn(4, 8)

@@ -630,6 +630,8 @@ class UpdateEngine:
             g = slot.group
             self._init_buffers(slot)
             lr = self._lr_parts(g["format"], g["lr"]) if g["lr"] else (0, 0)
+            if q.limbs.shape[-1] == 0:  # only zero contributions since the last step: an exact 0
+                q.widen(0, 1)
             limbs = q.limbs.reshape(-1, q.limbs.shape[-1])  # (entries, L), normalised
             general = bool(g["momentum"] or g["adam"]) or slot.type.constraint == "rotor" or not _FAST
             block = step_block_rows(slot.rows, slot.per_row, limbs.shape[-1], general)
