@@ -9,7 +9,7 @@ than with 1 on a loaded 2-core machine.  Matrix products (the quire's GEMMs) sta
 original setting is restored when the last user leaves.
 
 Matrix products made of many calls (the quire's row blocks) pay that hand-off once per call: on an
-busy machine (1-minute load average above the core count less 1/2) they too run on one thread
+busy machine (1-minute load average above the core count) they too run on one thread
 (:func:`gemm_threads`); we measured 64 two-thread GEMM calls of 1024x128x128 at 25 ms each under a
 load of 10 on 2 cores, against 1.5 ms on one thread.
 """
@@ -67,7 +67,7 @@ def single_threaded(fn: F) -> F:
 def gemm_threads():
     """Context for one matrix product: torch's original thread count, also inside
     :func:`one_thread`, unless the machine is busy (then one thread)."""
-    if hasattr(os, "getloadavg") and os.getloadavg()[0] > _CORES - 0.5:  # our own thread counts ~1
+    if hasattr(os, "getloadavg") and os.getloadavg()[0] > _CORES:
         with one_thread():
             yield
         return
