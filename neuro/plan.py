@@ -27,8 +27,11 @@ population, ``M x N``: a projection's weight, ``d``: bytes of the compute dtype,
   on the largest weight: ``ENGINE_WORKSPACE_PER_WEIGHT`` bytes per entry (float64 copies,
   decoded moments, the exact ``lr * D`` and ``w + lr * D`` quires), measured with
   :class:`TensorBytes` and constant over shapes (128x128 .. 512x64).  ``accumulate_outer``'s
-  transient (at most ~106 bytes per entry, measured) never overlaps it, so it is not added.
-  It is by far the largest training component: 125x a float32 weight.
+  transient (``outer_workspace``) never overlaps it.  ``step`` works in row blocks of a fixed
+  byte budget (:func:`neuro.engine.engine.step_block_rows`), so this is bounded whatever the size.
+* ``outer_workspace`` (every training mode): ``accumulate_outer``'s transient on the largest weight,
+  ``ACCUMULATE_OUTER_PER_WEIGHT`` bytes per entry (measured); every mode hands contributions to the
+  engine while its forward/backward state is alive, so it belongs to that phase.
 * ``eligibility_traces`` (eprop, ottt): ``ei, ev (B, N)`` per projection; AdaptiveLIF targets in
   e-prop add ``ea (B, M, N)`` and a float64 ``(M, N)`` sum; ``signal_buffers``: the
   ``chunk x B x (M + N)`` contributions handed to the engine ``chunk`` steps at a time.
@@ -40,9 +43,8 @@ population, ``M x N``: a projection's weight, ``d``: bytes of the compute dtype,
   quantised float64 copies; nothing per step but ``side_records`` (:func:`reversible_side_bytes`:
   3 bits per LIF neuron-step, 2 per LI neuron-step, 4 bytes per spike, at an assumed spike rate);
   ``signal_chunks``: ``8 x B x (M + N)`` float64 error signals handed to the engine per call, and
-  ``outer_workspace``: ``accumulate_outer``'s transient on the largest weight (225 B per entry), both
-  during the backward pass; ``step_workspace``: 13 (forward) / 22 (backward, one layer's local graph
-  at a time) float64 ``(B, n)`` tensors per neuron, measured.
+  ``outer_workspace`` as above, both during the backward pass; ``step_workspace``: 13 (forward) /
+  22 (backward, one layer's local graph at a time) float64 ``(B, n)`` tensors per neuron, measured.
 
 ``training_bytes`` = persistent components + the larger of the two phases of :data:`PHASES`
 (forward/backward transients, then the engine update); ``ratio = training_bytes /
@@ -91,10 +93,10 @@ REVERSIBLE_SPIKE_RATE = 0.1
 REVERSIBLE_FORWARD_PER_NEURON = 13
 REVERSIBLE_BACKWARD_PER_NEURON = 22
 #: Transient bytes of ``UpdateEngine.accumulate_outer`` per entry of the weight it adds into
-#: (measured with TensorBytes, independent of the number of rows K).  The reversible backward hands
-#: its error signals over while the side records are still held, so the largest weight's transient
-#: adds to the backward phase (in the other modes it falls outside the peak).
-ACCUMULATE_OUTER_PER_WEIGHT = 225
+#: (measured with TensorBytes on 256x256 and 64x64 weights, bposit32 quire, 8 limbs).  Every mode
+#: hands contributions over while its forward/backward state is alive, so the largest weight's
+#: transient adds to that phase.
+ACCUMULATE_OUTER_PER_WEIGHT = 104
 #: Time steps of error signals per engine call in the reversible backward (neuro.train_reversible.CHUNK).
 REVERSIBLE_CHUNK = 8
 #: Limbs per quire entry allocated up front (see the module docstring).
@@ -226,6 +228,12 @@ def _engine(graph: ModelGraph, extra: tuple[tuple[int, int], ...] = ()) -> dict[
     }
 
 
+def _outer_workspace(graph: ModelGraph) -> int:
+    """``accumulate_outer``'s transient on the largest trained weight (bytes)."""
+    return ACCUMULATE_OUTER_PER_WEIGHT * max((math.prod(graph.weight_shape(n)) for n in _trained(graph)),
+                                             default=0)
+
+
 def modes_for(graph: ModelGraph) -> tuple[str, ...]:
     """The training modes a graph allows: ``("reversible",)`` with a ``[reversible]`` section, else
     the other modes of :data:`MODES`."""
@@ -330,6 +338,7 @@ def memory_plan(graph: ModelGraph, *, batch: int | None = None, steps: int | Non
         training["eligibility_traces"] = traces
         training["signal_buffers"] = signals
         training.update(_engine(graph))
+        training["outer_workspace"] = _outer_workspace(graph)
         if mode == "eprop" and any(p.type == "AdaptiveLIF" for p in hidden):
             notes.append("AdaptiveLIF e-prop keeps per-synapse threshold traces ea (B, M, N)")
     elif mode in ("bptt", "bptt_checkpoint"):
@@ -341,6 +350,7 @@ def memory_plan(graph: ModelGraph, *, batch: int | None = None, steps: int | Non
             boundaries = math.ceil(steps / segment) * 3 * batch * neurons * d
             training["saved_activations"] = min(segment, steps) * per_step + boundaries
         training.update(_engine(graph))
+        training["outer_workspace"] = _outer_workspace(graph)
     return MemoryPlan(model=graph.name, mode=mode, batch=batch, steps=steps, inference=inference,
                       training=training, segment=segment if mode == "bptt_checkpoint" else None,
                       notes=notes)

@@ -241,8 +241,15 @@ def test_all_zero_contributions_step_like_an_exact_zero_sum(adam):
     plain SGD leaves it unchanged, and the next real contribution applies as usual."""
     w = torch.full((4, 3), 0.5)
     eng = UpdateEngine(
-        [{"params": [w], "format": BPOSIT32, "lr": 1.0, "adam": adam,
-          "type": ParamType(constraint=Bounds(0.0, 1.0), storage="float32")}]
+        [
+            {
+                "params": [w],
+                "format": BPOSIT32,
+                "lr": 1.0,
+                "adam": adam,
+                "type": ParamType(constraint=Bounds(0.0, 1.0), storage="float32"),
+            }
+        ]
     )
     eng.accumulate_outer(w, torch.zeros(2, 4), torch.zeros(2, 3))
     eng.accumulate(w, torch.zeros(4, 3))

@@ -295,6 +295,22 @@ def test_hyp_add_outer_tiny_outliers(data):
     check_quire(q, ref, sums, f"{fmt!r} {dtype} K={len(rows)} outliers")
 
 
+@pytest.mark.parametrize("scale", [-0.125, 0.375, -3.0e-5])
+def test_scaled_add_outer_window_is_minimal(scale):
+    """A scaled add_outer widens an empty quire only to the window its values need (the planned
+    memory of training assumes it): the window equals the trimmed one."""
+    g = torch.Generator().manual_seed(1)
+    q = Quire(BPOSIT32, (7, 5))
+    q.add_outer(
+        torch.rand(40, 7, generator=g, dtype=torch.float64) - 0.5,
+        torch.rand(40, 5, generator=g, dtype=torch.float64),
+        scale=scale,
+    )
+    width = q.limbs.shape[-1]
+    q.trim()
+    assert q.limbs.shape[-1] == width
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_hyp_add_outer_scalar_scales_accumulate(data):

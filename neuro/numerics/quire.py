@@ -574,12 +574,10 @@ class Quire:
         limbs = _times(_times(scratch._limbs, abs(sig)), 1 << rem)  # each factor <= 2**31
         if sig < 0:
             limbs = -limbs
-        lo = scratch._offset + quot
-        self.widen(lo, lo + limbs.shape[-1])
-        i = lo - self._offset
-        self._limbs[..., i : i + limbs.shape[-1]] += limbs
-        self._pending += 1
-        self.normalize()
+        scratch._limbs, scratch._offset = limbs, scratch._offset + quot
+        scratch._pending += 1  # negated limbs are not normalised
+        scratch.trim()  # drop the carry limbs _times adds where they only extend the sign
+        self.merge(scratch)  # so this quire's window widens only as far as the values need
         return True
 
     def _outer_factor(self, x: torch.Tensor):
