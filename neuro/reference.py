@@ -174,8 +174,9 @@ def _plastic_code(proj: Projection, dt: float) -> tuple[str, str, str, dict]:
     u = "((w - w_low)/(w_high - w_low))"
     f_minus, f_plus = ("", "") if mu == 0.0 else (f"*{u}**mu", f"*(1 - {u})**mu")
     ns["mu"] = mu
+    ns["x_tar"] = float(p.get("x_tar", 0.0))  # Diehl & Cook: post adds a_plus (x_pre - x_tar)
     on_pre = f"I_post += w\napre {jump} a_plus\nw = clip(w + apost{f_minus}, w_low, w_high)"
-    on_post = f"apost {jump} -a_minus\nw = clip(w + apre{f_plus}, w_low, w_high)"
+    on_post = f"apost {jump} -a_minus\nw = clip(w + (apre - a_plus*x_tar){f_plus}, w_low, w_high)"
     return model, on_pre, on_post, ns
 
 
