@@ -271,6 +271,7 @@ def crosscheck(
     seed = graph.training.seed if seed is None else seed
     if storage not in STORAGE_FORMATS:
         raise ValueError(f"crosscheck: storage must be one of {STORAGE_FORMATS}, got {storage!r}")
+    graph.require_plain("crosscheck")
     net = Network(graph, seed=seed, dtype=dtype)
     ref_weights = {k: w.detach().to(torch.float64).clone() for k, w in net.weights.items()}
     if storage is not None:

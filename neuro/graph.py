@@ -952,6 +952,16 @@ class ModelGraph:
         object.__setattr__(self, "projections", {n: projs[n] for n in proj_order})
         object.__setattr__(self, "encodings", {n: encodings[n] for n in pop_order if n in encodings})
 
+    def require_plain(self, what: str) -> None:
+        """Raise ValueError when ``what`` (a command or function) would run this graph without its
+        ``[reversible]`` blocks, which only :mod:`neuro.train_reversible` runs."""
+        if self.reversible is not None:
+            raise ValueError(
+                f"{what}: model {self.name!r} has a [reversible] section, which {what} does not run "
+                "(it would silently use the plain graph); train and evaluate it with `neuro train` "
+                "(mode reversible)"
+            )
+
     @staticmethod
     def _check_projection(proj: Projection, pops: Mapping[str, Population], dt: float) -> None:
         key = f"projections.{proj.name}"

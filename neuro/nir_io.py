@@ -96,6 +96,7 @@ def export_nir(graph: ModelGraph, weights: Mapping[str, torch.Tensor]):
     Node names are the population and projection names (plus ``output`` and ``NAME_delay`` nodes).
     Raises NIRError for AdaptiveLIF populations, refractory periods and multivector weights.
     """
+    graph.require_plain("export_nir")
     nir = _nir()
     nodes: dict[str, Any] = {}
     edges: list[tuple[str, str]] = []
@@ -409,6 +410,7 @@ def load_into_network(graph: ModelGraph, weights: Mapping[str, torch.Tensor],
     """A :class:`neuro.network.Network` of ``graph`` holding ``weights`` (inference mode)."""
     from neuro.network import Network
 
+    graph.require_plain("load_into_network (serve, NIR)")
     if dtype is None:
         dtype = next(iter(weights.values())).dtype if weights else torch.float32
     net = Network(graph, dtype=dtype)

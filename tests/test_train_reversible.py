@@ -135,3 +135,14 @@ def test_reversible_training_learns_yinyang():
     result = train_reversible(load_model(MODEL), epochs=2, max_train=960, progress=False)
     history = result.metrics["history"]
     assert history["loss"][1] < history["loss"][0] and result.metrics["test_accuracy"] > 0.42, history
+
+
+def test_commands_that_run_the_plain_graph_refuse_a_reversible_model():
+    """crosscheck, NIR export and serving would silently drop the blocks: they say so instead."""
+    from neuro.fidelity import crosscheck
+    from neuro.nir_io import export_nir, load_into_network
+    g = load_model(Path(__file__).parent.parent / "models" / "yinyang_reversible.toml")
+    for call in (lambda: crosscheck(g, None, duration=0.01, figure=False), lambda: export_nir(g, {}),
+                 lambda: load_into_network(g, {})):
+        with pytest.raises(ValueError, match=r"\[reversible\] section"):
+            call()
