@@ -32,9 +32,13 @@ population, ``M x N``: a projection's weight, ``d``: bytes of the compute dtype,
 * ``outer_workspace`` (every training mode): ``accumulate_outer``'s transient on the largest weight,
   ``ACCUMULATE_OUTER_PER_WEIGHT`` bytes per entry (measured); every mode hands contributions to the
   engine while its forward/backward state is alive, so it belongs to that phase.
-* ``eligibility_traces`` (eprop, ottt): ``ei, ev (B, N)`` per projection; AdaptiveLIF targets in
-  e-prop add ``ea (B, M, N)`` and a float64 ``(M, N)`` sum; ``signal_buffers``: the
-  ``chunk x B x (M + N)`` contributions handed to the engine ``chunk`` steps at a time.
+* ``eligibility_traces`` (eprop, ottt): ``ei, ev (B, N)`` per projection; e-prop adds its
+  readout-filtered pseudo-derivatives ``2 (B, n)`` per hidden population and filtered traces
+  ``2 (B, N)`` per trained projection into one, and for AdaptiveLIF targets ``ea (B, M, N)``;
+  ``signal_buffers``: the max-membrane objective's class snapshots ``(B, K, N)`` per trained
+  projection (plus ``(B, K, M)`` into a hidden population, ``(B, K, M, N)`` for AdaptiveLIF e-prop),
+  handed to the engine once the sequence is over; the step workspace adds the sensitivities
+  ``(B, K, n)`` per hidden population.
 * ``saved_activations`` (bptt, bptt_checkpoint): autograd keeps ``SAVED_PER_NEURON_STEP`` tensors of
   ``(B, n)`` per population and step; checkpointing keeps one segment's worth plus the states at
   segment boundaries (``ceil(T / S) x 3 B n d``).  Measured: 4.0 per neuron-step.
@@ -326,17 +330,30 @@ def memory_plan(graph: ModelGraph, *, batch: int | None = None, steps: int | Non
     neurons = sum(p.size for p in hidden)
     notes: list[str] = []
     if mode in ("eprop", "ottt"):
-        traces, signals = 0, 0
+        # neuro.rules.online.OnlineLearner with the max-membrane objective (the default): per
+        # projection ei, ev (B, N); per trained projection the class snapshots (B, K, N), plus
+        # (B, K, M) into a hidden population; AdaptiveLIF e-prop ea (B, M, N) and its snapshot
+        # (B, K, M, N); e-prop's readout-filtered pseudo-derivatives 2 (B, n) per hidden population
+        # and filtered traces 2 (B, N) per trained projection into one; sensitivities (B, K, n).
+        k = graph.populations[graph.output].size
+        traces, snapshots = 0, 0
         for name in graph.projections:
             m, n = _rows_cols(graph, name)
             traces += 2 * batch * n * d
             if name in trained:
-                signals += chunk * batch * (m + n) * d
-                tgt = graph.populations[graph.projections[name].target]
-                if mode == "eprop" and tgt.type == "AdaptiveLIF":
-                    traces += batch * m * n * d + m * n * 8
+                into_hidden = graph.projections[name].target != graph.output
+                snapshots += batch * k * (n + (m if into_hidden else 0)) * d
+                if mode == "eprop" and into_hidden:
+                    traces += 2 * batch * n * d
+                target_type = graph.populations[graph.projections[name].target].type
+                if mode == "eprop" and target_type == "AdaptiveLIF":
+                    traces += batch * m * n * d
+                    snapshots += batch * k * m * n * d
+        if mode == "eprop":
+            traces += sum(2 * batch * p.size * d for p in hidden if p.type != "LI")
         training["eligibility_traces"] = traces
-        training["signal_buffers"] = signals
+        training["signal_buffers"] = snapshots
+        training["step_workspace"] += sum(batch * k * p.size * d for p in hidden if p.type != "LI")
         training.update(_engine(graph))
         training["outer_workspace"] = _outer_workspace(graph)
         if mode == "eprop" and any(p.type == "AdaptiveLIF" for p in hidden):

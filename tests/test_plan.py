@@ -91,8 +91,12 @@ def test_plan_matches_hand_computation():
         "input_buffer": 5 * 2 * 4 * 4,
         "step_workspace": 8 * 2 * (10 + 3) * 4,
     }
-    assert p.training["eligibility_traces"] == 2 * 2 * 4 * 4 + 2 * 2 * 10 * 4  # ei, ev (B, N)
-    assert p.training["signal_buffers"] == 8 * 2 * (10 + 4) * 4 + 8 * 2 * (3 + 10) * 4
+    # ei, ev (B, N) per projection; e-prop's filtered traces (B, N) x 2 into the hidden layer and
+    # filtered pseudo-derivatives (B, n) x 2 of the hidden layer
+    assert p.training["eligibility_traces"] == 2 * 2 * 4 * 4 + 2 * 2 * 10 * 4 + 2 * 2 * 4 * 4 + 2 * 2 * 10 * 4
+    # max-membrane class snapshots (B, K, N) per trained projection, (B, K, M) into the hidden layer
+    assert p.training["signal_buffers"] == 2 * 3 * (4 + 10) * 4 + 2 * 3 * 10 * 4
+    assert p.training["step_workspace"] == p.inference["step_workspace"] + 2 * 3 * 10 * 4  # (B, K, n)
     assert p.training["quires"] == numel * (8 * QUIRE_LIMBS + 1)
     assert p.training["optimizer"] == 2 * numel * 8
     assert p.training["engine_workspace"] == 10 * 4 * ENGINE_WORKSPACE_PER_WEIGHT
