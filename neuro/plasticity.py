@@ -441,6 +441,21 @@ class DistalReward:
         self.events = [0] * trials
         self.rewards = 0
 
+    @classmethod
+    def from_options(cls, dt: float, opts: dict, seed: int, trials: int) -> DistalReward:
+        """The schedule a model file's ``[data]`` options describe (``rewarded``, ``reward``,
+        ``reward_window``, ``reward_delay``; Izhikevich's defaults: 0.5, 10 ms, 1-3 s)."""
+        delay = opts.get("reward_delay", ["1 s", "3 s"])
+        return cls(
+            dt,
+            int(opts.get("rewarded", 0)),
+            float(opts.get("reward", 0.5)),
+            _time(opts.get("reward_window"), 10e-3),
+            (_time(delay[0], 1.0), _time(delay[1], 3.0)),
+            seed,
+            trials,
+        )
+
     def __call__(self, z_in: torch.Tensor, z_out: torch.Tensor) -> torch.Tensor:
         from neuro.data import sample_generator
 
@@ -650,16 +665,7 @@ def train_local(
                     raise ValueError(f"naive_rounding needs a posit storage format, got {proj.format}")
             reward_fn = None
             if proj.rule == "rstdp":
-                delay = opts.get("reward_delay", ["1 s", "3 s"])
-                reward_fn = DistalReward(
-                    graph.dt,
-                    int(opts.get("rewarded", 0)),
-                    float(opts.get("reward", 0.5)),
-                    _time(opts.get("reward_window"), 10e-3),
-                    (_time(delay[0], 1.0), _time(delay[1], 3.0)),
-                    seed,
-                    int(opts.get("trials", 1)),
-                )
+                reward_fn = DistalReward.from_options(graph.dt, opts, seed, int(opts.get("trials", 1)))
             snaps, snap_t, trials = _run_poisson(
                 graph, network, loop, opts, seed, epochs, progress, naive, reward_fn
             )

@@ -563,16 +563,7 @@ def crosscheck_local(
     is_reward = proj.rule == "rstdp"
     protocol = None
     if is_reward and reward is None:
-        delay = opts.get("reward_delay", ["1 s", "3 s"])
-        protocol = DistalReward(
-            graph.dt,
-            int(opts.get("rewarded", 0)),
-            float(opts.get("reward", 0.5)),
-            _time(opts.get("reward_window"), 10e-3),
-            (_time(delay[0], 1.0), _time(delay[1], 3.0)),
-            seed,
-            1,
-        )
+        protocol = DistalReward.from_options(graph.dt, opts, seed, 1)
     released = torch.zeros(steps, 1, dtype=torch.float64)
     if reward is not None:
         released[:, 0] = reward.to(torch.float64)
