@@ -97,7 +97,11 @@ REVERSIBLE_SPIKE_RATE = 0.1
 REVERSIBLE_FORWARD_PER_NEURON = 13
 REVERSIBLE_BACKWARD_PER_NEURON = 22
 #: Transient bytes of ``UpdateEngine.accumulate_outer`` per entry of the weight it adds into
-#: (measured with TensorBytes on 256x256 and 64x64 weights, bposit32 quire, 8 limbs).  Every mode
+#: (measured with TensorBytes on unscaled calls into 256x256 and 64x64 weights, bposit32 quire, 8
+#: limbs).  Calls with a scale measure 161 (power-of-two scale) to 179 B per entry in isolation, and
+#: small weights with many rows more (the row buffers dominate), but whole training runs agree with
+#: the plan within 5 % at this figure (benchmarks/bench_memory.py, 256-wide layers) and within 10 %
+#: in tests/test_plan.py; a per-call model (entries and rows) would be more faithful.  Every mode
 #: hands contributions over while its forward/backward state is alive, so the largest weight's
 #: transient adds to that phase.
 ACCUMULATE_OUTER_PER_WEIGHT = 104

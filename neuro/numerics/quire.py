@@ -570,11 +570,18 @@ class Quire:
         length = scratch._limbs.shape[-1]
         if sig == 0 or length == 0:
             return True
+        low = abs(sig) & -abs(sig)  # lowest set bit: move the trailing zeros into the exponent
+        exp += low.bit_length() - 1
+        magnitude = abs(sig) // low
         quot, rem = divmod(exp, LIMB_BITS)
-        limbs = _times(_times(scratch._limbs, abs(sig)), 1 << rem)  # each factor <= 2**31
+        # multiply by magnitude * 2**rem with factors <= 2**31, dropping each input once it is used
+        factors = [magnitude << rem] if magnitude << rem <= 1 << 31 else [magnitude, 1 << rem]
+        for factor in factors:
+            if factor != 1:
+                scratch._limbs = _times(scratch._limbs, factor)
         if sig < 0:
-            limbs = -limbs
-        scratch._limbs, scratch._offset = limbs, scratch._offset + quot
+            scratch._limbs.neg_()
+        scratch._offset += quot
         scratch._pending += 1  # negated limbs are not normalised
         scratch.trim()  # drop the carry limbs _times adds where they only extend the sign
         self.merge(scratch)  # so this quire's window widens only as far as the values need
@@ -940,7 +947,7 @@ def _times(limbs: torch.Tensor, factor: int) -> torch.Tensor:
     """Normalised limbs ``(*shape, L)`` times an integer ``0 <= factor <= 2**31``, normalised, as
     ``(*shape, L + 2)`` (every partial product and carry stays below 2**63)."""
     zeros = torch.zeros(*limbs.shape[:-1], 2, dtype=torch.int64, device=limbs.device)
-    out = torch.cat([limbs, zeros], -1) * factor
+    out = torch.cat([limbs, zeros], -1).mul_(factor)
     for i in range(out.shape[-1] - 1):
         out[..., i + 1] += out[..., i] >> LIMB_BITS
         out[..., i] &= _LIMB_MASK
