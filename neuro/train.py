@@ -280,6 +280,7 @@ def fit(
     label: str = "",
     rank: int = 0,
     world: int = 1,
+    evaluator=None,
     **extra,
 ) -> dict:
     """The training loop every gradient mode shares; returns the run's metrics (history included).
@@ -288,14 +289,15 @@ def fit(
     global batches of ``training.batch_size``, and runs this worker's microbatches (``rank``, ``rank +
     world``, ...) through ``microbatch(x (T, B, n_in), labels (B,)) -> (scores (B, C), loss)``, which
     hands the engine its contributions; then one ``engine.step()`` per batch at the scheduled learning
-    rate, and the test accuracy after every epoch.  ``extra``: further metrics entries (e.g. the
-    mode), placed after ``model_hash``.
+    rate, and the test accuracy after every epoch (``evaluator(network, dataset, graph)``, default
+    :func:`evaluate`).  ``extra``: further metrics entries (e.g. the mode), placed after ``model_hash``.
     """
     from tqdm.auto import tqdm
 
     from neuro.data import epoch_permutation
 
     spec = graph.training
+    evaluator = evaluator or evaluate
     epochs, train_set, test_set = run.epochs, run.train_set, run.test_set
     encoder = _encoder(graph)
     per_batch = spec.batch_size // spec.microbatch
@@ -324,7 +326,7 @@ def fit(
             done += 1
             if progress and not rank:
                 bar.set_postfix(loss=f"{loss_sum / max(1, seen):.3f}", acc=f"{correct / max(1, seen):.3f}")
-        test_acc = evaluate(network, test_set, graph)
+        test_acc = evaluator(network, test_set, graph)
         history["epoch"].append(epoch + 1)
         history["loss"].append(loss_sum / max(1, seen))
         history["train_accuracy"].append(correct / max(1, seen))
@@ -349,7 +351,7 @@ def fit(
         "microbatch": spec.microbatch,
         "train_samples": len(train_set),
         "train_accuracy": history["train_accuracy"][-1] if epochs else math.nan,
-        "test_accuracy": history["test_accuracy"][-1] if epochs else evaluate(network, test_set, graph),
+        "test_accuracy": history["test_accuracy"][-1] if epochs else evaluator(network, test_set, graph),
         "seconds": round(time.perf_counter() - run.t0, 3),
         "weights_sha256": weights_digest(network),
         "history": history,

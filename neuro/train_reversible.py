@@ -42,15 +42,7 @@ from neuro.reversible import (
     li_step,
     quantize,
 )
-from neuro.train import (
-    LR_SCHEDULES,
-    TrainResult,
-    _atomic_write,
-    _encoder,
-    _load_split,
-    schedule_lr,
-    weights_digest,
-)
+from neuro.train import TrainResult, _atomic_write, _encoder, fit, prepare_run
 
 __all__ = ["ReversibleNetwork", "train_reversible", "evaluate_reversible", "side_bytes_per_step", "CHUNK"]
 
@@ -226,6 +218,11 @@ class ReversibleNetwork:
         g_prev = [g if g is not None else torch.zeros_like(s) for g, s in zip(g_prev, prev)]
         return g_prev, grads, pres
 
+    @property
+    def device(self) -> torch.device:
+        """Where the weights live (CPU: the fixed-point arithmetic runs in float64 on the CPU)."""
+        return next(iter(self.weights.values())).device
+
     @torch.no_grad()
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         """Inference: max-membrane scores ``(B, K)`` of inputs ``x (T, B, n_in)`` (nothing stored)."""
@@ -385,98 +382,30 @@ def train_reversible(
     :func:`neuro.train.train` (``metrics["mode"] = "reversible"``, ``side_bytes`` = the side records of
     the last microbatch).  ``TrainResult.network`` is the :class:`ReversibleNetwork`.
     """
-    from tqdm.auto import tqdm
-
-    from neuro.data import epoch_permutation
     from neuro.rules.bptt import classification_loss
-    from neuro.train import accumulation_format
+    from neuro.train_online import preallocate_quires
 
-    t0 = time.perf_counter()
-    spec = graph.training
-    epochs = spec.epochs if epochs is None else int(epochs)
-    seed = spec.seed if seed is None else int(seed)
-    lr_schedule = lr_schedule or spec.lr_schedule
-    if lr_schedule not in LR_SCHEDULES:
-        raise ValueError(f"{graph.name}: lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        train_set, test_set = _load_split(graph, "train"), _load_split(graph, "test")
-        if max_train is not None:
-            train_set = train_set.subset(torch.arange(min(max_train, len(train_set))))
-        net = ReversibleNetwork(graph, seed=seed)
-        engine = build_reversible_engine(graph, net, seed=seed)
-        from neuro.train_online import preallocate_quires
-
+        run = prepare_run(graph, epochs, seed, lr_schedule, max_train, time.perf_counter())
+        net = ReversibleNetwork(graph, seed=run.seed)
+        engine = build_reversible_engine(graph, net, seed=run.seed)
         preallocate_quires(engine)
-        encoder, scale = _encoder(graph), -1.0 / spec.batch_size
-        per_batch, n_batches = spec.batch_size // spec.microbatch, len(train_set) // spec.batch_size
-        history = {"epoch": [], "loss": [], "train_accuracy": [], "test_accuracy": []}
-        total, done = max(1, epochs * n_batches), 0
-        for epoch in range(epochs):
-            order = epoch_permutation(len(train_set), seed, epoch)
-            bar = tqdm(
-                range(n_batches),
-                desc=f"reversible epoch {epoch + 1}/{epochs}",
-                disable=not progress,
-                leave=False,
-            )
-            loss_sum, correct, seen = 0.0, 0, 0
-            for b in bar:
-                batch = order[b * spec.batch_size : (b + 1) * spec.batch_size]
-                for mb in range(per_batch):
-                    idx = batch[mb * spec.microbatch : (mb + 1) * spec.microbatch]
-                    x = train_set.encode(idx, epoch, graph.steps, graph.dt, encoder=encoder, dtype=net.dtype)
-                    labels = train_set.labels[idx]
-                    scores = net.train_scores(x, engine, scale)
-                    loss = classification_loss(scores, labels)
-                    loss.backward()
-                    loss_sum += float(loss.detach())
-                    correct += int((scores.argmax(-1) == labels).sum())
-                    seen += len(idx)
-                for group in engine.param_groups:
-                    group["lr"] = schedule_lr(spec.learning_rate, done, total, lr_schedule)
-                engine.step()
-                done += 1
-                if progress:
-                    bar.set_postfix(
-                        loss=f"{loss_sum / max(1, seen):.3f}", acc=f"{correct / max(1, seen):.3f}"
-                    )
-            history["epoch"].append(epoch + 1)
-            history["loss"].append(loss_sum / max(1, seen))
-            history["train_accuracy"].append(correct / max(1, seen))
-            history["test_accuracy"].append(evaluate_reversible(net, test_set, graph))
-            if progress:
-                tqdm.write(
-                    f"reversible epoch {epoch + 1}/{epochs}: loss {history['loss'][-1]:.4f} "
-                    f"train {history['train_accuracy'][-1]:.4f} test {history['test_accuracy'][-1]:.4f}"
-                )
-        metrics = {
-            "model": graph.name,
-            "model_hash": graph.canonical_hash(),
-            "mode": "reversible",
-            "format": sorted({p.format for p in graph.projections.values()}),
-            "epochs": epochs,
-            "seed": seed,
-            "workers": 1,
-            "accumulation": sorted({accumulation_format(p.format).name for p in graph.projections.values()}),
-            "learning_rate": spec.learning_rate,
-            "lr_schedule": lr_schedule,
-            "batch_size": spec.batch_size,
-            "microbatch": spec.microbatch,
-            "train_samples": len(train_set),
-            "train_accuracy": history["train_accuracy"][-1] if epochs else math.nan,
-            "test_accuracy": history["test_accuracy"][-1]
-            if epochs
-            else evaluate_reversible(net, test_set, graph),
-            "side_bytes": getattr(net, "last_side_bytes", 0),
-            "seconds": round(time.perf_counter() - t0, 3),
-            "weights_sha256": weights_digest(net),
-            "history": history,
-        }
+        scale = -1.0 / graph.training.batch_size
+
+        def microbatch(x: torch.Tensor, labels: torch.Tensor):
+            scores = net.train_scores(x, engine, scale)
+            loss = classification_loss(scores, labels)
+            loss.backward()
+            return scores, float(loss.detach())
+
+        metrics = fit(graph, net, engine, run, microbatch, progress=progress, label="reversible",
+                      evaluator=evaluate_reversible, mode="reversible")
+        metrics["side_bytes"] = getattr(net, "last_side_bytes", 0)
         if out_dir is not None:
             _write(Path(out_dir), graph, net, metrics)
-        return TrainResult(metrics=metrics, network=net, history=history)
+        return TrainResult(metrics=metrics, network=net, history=metrics["history"])
     finally:
         torch.set_num_threads(threads)
 
