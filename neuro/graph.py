@@ -952,6 +952,16 @@ class ModelGraph:
         object.__setattr__(self, "projections", {n: projs[n] for n in proj_order})
         object.__setattr__(self, "encodings", {n: encodings[n] for n in pop_order if n in encodings})
 
+    def named_inputs(self, inputs) -> dict:
+        """``inputs`` as input population name -> tensor; a single tensor (anything but a mapping)
+        stands for the graph's only input population (ValueError when it has several)."""
+        if isinstance(inputs, Mapping):
+            return inputs
+        ins = self.inputs()
+        if len(ins) != 1:
+            raise ValueError(f"{self.name}: {len(ins)} input populations; pass a dict of inputs")
+        return {ins[0].name: inputs}
+
     def require_plain(self, what: str) -> None:
         """Raise ValueError when ``what`` (a command or function) would run this graph without its
         ``[reversible]`` blocks, which only :mod:`neuro.train_reversible` runs."""

@@ -255,11 +255,7 @@ class Network(torch.nn.Module):
                 projections are applied per step in both paths.
         """
         graph = self.graph
-        if isinstance(inputs, torch.Tensor):
-            ins = graph.inputs()
-            if len(ins) != 1:
-                raise ValueError(f"{graph.name}: {len(ins)} input populations; pass a dict of inputs")
-            inputs = {ins[0].name: inputs}
+        inputs = graph.named_inputs(inputs)
         steps, batch = next(iter(inputs.values())).shape[:2]
         for pop in graph.inputs():
             x = inputs.get(pop.name)

@@ -268,11 +268,7 @@ def simulate_brian2(
             (graph.populations[proj.target].size,),
         ):
             raise ValueError(f"reference: projection {proj.name} has multivector weights")
-    if isinstance(inputs, torch.Tensor):
-        ins = graph.inputs()
-        if len(ins) != 1:
-            raise ValueError(f"{graph.name}: {len(ins)} input populations; pass a dict of inputs")
-        inputs = {ins[0].name: inputs}
+    inputs = graph.named_inputs(inputs)
     steps, batch = next(iter(inputs.values())).shape[:2]
     if reward is None:
         reward = torch.zeros(steps, batch, dtype=torch.float64)
