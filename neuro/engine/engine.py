@@ -50,6 +50,7 @@ value, projected onto the grades, clamped, rotors normalised).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable
 from typing import Any
@@ -220,6 +221,10 @@ class _Slot:
         self.rows = 1 if self.whole else self.qshape[0]
         self.per_row = max(1, math.prod(self.qshape) if self.whole else math.prod(self.qshape[1:]))
         self.touched = False
+        self.dense = False  # a contribution since the last step may have reached every entry
+        # rows (M,) and columns (N,) whose entries event terms reached since the last step
+        self.event_rows: torch.Tensor | None = None
+        self.event_cols: torch.Tensor | None = None
         self.step = 0
         self.buffers: dict[str, torch.Tensor] = {}
         self.lo = self.hi = None
@@ -249,6 +254,56 @@ class _Slot:
         if b is None:
             return counter_uniform(key, self.qshape, device=self.param.device)
         return counter_uniform(key, (b - a,), device=self.param.device, start=a)
+
+    def uniform_at(self, seed: int, step: int, index: torch.Tensor) -> torch.Tensor:
+        """The stochastic-rounding numbers of ``step`` at flat entries ``index``."""
+        key = stream_key(seed, step, self.index)
+        return counter_uniform(key, tuple(index.shape), device=self.param.device, index=index)
+
+    def note_events(self, rows: torch.Tensor, cols: torch.Tensor) -> None:
+        """Record that event terms reached whole ``rows`` and whole ``cols`` (long indices)."""
+        if self.event_rows is None:
+            dev = self.param.device
+            self.event_rows = torch.zeros(self.qshape[0], dtype=torch.bool, device=dev)
+            self.event_cols = torch.zeros(self.qshape[1], dtype=torch.bool, device=dev)
+        self.event_rows.index_fill_(0, rows, True)
+        self.event_cols.index_fill_(0, cols, True)
+
+    def event_entries(self) -> torch.Tensor:
+        """Flat indices of the entries in a noted row or column, each once."""
+        m, n = self.qshape
+        rows = self.event_rows.nonzero().squeeze(1)
+        cols = self.event_cols.nonzero().squeeze(1)
+        other = (~self.event_rows).nonzero().squeeze(1)  # rows not already taken whole
+        dev = rows.device
+        return torch.cat(
+            [
+                (rows * n).unsqueeze(1).add(torch.arange(n, device=dev)).reshape(-1),
+                (other * n).unsqueeze(1).add(cols).reshape(-1),
+            ]
+        )
+
+    def fixed_when_unchanged(self) -> bool:
+        """Whether every entry with a zero update keeps its bits through ``step``: plain scalars
+        without momentum/Adam, stored in their own float dtype (so every value is representable),
+        finite, inside their bounds or sign and without negative zeros (``step`` maps -0 to +0).
+        One pass or two over the parameter; False sends ``step`` over every entry."""
+        g, w = self.group, self.param.data
+        if g["momentum"] or g["adam"] or self.type.is_multivector or not w.is_contiguous():
+            return False
+        if self.storage not in ("float32", "float64") or str(w.dtype) != f"torch.{self.storage}":
+            return False
+        lo, hi = (float(v) for v in torch.aminmax(w))
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            return False
+        con = self.type.constraint
+        if isinstance(con, Bounds) and not (self.lo <= lo and hi <= self.hi):
+            return False
+        if isinstance(con, Sign) and not (lo >= 0.0 if con.kind == "excitatory" else hi <= 0.0):
+            return False
+        # -0.0 is the smallest bit pattern read as a signed integer (negative floats count down)
+        as_int = w.view(torch.int32 if w.dtype == torch.float32 else torch.int64)
+        return int(as_int.min()) != torch.iinfo(as_int.dtype).min
 
     def rows_shape(self, r0: int, r1: int) -> tuple[int, ...]:
         """Shape of the parameter's rows ``r0:r1`` (the whole shape for an unsplit parameter)."""
@@ -444,7 +499,7 @@ class UpdateEngine:
             )
         extra = tuple(delta.shape[: delta.dim() - len(pshape)])
         slot.quire.add(delta.reshape(*extra, *slot.qshape))
-        slot.touched = True
+        slot.touched = slot.dense = True
 
     def accumulate_outer(
         self,
@@ -487,14 +542,22 @@ class UpdateEngine:
                 f"(K, {', '.join(map(str, rest))}), got post {tuple(post.shape)} and pre "
                 f"{tuple(pre.shape)}"
             )
-        slot.quire.add_outer(post, pre.reshape(pre.shape[0], -1), scale)
+        pre = pre.reshape(pre.shape[0], -1)
         slot.touched = True
+        if scale is None:  # few spikes on one side: add the terms one by one, note where they went
+            hit = slot.quire.add_outer_events(post, pre)
+            if hit is not None:
+                if not slot.dense:
+                    slot.note_events(*hit)
+                return
+        slot.quire.add_outer(post, pre, scale)
+        slot.dense = True
 
     def clear(self) -> None:
         """Drop every pending contribution (like ``zero_grad``); quire windows stay allocated."""
         for slot in self._slots:
             slot.quire.clear()
-            slot.touched = False
+            self._forget_events(slot)
 
     # ------------------------------------------------------------------ distributed merge
     def _all_reduce(self) -> None:
@@ -523,7 +586,10 @@ class UpdateEngine:
             slot.quire = Quire.from_limbs(q.fmt, limbs, lo, nar.bool())
 
     # ------------------------------------------------------------------ step
-    def _lr_parts(self, fmt: PositFormat, value: float) -> tuple[int, int]:
+    @staticmethod
+    @functools.lru_cache(maxsize=256)
+    def _lr_parts(fmt: PositFormat, value: float) -> tuple[int, int]:
+        """``round_fmt(value) = sig * 2**exp`` as Python ints (cached: schedules repeat values)."""
         sig, exp, _ = fmt.decompose(fmt.encode(torch.tensor([float(value)], dtype=torch.float64)))
         return int(sig[0]), int(exp[0])
 
@@ -604,6 +670,44 @@ class UpdateEngine:
             nblocks = len(slot.type.grades)
             slot.buffers["exp_avg_sq"] = torch.zeros(*lead, nblocks, dtype=dtype, device=dev)
 
+    @staticmethod
+    def _forget_events(slot: _Slot) -> None:
+        slot.touched = slot.dense = False
+        if slot.event_rows is not None:
+            slot.event_rows.zero_()
+            slot.event_cols.zero_()
+
+    def _event_entries(self, slot: _Slot) -> torch.Tensor | None:
+        """The flat entries ``step`` must visit when only event terms reached the parameter since
+        the last step (few entries, every other one keeps its bits); None: visit every entry."""
+        if slot.dense or slot.event_rows is None:
+            return None
+        index = slot.event_entries()
+        if index.numel() * 4 > math.prod(slot.qshape) or not slot.fixed_when_unchanged():
+            return None
+        return index
+
+    def _step_entries(self, slot: _Slot, index: torch.Tensor) -> None:
+        """``step`` for one parameter over its flat entries ``index`` alone (same bits)."""
+        q = slot.quire.take(index)
+        if bool(q.nar.any()):
+            raise FloatingPointError(
+                f"{slot.name}: the accumulated update is NaR (a NaN/inf contribution, or a sum beyond "
+                f"the {q.fmt.name} quire's range); the parameter was left unchanged"
+            )
+        g = slot.group
+        lr = self._lr_parts(g["format"], g["lr"]) if g["lr"] else (0, 0)
+        if q.limbs.shape[-1] == 0:
+            q.widen(0, 1)
+        flat = slot.param.data.view(-1)
+        w = flat.index_select(0, index).to(torch.float64)
+        u = slot.uniform_at(self.seed, slot.step, index) if g["rounding"] == "stochastic" else None
+        new = self._round_rows(slot, w, q.limbs, q.offset, None, lr, u)
+        flat.index_copy_(0, index, slot.constrain(new).to(flat.dtype))
+        slot.quire.clear_at(index, rest_zero=True)
+        self._forget_events(slot)
+        slot.step += 1
+
     @torch.no_grad()
     def step(self) -> None:
         """Apply every parameter's accumulated contributions (see the module docstring), then clear.
@@ -616,10 +720,15 @@ class UpdateEngine:
         """
         import torch.distributed as dist
 
-        if dist.is_available() and dist.is_initialized():
+        distributed = dist.is_available() and dist.is_initialized()
+        if distributed:
             self._all_reduce()
         for slot in self._slots:
             if not slot.touched:
+                continue
+            index = None if distributed else self._event_entries(slot)
+            if index is not None:
+                self._step_entries(slot, index)
                 continue
             q = slot.quire
             if bool(q.nar.any()):
@@ -638,7 +747,7 @@ class UpdateEngine:
             for r0 in range(0, slot.rows, block):
                 self._apply_rows(slot, limbs, q.offset, lr, r0, min(slot.rows, r0 + block))
             q.clear()
-            slot.touched = False
+            self._forget_events(slot)
             slot.step += 1
 
     def _apply_rows(
@@ -823,7 +932,8 @@ class UpdateEngine:
                     entry["quire_nar"].to(device=p.device, dtype=torch.bool),
                 )
                 slot.step = int(entry["step"])
-                slot.touched = bool(entry["touched"])
+                self._forget_events(slot)
+                slot.touched = slot.dense = bool(entry["touched"])
                 slot.buffers = {
                     k: v.clone().to(p.device)
                     for k, v in entry.items()

@@ -250,9 +250,15 @@ def _srl(z: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def counter_uniform(
-    key: int, shape: tuple[int, ...] | torch.Size, device=None, start: int = 0
+    key: int,
+    shape: tuple[int, ...] | torch.Size,
+    device=None,
+    start: int = 0,
+    index: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Counter-based uniform numbers in [0, 1): element ``i`` (row-major) is ``f(key, start + i)``.
+    """Counter-based uniform numbers in [0, 1): element ``i`` (row-major) is ``f(key, start + i)``;
+    with ``index`` (long, of ``shape``), element ``j`` is ``f(key, start + index[j])`` -- the numbers
+    of scattered elements, equal to those of the whole tensor at the same places.
 
     ``f`` is SplitMix64 of ``key + (i + 1) * golden``: the same (key, shape) gives the same numbers on
     any machine and in any order of calls; float64 with 53 random bits.
@@ -261,7 +267,10 @@ def counter_uniform(
     for s in shape:
         n *= int(s)
     gamma = _to_i64(0x9E3779B97F4A7C15)
-    i = torch.arange(start + 1, start + n + 1, dtype=torch.int64, device=device)
+    if index is not None:
+        i = index.to(device=device, dtype=torch.int64).reshape(-1) + (start + 1)
+    else:
+        i = torch.arange(start + 1, start + n + 1, dtype=torch.int64, device=device)
     z = i * gamma + _to_i64(key)  # wraps mod 2**64
     z = (z ^ _srl(z, 30)) * _to_i64(0xBF58476D1CE4E5B9)
     z = (z ^ _srl(z, 27)) * _to_i64(0x94D049BB133111EB)

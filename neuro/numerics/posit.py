@@ -131,7 +131,7 @@ class PositFormat:
         """Most fraction bits any pattern holds (the shortest regime is min(2, cap) bits)."""
         return max(0, self.nbits - 1 - min(2, self._cap) - self.es)
 
-    @property
+    @functools.cached_property
     def quire_integer_bits(self) -> int:
         """Integer bits of the standard-layout quire: enough for maxpos**2 (its top carry aside)."""
         return _ceil_log2(self.maxpos_exact**2)

@@ -552,6 +552,126 @@ class Quire:
         self._outer_planes(a, b, post.shape[0])
 
     @single_threaded
+    def add_outer_events(self, post: torch.Tensor, pre: torch.Tensor, budget: int | None = None):
+        """``add_outer(post, pre)`` term by term, for rows ``k`` with few non-zeros on one side.
+
+        In each row ``k`` the sparser side is enumerated: every ``post[k, m] != 0`` with the whole
+        ``pre[k, :]`` (a row of the result), or every ``pre[k, n] != 0`` with ``post[k, :]`` (a
+        column); each product is added exactly at its own place (integer significands,
+        ``index_add_`` into the limbs).  Spike trains times traces (STDP) reach a few rows and
+        columns per update interval, so this costs in proportion to those terms instead of to the
+        ``M x N`` accumulators.
+
+        Args:
+            post: ``(K, M)``; pre: ``(K, N)`` (bool spikes or floats).
+            budget: the most terms worth enumerating (default ``M * N // 8``).
+        Returns:
+            ``(rows, cols)``: the rows and the columns that received terms (long, possibly
+            repeated); or None, with nothing added, when the terms exceed the budget or a factor
+            is not finite (then use :meth:`add_outer`).  Formats have at most 32 bits, so a
+            significand has at most 30 bits and a product of two fits an int64.
+        """
+        post, pre = self._as_float(post, "add_outer_events"), self._as_float(pre, "add_outer_events")
+        m, n = self.shape if len(self.shape) == 2 else (-1, -1)
+        if (
+            post.dim() != 2
+            or pre.dim() != 2
+            or post.shape[0] != pre.shape[0]
+            or (post.shape[1], pre.shape[1]) != (m, n)
+        ):
+            raise ValueError(
+                f"Quire.add_outer_events: expected post (K, M) and pre (K, N) with quire shape "
+                f"(M, N); got post {tuple(post.shape)}, pre {tuple(pre.shape)}, quire {tuple(self.shape)}"
+            )
+        budget = m * n // 8 if budget is None else budget
+        nz_post, nz_pre = post != 0, pre != 0
+        as_rows = nz_post.sum(1) * n  # terms of row k, enumerated by its post entries
+        as_cols = nz_pre.sum(1) * m
+        by_rows = as_rows <= as_cols
+        if int(torch.where(by_rows, as_rows, as_cols).sum()) > budget:
+            return None
+        k_r, rows = (nz_post & by_rows.unsqueeze(1)).nonzero(as_tuple=True)
+        k_c, cols = (nz_pre & ~by_rows.unsqueeze(1)).nonzero(as_tuple=True)
+        if rows.numel() + cols.numel() == 0:
+            return rows, cols
+        # one factor per event (E,), the whole other row per event, flattened (E_r * N + E_c * M,)
+        e_r, events = rows.numel(), rows.numel() + cols.numel()
+        sig, exp = self._significands(
+            torch.cat([post[k_r, rows], pre[k_c, cols], pre[k_r].reshape(-1), post[k_c].reshape(-1)])
+        )
+        if sig is None:
+            return None
+        sig_one, sig_many, exp_one, exp_many = sig[:events], sig[events:], exp[:events], exp[events:]
+        many = sig_many
+        width = torch.cat([torch.full((e_r,), n), torch.full((cols.numel(),), m)]).to(self.device)
+        value = sig_many * torch.repeat_interleave(sig_one, width, output_size=many.numel())
+        exponent = exp_many + torch.repeat_interleave(exp_one, width, output_size=many.numel())
+        arange_n, arange_m = torch.arange(n, device=self.device), torch.arange(m, device=self.device)
+        place = torch.cat(
+            [
+                (rows * n).unsqueeze(1).add(arange_n).reshape(-1),
+                (arange_m * n).add(cols.unsqueeze(1)).reshape(-1),
+            ]
+        )
+        keep = value != 0
+        value, exponent, place = value[keep], exponent[keep], place[keep]
+        if value.numel():
+            self._fold_each(value, exponent, place)
+            self._pending += e_r + cols.numel()  # per limb: at most one part per event, each < 2**32
+            if self._pending >= _MAX_PENDING:
+                self.normalize()
+        return rows, cols
+
+    def _significands(self, x: torch.Tensor):
+        """``round(x)`` as int64 significands and exponents (``value = sig * 2**exp``), or
+        ``(None, None)`` when ``x`` holds inf/NaN."""
+        q = self.fmt.quantize(x.to(torch.float64))
+        if not bool(torch.isfinite(q).all()):
+            return None, None
+        bits = self._sig_bits
+        mant, exp = torch.frexp(q)
+        return torch.ldexp(mant, torch.tensor(bits)).to(torch.int64), exp.to(torch.int64) - bits
+
+    def _fold_each(self, value: torch.Tensor, exponent: torch.Tensor, place: torch.Tensor) -> None:
+        """Add ``value[i] * 2**exponent[i]`` at flat accumulator ``place[i]`` (1-D int64 tensors,
+        ``|value| < 2**62``); a three-limb form of :meth:`_fold` with one exponent per term."""
+        base = exponent >> 5  # floor(exponent / 32)
+        shift = exponent & (LIMB_BITS - 1)
+        lo, hi = (int(v) for v in torch.aminmax(base))
+        self.widen(lo, hi + 3)
+        self._limbs = self._limbs.contiguous()
+        length = self._limbs.shape[-1]
+        keep = LIMB_BITS - shift
+        low = (value & ((torch.ones_like(value) << keep) - 1)) << shift
+        rest = value >> keep
+        at = place * length + (base - self._offset)
+        limbs = self._limbs.view(-1)
+        parts = torch.cat([low, rest & _LIMB_MASK, rest >> LIMB_BITS])
+        limbs.index_add_(0, torch.cat([at, at + 1, at + 2]), parts)
+
+    def take(self, index: torch.Tensor) -> Quire:
+        """The accumulators at flat positions ``index`` (long ``(T,)``) as a new normalised 1-D quire."""
+        q = Quire(self.fmt, (index.numel(),), self.device)
+        length = self._limbs.shape[-1]
+        if length == 0:
+            return q
+        q._limbs = self._limbs.reshape(-1, length).index_select(0, index)
+        q._offset, q._nar = self._offset, self._nar.reshape(-1).index_select(0, index)
+        q._pending = max(1, self._pending)
+        q.normalize()
+        return q
+
+    def clear_at(self, index: torch.Tensor, rest_zero: bool = False) -> None:
+        """Reset the accumulators at flat positions ``index`` to 0 (NaR cleared). ``rest_zero``: the
+        caller knows every other accumulator is 0, so no carries are pending any more."""
+        length = self._limbs.shape[-1]
+        if length:
+            self._limbs.view(-1, length).index_fill_(0, index, 0)
+        self._nar.view(-1).index_fill_(0, index, False)
+        if rest_zero:
+            self._pending = 0
+
+    @single_threaded
     def _outer_scaled(self, post: torch.Tensor, pre: torch.Tensor, scale: torch.Tensor) -> bool:
         """``add_outer`` with one finite scale ``s``: ``round(s) * sum_k post[k]^T pre[k]``, the sum
         made by :meth:`_outer_fast` in a scratch quire whose limbs are then multiplied exactly by

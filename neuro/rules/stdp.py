@@ -280,7 +280,8 @@ def pair_contribute(engine, weight: torch.Tensor, terms: PairTerms, p: PairSTDPP
     engine's format, then summed exactly).
     """
     if p.mu == 0.0:
-        post, pre = [], []  # LTP and LTD rows go to the engine in one call
+        post, pre = [], []  # LTP and LTD rows go to the engine in one call (each row's terms are
+        # few: a spike row times a trace row, which the engine adds one by one)
         rows = _active_rows(terms.z_post, terms.x_pre)
         if rows.numel() and p.a_plus:
             post.append(_spikes_times(_flat(terms.z_post)[rows], p.a_plus))
