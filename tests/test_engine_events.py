@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from neuro.engine import Bounds, ParamType, Sign, UpdateEngine
 from neuro.engine.exact import counter_uniform
 from neuro.numerics import BPOSIT16, BPOSIT32, POSIT8, POSIT16, PositFormat, Quire
+from neuro.numerics import quire as quire_module
 from neuro.rules.stdp import PairSTDP, PairSTDPParameters
 
 try:  # tests/ is on sys.path under pytest's default import mode
@@ -48,10 +49,22 @@ def _spike_rows(g, k, m, n, p_post, p_pre, amp=1e-3):
     n=st.integers(1, 12),
     calls=st.integers(1, 3),
     boolean=st.booleans(),
+    compiled=st.booleans(),
 )
-def test_events_equal_the_dense_outer_product_and_the_fraction_sum(fmt, seed, k, m, n, calls, boolean):
-    """Same limbs (after trim, a canonical form) as ``add_outer``, and the exact Fraction sum."""
-    fmt = FORMATS[fmt]
+def test_events_equal_the_dense_outer_product_and_the_fraction_sum(
+    fmt, seed, k, m, n, calls, boolean, compiled
+):
+    """Same limbs (after trim, a canonical form) as ``add_outer``, and the exact Fraction sum, with
+    the compiled kernel (neuro/_kernels/quire.c) and with the torch path."""
+    saved = quire_module._USE_KERNEL
+    quire_module._USE_KERNEL = compiled
+    try:
+        _check_events(FORMATS[fmt], seed, k, m, n, calls, boolean)
+    finally:
+        quire_module._USE_KERNEL = saved
+
+
+def _check_events(fmt, seed, k, m, n, calls, boolean):
     g = torch.Generator().manual_seed(seed)
     dense, events = Quire(fmt, (m, n)), Quire(fmt, (m, n))
     exact = [Fraction(0)] * (m * n)
@@ -109,6 +122,25 @@ def test_events_decline_non_finite_inputs_and_take_the_widest_significands():
     assert torch.equal(widest.to_float(), dense.to_float()) and float(widest.to_float()[1, 0]) != 0
     with pytest.raises(ValueError, match="quire shape"):
         q.add_outer_events(post, torch.ones(2, 5, dtype=F64))
+
+
+@pytest.mark.parametrize("length", [1, 2, 5])
+def test_compiled_carry_pass_equals_the_torch_one(length, monkeypatch):
+    """``Quire.normalize`` through the C kernel and through torch: same limbs, same widening when a
+    top limb leaves the signed 32-bit range, same NaR on overflow."""
+    g = torch.Generator().manual_seed(length)
+    raw = torch.randint(-(1 << 40), 1 << 40, (50, 7, length), generator=g, dtype=torch.int64)
+    raw[0, 0, -1] = (1 << 62) - 5  # forces a wider window
+    results = []
+    for compiled in (True, False):
+        monkeypatch.setattr(quire_module, "_USE_KERNEL", compiled)
+        q = Quire(BPOSIT32, (50, 7))
+        q._limbs, q._offset, q._pending = raw.clone(), -2, 1
+        q.normalize()
+        results.append((q.offset, q._limbs, limbs_values(q._limbs, q.offset)))
+    assert results[0][0] == results[1][0] and torch.equal(results[0][1], results[1][1])
+    assert results[0][2] == limbs_values(raw, -2)  # the values are the raw limbs' values
+    assert results[0][1].shape[-1] > length
 
 
 def test_take_and_clear_at():

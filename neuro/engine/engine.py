@@ -683,7 +683,7 @@ class UpdateEngine:
         if slot.dense or slot.event_rows is None:
             return None
         index = slot.event_entries()
-        if index.numel() * 4 > math.prod(slot.qshape) or not slot.fixed_when_unchanged():
+        if index.numel() * 2 > math.prod(slot.qshape) or not slot.fixed_when_unchanged():
             return None
         return index
 

@@ -356,11 +356,20 @@ class Quire:
             return
         limbs = self._limbs
         length = limbs.shape[-1]
-        for i in range(length - 1):
-            carry = limbs[..., i] >> LIMB_BITS
-            limbs[..., i] &= _LIMB_MASK
-            limbs[..., i + 1] += carry
-        while length and bool(((limbs[..., -1] >= 1 << 31) | (limbs[..., -1] < -(1 << 31))).any()):
+        kernel = _compiled() if limbs.device.type == "cpu" and limbs.is_contiguous() else None
+        if kernel is not None:
+            outside = kernel.quire_normalize(limbs.data_ptr(), limbs.numel() // max(1, length), length)
+        else:
+            for i in range(length - 1):
+                carry = limbs[..., i] >> LIMB_BITS
+                limbs[..., i] &= _LIMB_MASK
+                limbs[..., i + 1] += carry
+            outside = True
+        while (
+            outside
+            and length
+            and bool(((limbs[..., -1] >= 1 << 31) | (limbs[..., -1] < -(1 << 31))).any())
+        ):
             self.widen(self._offset, self._offset + length + 1)
             limbs = self._limbs
             carry = limbs[..., -2] >> LIMB_BITS
@@ -564,7 +573,7 @@ class Quire:
 
         Args:
             post: ``(K, M)``; pre: ``(K, N)`` (bool spikes or floats).
-            budget: the most terms worth enumerating (default ``M * N // 8``).
+            budget: the most terms worth enumerating (default ``M * N // 2``).
         Returns:
             ``(rows, cols)``: the rows and the columns that received terms (long, possibly
             repeated); or None, with nothing added, when the terms exceed the budget or a factor
@@ -583,7 +592,7 @@ class Quire:
                 f"Quire.add_outer_events: expected post (K, M) and pre (K, N) with quire shape "
                 f"(M, N); got post {tuple(post.shape)}, pre {tuple(pre.shape)}, quire {tuple(self.shape)}"
             )
-        budget = m * n // 8 if budget is None else budget
+        budget = m * n // 2 if budget is None else budget
         nz_post, nz_pre = post != 0, pre != 0
         as_rows = nz_post.sum(1) * n  # terms of row k, enumerated by its post entries
         as_cols = nz_pre.sum(1) * m
@@ -596,16 +605,61 @@ class Quire:
             return rows, cols
         # one factor per event (E,), the whole other row per event, flattened (E_r * N + E_c * M,)
         e_r, events = rows.numel(), rows.numel() + cols.numel()
-        sig, exp = self._significands(
-            torch.cat([post[k_r, rows], pre[k_c, cols], pre[k_r].reshape(-1), post[k_c].reshape(-1)])
+        q = self.fmt.quantize(
+            torch.cat([post[k_r, rows], pre[k_c, cols], pre[k_r].reshape(-1), post[k_c].reshape(-1)]).to(
+                torch.float64
+            )
         )
-        if sig is None:
+        kernel = _compiled() if self.device.type == "cpu" else None
+        done = (
+            self._events_compiled(kernel, q, rows, cols, e_r, events)
+            if kernel is not None
+            else self._events_torch(q, rows, cols, e_r, events)
+        )
+        if not done:
             return None
+        self._pending += events  # per limb: at most one part per event, each < 2**32
+        if self._pending >= _MAX_PENDING:
+            self.normalize()
+        return rows, cols
+
+    def _events_compiled(self, kernel, q, rows, cols, e_r: int, events: int) -> bool:
+        """The terms of :meth:`add_outer_events` through ``neuro/_kernels/quire.c``."""
+        m, n = self.shape
+        one, many_r, many_c = q[:events], q[events : events + e_r * n], q[events + e_r * n :]
+        rows, cols = rows.contiguous(), cols.contiguous()
+        span = torch.tensor([1, 0], dtype=torch.int64)  # lowest, highest limb (empty: lo > hi)
+        parts = ((e_r, one, rows, many_r, n, n, 1), (events - e_r, one[e_r:], cols, many_c, m, 1, n))
+        count = 0
+        for e, o, _, mny, width, _, _ in parts:
+            got = kernel.quire_event_range(e, o.data_ptr(), mny.data_ptr(), width, span.data_ptr())
+            if got < 0:
+                return False  # inf/NaN: the general path marks NaR
+            count += got
+        if count:
+            lo, hi = span.tolist()
+            self.widen(lo, hi + 3)
+            self._limbs = self._limbs.contiguous()
+            limbs, length = self._limbs, self._limbs.shape[-1]
+            for e, o, idx, mny, width, s_idx, s_j in parts:
+                kernel.quire_event_fold(
+                    e, o.data_ptr(), idx.data_ptr(), mny.data_ptr(), width, s_idx, s_j,
+                    limbs.data_ptr(), length, self._offset,
+                )  # fmt: skip
+        return True
+
+    def _events_torch(self, q, rows, cols, e_r: int, events: int) -> bool:
+        """The terms of :meth:`add_outer_events` with torch operations (no compiler, or not CPU)."""
+        if not bool(torch.isfinite(q).all()):
+            return False
+        m, n = self.shape
+        mant, exp = torch.frexp(q)
+        sig = torch.ldexp(mant, torch.tensor(self._sig_bits)).to(torch.int64)
+        exp = exp.to(torch.int64) - self._sig_bits
         sig_one, sig_many, exp_one, exp_many = sig[:events], sig[events:], exp[:events], exp[events:]
-        many = sig_many
-        width = torch.cat([torch.full((e_r,), n), torch.full((cols.numel(),), m)]).to(self.device)
-        value = sig_many * torch.repeat_interleave(sig_one, width, output_size=many.numel())
-        exponent = exp_many + torch.repeat_interleave(exp_one, width, output_size=many.numel())
+        width = torch.cat([torch.full((e_r,), n), torch.full((events - e_r,), m)]).to(self.device)
+        value = sig_many * torch.repeat_interleave(sig_one, width, output_size=sig_many.numel())
+        exponent = exp_many + torch.repeat_interleave(exp_one, width, output_size=sig_many.numel())
         arange_n, arange_m = torch.arange(n, device=self.device), torch.arange(m, device=self.device)
         place = torch.cat(
             [
@@ -614,23 +668,9 @@ class Quire:
             ]
         )
         keep = value != 0
-        value, exponent, place = value[keep], exponent[keep], place[keep]
-        if value.numel():
-            self._fold_each(value, exponent, place)
-            self._pending += e_r + cols.numel()  # per limb: at most one part per event, each < 2**32
-            if self._pending >= _MAX_PENDING:
-                self.normalize()
-        return rows, cols
-
-    def _significands(self, x: torch.Tensor):
-        """``round(x)`` as int64 significands and exponents (``value = sig * 2**exp``), or
-        ``(None, None)`` when ``x`` holds inf/NaN."""
-        q = self.fmt.quantize(x.to(torch.float64))
-        if not bool(torch.isfinite(q).all()):
-            return None, None
-        bits = self._sig_bits
-        mant, exp = torch.frexp(q)
-        return torch.ldexp(mant, torch.tensor(bits)).to(torch.int64), exp.to(torch.int64) - bits
+        if bool(keep.any()):
+            self._fold_each(value[keep], exponent[keep], place[keep])
+        return True
 
     def _fold_each(self, value: torch.Tensor, exponent: torch.Tensor, place: torch.Tensor) -> None:
         """Add ``value[i] * 2**exponent[i]`` at flat accumulator ``place[i]`` (1-D int64 tensors,
@@ -1061,6 +1101,41 @@ class Quire:
             f"Quire({self.fmt.name}, shape={tuple(self.shape)}, limbs=[{self._offset}, "
             f"{self._offset + self._limbs.shape[-1]}))"
         )
+
+
+_KERNEL: list = []  # [ctypes library or None], loaded on first use
+_USE_KERNEL = True  # tests switch the compiled kernels off to compare them with the torch paths
+
+
+def _compiled():
+    """``neuro/_kernels/quire.c`` through ctypes (compiled on first use), or None: no compiler
+    (then one warning, and the quire runs its torch paths: same results, slower)."""
+    if not _USE_KERNEL:
+        return None
+    if not _KERNEL:
+        import ctypes
+        import warnings
+
+        from neuro import _kernels
+
+        lib = _kernels.load("quire")
+        if lib is None:
+            warnings.warn(
+                f"neuro.numerics.quire: the compiled quire kernels are unavailable "
+                f"({_kernels.error('quire')}); event terms and carries take the slower torch paths",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        else:
+            i64, ptr = ctypes.c_int64, ctypes.c_void_p
+            lib.quire_event_range.argtypes = [i64, ptr, ptr, i64, ptr]
+            lib.quire_event_range.restype = i64
+            lib.quire_event_fold.argtypes = [i64, ptr, ptr, ptr, i64, i64, i64, ptr, i64, i64]
+            lib.quire_event_fold.restype = None
+            lib.quire_normalize.argtypes = [ptr, i64, i64]
+            lib.quire_normalize.restype = i64
+        _KERNEL.append(lib)
+    return _KERNEL[0]
 
 
 def _times(limbs: torch.Tensor, factor: int) -> torch.Tensor:

@@ -29,6 +29,7 @@ exact spike x trace products; weight-dependent terms are formed per sample and i
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -120,15 +121,20 @@ def trace_interval(
     x = x0
     for start in range(0, length, block):
         stop = min(length, start + block)
-        n = stop - start
-        s = torch.arange(n, dtype=_F64, device=x0.device).reshape(n, *extra)
-        grow = torch.pow(torch.tensor(decay, dtype=_F64), -s)
-        shrink = torch.pow(torch.tensor(decay, dtype=_F64), s)
+        grow, shrink = _powers(decay, stop - start, spikes.dim() - 1, x0.device)
         acc = torch.cumsum(spikes[start:stop].to(_F64) * grow, dim=0)
-        vals = shrink * (decay * x + acc)
-        out[start:stop] = vals
+        vals = torch.mul(shrink, decay * x + acc, out=out[start:stop])
         x = vals[-1]
     return out
+
+
+@functools.lru_cache(maxsize=64)
+def _powers(decay: float, n: int, dims: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(decay**-s, decay**s)`` for ``s = 0..n-1``, shaped ``(n, 1, ..., 1)`` with ``dims`` ones
+    (cached: every interval of a run has the same length; callers must not modify them)."""
+    s = torch.arange(n, dtype=_F64, device=device).reshape(n, *(1,) * dims)
+    base = torch.tensor(decay, dtype=_F64, device=device)
+    return torch.pow(base, -s), torch.pow(base, s)
 
 
 def _before(after: torch.Tensor, x0: torch.Tensor, decay: float) -> torch.Tensor:
