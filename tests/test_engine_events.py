@@ -268,3 +268,66 @@ def test_a_nan_contribution_next_to_events_still_raises_and_leaves_the_weight():
     with pytest.raises(FloatingPointError, match="NaR"):
         eng.step()
     assert torch.equal(w, before)
+
+
+def _step_both_ways(w0, deltas, lr, storage, constraint=None):
+    """``w0`` after one event step (every entry) with the compiled rounding and with the torch one."""
+    results = []
+    for compiled in (True, False):
+        saved = quire_module._USE_KERNEL
+        quire_module._USE_KERNEL = compiled
+        try:
+            w = w0.clone()
+            eng = UpdateEngine(
+                [w], format=BPOSIT32, lr=lr, type=ParamType(storage=storage, constraint=constraint)
+            )
+            for d in deltas:
+                eng.accumulate(w, d)
+            slot = eng._slots[0]
+            eng._step_entries(slot, torch.arange(w.numel()))
+            assert slot.step == 1 and not bool(slot.quire.limbs.any())
+            results.append(w)
+        finally:
+            quire_module._USE_KERNEL = saved
+    return results
+
+
+@pytest.mark.parametrize("storage", ["float32", "float64"])
+def test_compiled_step_rounds_ties_to_even_and_cancellations_to_plus_zero(storage):
+    ulp = 2.0**-23 if storage == "float32" else 2.0**-52
+    dtype = torch.float32 if storage == "float32" else torch.float64
+    w0 = torch.tensor([[1.0, 1.0 + ulp, 1.0, 1.0, 0.5, 0.0, -0.75]], dtype=dtype)
+    tiny = 2.0**-90
+    first = torch.tensor([[ulp / 2, ulp / 2, -ulp / 4, ulp / 2, -0.5, 0.0, 0.25]], dtype=F64)
+    second = torch.tensor([[0.0, 0.0, 0.0, tiny, 0.0, 0.0, 0.5]], dtype=F64)
+    got, ref = _step_both_ways(w0, [first, second], 1.0, storage)
+    assert torch.equal(got, ref)
+    expect = [1.0, 1.0 + 2 * ulp, 1.0, 1.0 + ulp, 0.0, 0.0, 0.0]  # ties to even; tiny breaks a tie
+    assert got[0].tolist() == expect and not torch.signbit(got).any()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    storage=st.sampled_from(["float32", "float64"]),
+    lr=st.sampled_from([1.0, 0.75, 3e-3, 2.0**-40, 0.0]),
+    spread=st.integers(0, 200),
+    bounded=st.booleans(),
+)
+def test_compiled_step_equals_the_torch_rounding(seed, storage, lr, spread, bounded):
+    """Random weights and sums of contributions spread over ``spread`` binades (cancellations,
+    near-ties, results that underflow or overflow the storage and go back to the torch path)."""
+    g = torch.Generator().manual_seed(seed)
+    dtype = torch.float32 if storage == "float32" else torch.float64
+    w0 = (
+        torch.randn(6, 9, generator=g, dtype=F64) * torch.exp2(torch.randint(-30, 4, (6, 9), generator=g))
+    ).to(dtype)
+    w0[0, :3] = 0.0
+    deltas = []
+    for _ in range(3):
+        scale = torch.exp2(torch.randint(-spread - 10, spread // 4 + 1, (6, 9), generator=g).double())
+        deltas.append(torch.randn(6, 9, generator=g, dtype=F64) * scale)
+    deltas.append(-deltas[0] * (torch.rand(6, 9, generator=g) < 0.3))  # exact cancellations
+    constraint = Bounds(-0.5, 0.5) if bounded else None
+    got, ref = _step_both_ways(w0, deltas, lr, storage, constraint)
+    assert torch.equal(got, ref)

@@ -27,6 +27,8 @@ static int decompose(double x, int64_t *sig, int64_t *exp)
     memcpy(&bits, &x, 8);
     int64_t e = (int64_t)((bits >> 52) & 0x7FF);
     uint64_t man = bits & ((UINT64_C(1) << 52) - 1);
+    *sig = 0;
+    *exp = 0;
     if (e == 0x7FF)
         return 0;
     if (e == 0) {
@@ -136,4 +138,300 @@ int64_t quire_normalize(int64_t *limbs, int64_t entries, int64_t length)
         outside += (top >= half) | (top < -half);
     }
     return outside;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * The event step of neuro.engine.UpdateEngine for float storage and nearest rounding:
+ *     w[idx] <- clamp(round_p(w[idx] + lr * S[idx]), lo, hi),   then S[idx] <- 0
+ * for every idx in index, where S is the quire value of the (unnormalised) limbs of entry idx,
+ * lr = lr_sig * 2**lr_exp (lr_sig >= 0), and round_p rounds the exact sum once to the nearest
+ * float32 (p = 24) or float64 (p = 53), ties to even; an exact zero gives +0.  Everything is
+ * integer arithmetic on base-2**32 digits, so the result is the correctly rounded one -- the bits
+ * of the engine's exact path.  Entries whose result would be subnormal or overflow (or whose sum
+ * spans more digits than the local buffers hold) are left alone and listed in `undecided`.
+ * Returns how many were listed.
+ */
+#define MAXD 192
+
+static inline uint64_t digit_at(const uint64_t *r, int64_t nd, int64_t i)
+{
+    return (i >= 0 && i < nd) ? r[i] : 0;
+}
+
+/* adds (digits of x) << shift into acc (nd digits, base 2**32, zeroed); returns 0 if it does not fit */
+static int add_shifted(uint64_t *acc, int64_t nd, const uint64_t *x, int64_t nx, int64_t shift)
+{
+    int64_t q = shift >> 5;
+    int s = (int)(shift & 31);
+    uint64_t carry = 0;
+    for (int64_t i = 0; i <= nx; ++i) {
+        uint64_t cur = (i < nx ? x[i] : 0) << s;
+        uint64_t prev = (s && i > 0) ? x[i - 1] >> (32 - s) : 0;
+        uint64_t v = (cur & 0xFFFFFFFFu) | prev;
+        int64_t at = q + i;
+        if (at >= nd) {
+            if (v || carry)
+                return 0;
+            continue;
+        }
+        uint64_t sum = acc[at] + v + carry;
+        acc[at] = sum & 0xFFFFFFFFu;
+        carry = sum >> 32;
+    }
+    for (int64_t at = q + nx + 1; carry && at < nd; ++at) {
+        uint64_t sum = acc[at] + carry;
+        acc[at] = sum & 0xFFFFFFFFu;
+        carry = sum >> 32;
+    }
+    return carry == 0;
+}
+
+/* a -= b (both nd digits, a >= b) */
+static void sub_digits(uint64_t *a, const uint64_t *b, int64_t nd)
+{
+    int64_t borrow = 0;
+    for (int64_t i = 0; i < nd; ++i) {
+        int64_t v = (int64_t)a[i] - (int64_t)b[i] - borrow;
+        borrow = v < 0;
+        a[i] = (uint64_t)(v + (borrow ? (INT64_C(1) << 32) : 0));
+    }
+}
+
+static int cmp_digits(const uint64_t *a, const uint64_t *b, int64_t nd)
+{
+    for (int64_t i = nd - 1; i >= 0; --i)
+        if (a[i] != b[i])
+            return a[i] > b[i] ? 1 : -1;
+    return 0;
+}
+
+static inline int bitlen128(unsigned __int128 x)
+{
+    uint64_t hi = (uint64_t)(x >> 64), lo = (uint64_t)x;
+    return hi ? 128 - __builtin_clzll(hi) : (lo ? 64 - __builtin_clzll(lo) : 0);
+}
+
+/* The common case of round_entry in 128-bit integers: both terms, shifted to the common unit, hold
+ * at most 126 bits.  Returns 0 when they do not (the caller takes the digit path); otherwise 1 with
+ * *out the result, or NaN when it is subnormal or overflows (then the entry is left undecided). */
+static int round_128(const uint64_t *m, int64_t nm, int64_t e_s, int64_t mw, int64_t e_w, int64_t unit,
+                     int neg_s, int p, int emin, int emax, double *out)
+{
+    for (int64_t i = 4; i < nm; ++i)
+        if (m[i])
+            return 0;
+    unsigned __int128 big = 0;
+    for (int64_t i = (nm < 4 ? nm : 4) - 1; i >= 0; --i)
+        big = (big << 32) | m[i];
+    int64_t sh_s = e_s - unit, sh_w = e_w - unit;
+    int neg_w = mw < 0;
+    unsigned __int128 small = (unsigned __int128)(uint64_t)(neg_w ? -mw : mw);
+    if (bitlen128(big) + sh_s > 126 || (mw != 0 && bitlen128(small) + sh_w > 126))
+        return 0;
+    big <<= sh_s;
+    if (mw != 0)
+        small <<= sh_w;
+    int neg = neg_s;
+    unsigned __int128 mag;
+    if (mw == 0 || neg_w == neg_s) {
+        mag = big + small;
+    } else if (big >= small) {
+        mag = big - small;
+    } else {
+        mag = small - big;
+        neg = neg_w;
+    }
+    if (mag == 0) {
+        *out = 0.0;
+        return 1;
+    }
+    int64_t lead = bitlen128(mag) - 1;
+    int64_t scale = unit + lead;
+    int64_t cut = lead - (p - 1);
+    uint64_t mant;
+    if (cut <= 0) {
+        mant = (uint64_t)(mag << (-cut));
+    } else {
+        mant = (uint64_t)(mag >> cut);
+        unsigned __int128 below = mag & ((((unsigned __int128)1) << cut) - 1);
+        unsigned __int128 half = ((unsigned __int128)1) << (cut - 1);
+        if (below > half || (below == half && (mant & 1)))
+            ++mant;
+        if (mant >> p) {
+            mant >>= 1;
+            ++scale;
+        }
+    }
+    if (scale < emin || scale > emax) {
+        *out = __builtin_nan("");
+        return 1;
+    }
+    uint64_t bits = ((uint64_t)neg << 63) | ((uint64_t)(scale + 1023) << 52) |
+                    ((mant << (53 - p)) & ((UINT64_C(1) << 52) - 1));
+    memcpy(out, &bits, 8);
+    return 1;
+}
+
+static int round_entry(const int64_t *l, int64_t length, int64_t offset, int64_t lr_sig, int64_t lr_exp,
+                       double w, int p, int emin, int emax, double *out)
+{
+    int64_t d[MAXD];
+    uint64_t m[MAXD], a[MAXD], b[MAXD];
+    if (length + 3 > MAXD / 2)
+        return 0;
+    d[0] = 0; /* read below when length is 0 */
+    /* S's digits: carries, then the signed top split so that every digit is 32 bits */
+    for (int64_t i = 0; i < length; ++i)
+        d[i] = l[i];
+    for (int64_t i = 0; i + 1 < length; ++i) {
+        int64_t c = floor_shift(d[i], 32);
+        d[i] &= (INT64_C(1) << 32) - 1;
+        d[i + 1] += c;
+    }
+    int64_t n = length;
+    if (n) {
+        int64_t top = d[n - 1];
+        d[n - 1] = top & ((INT64_C(1) << 32) - 1);
+        d[n] = floor_shift(top, 32);
+        ++n;
+    }
+    int neg_s = n && d[n - 1] < 0;
+    /* |S| * lr_sig */
+    int64_t carry = 0;
+    int nonzero_s = 0;
+    for (int64_t i = 0; i < n; ++i) {
+        int64_t x = (neg_s ? -d[i] : d[i]) + carry;
+        m[i] = (uint64_t)(x & ((INT64_C(1) << 32) - 1));
+        carry = floor_shift(x, 32);
+    }
+    uint64_t c2 = 0;
+    for (int64_t i = 0; i < n; ++i) {
+        uint64_t x = m[i] * (uint64_t)lr_sig + c2;
+        m[i] = x & 0xFFFFFFFFu;
+        c2 = x >> 32;
+        nonzero_s |= m[i] != 0;
+    }
+    m[n] = c2;
+    nonzero_s |= c2 != 0;
+    int64_t nm = n + 1;
+    int64_t e_s = 32 * offset + lr_exp;
+    /* w = sign * mw * 2**e_w */
+    int64_t mw, e_w;
+    if (!decompose(w, &mw, &e_w))
+        return 0;
+    int neg_w = mw < 0;
+    uint64_t wmag[2] = {(uint64_t)(neg_w ? -mw : mw) & 0xFFFFFFFFu, (uint64_t)(neg_w ? -mw : mw) >> 32};
+    if (!nonzero_s) { /* the sum is w itself: a storage value (never -0 here) */
+        *out = mw == 0 ? 0.0 : w;
+        return 1;
+    }
+    int64_t unit = e_s;
+    if (mw != 0 && e_w < unit)
+        unit = e_w;
+    if (round_128(m, nm, e_s, mw, e_w, unit, neg_s, p, emin, emax, out))
+        return *out == *out; /* NaN: the 128-bit path found an out-of-range result */
+    /* digits that hold both terms shifted to the common unit, plus one for the carry of the sum */
+    int64_t nd = nm + ((e_s - unit) >> 5) + 2;
+    if (mw != 0 && 2 + ((e_w - unit) >> 5) + 2 > nd)
+        nd = 2 + ((e_w - unit) >> 5) + 2;
+    if (nd > MAXD)
+        return 0;
+    for (int64_t i = 0; i < nd; ++i)
+        a[i] = b[i] = 0;
+    if (!add_shifted(a, nd, m, nm, e_s - unit))
+        return 0;
+    int neg = neg_s;
+    if (mw != 0) {
+        if (!add_shifted(b, nd, wmag, 2, e_w - unit))
+            return 0;
+        if (neg_w == neg_s) {
+            if (!add_shifted(a, nd, b, nd - 1, 0) || b[nd - 1])
+                return 0;
+        } else {
+            int c = cmp_digits(a, b, nd);
+            if (c == 0) {
+                *out = 0.0;
+                return 1;
+            }
+            if (c > 0) {
+                sub_digits(a, b, nd);
+            } else {
+                sub_digits(b, a, nd);
+                for (int64_t i = 0; i < nd; ++i)
+                    a[i] = b[i];
+                neg = neg_w;
+            }
+        }
+    }
+    /* round the magnitude a * 2**unit to p bits */
+    int64_t t = nd - 1;
+    while (t >= 0 && a[t] == 0)
+        --t;
+    if (t < 0) {
+        *out = 0.0;
+        return 1;
+    }
+    int bl = 64 - __builtin_clzll(a[t]);
+    int64_t lead = 32 * t + bl - 1; /* bit index of the leading 1 */
+    int64_t scale = unit + lead;
+    if (scale < emin)
+        return 0;
+    uint64_t mant;
+    int64_t cut = lead - (p - 1); /* lowest kept bit */
+    if (cut <= 0) {
+        mant = (digit_at(a, nd, 0) | (digit_at(a, nd, 1) << 32)) << (-cut);
+    } else {
+        int64_t q = cut >> 5;
+        int s = (int)(cut & 31);
+        uint64_t low = digit_at(a, nd, q) | (digit_at(a, nd, q + 1) << 32);
+        uint64_t high = digit_at(a, nd, q + 2);
+        mant = (low >> s) | (s ? high << (64 - s) : 0);
+        mant &= (UINT64_C(1) << p) - 1;
+        int64_t rb = cut - 1; /* the round bit */
+        int round = (int)((digit_at(a, nd, rb >> 5) >> (rb & 31)) & 1);
+        int sticky = (digit_at(a, nd, rb >> 5) & ((UINT64_C(1) << (rb & 31)) - 1)) != 0;
+        for (int64_t i = 0; i < (rb >> 5) && !sticky; ++i)
+            sticky = a[i] != 0;
+        if (round && (sticky || (mant & 1)))
+            ++mant;
+        if (mant >> p) {
+            mant >>= 1;
+            ++scale;
+        }
+    }
+    if (scale > emax)
+        return 0;
+    uint64_t bits = ((uint64_t)neg << 63) | ((uint64_t)(scale + 1023) << 52) |
+                    ((mant << (53 - p)) & ((UINT64_C(1) << 52) - 1));
+    memcpy(out, &bits, 8);
+    return 1;
+}
+
+int64_t quire_step_entries(const int64_t *index, int64_t count, int64_t *limbs, int64_t length,
+                           int64_t offset, int64_t lr_sig, int64_t lr_exp, void *w, int64_t is_double,
+                           double lo, double hi, int64_t *undecided)
+{
+    int64_t listed = 0;
+    int p = is_double ? 53 : 24, emin = is_double ? -1022 : -126, emax = is_double ? 1023 : 127;
+    for (int64_t k = 0; k < count; ++k) {
+        int64_t idx = index[k];
+        int64_t *l = limbs + idx * length;
+        double wv = is_double ? ((double *)w)[idx] : (double)((float *)w)[idx];
+        double r;
+        if (!round_entry(l, length, offset, lr_sig, lr_exp, wv, p, emin, emax, &r)) {
+            undecided[listed++] = idx;
+            continue;
+        }
+        if (r < lo)
+            r = lo;
+        if (r > hi)
+            r = hi;
+        if (is_double)
+            ((double *)w)[idx] = r;
+        else
+            ((float *)w)[idx] = (float)r;
+        for (int64_t i = 0; i < length; ++i)
+            l[i] = 0;
+    }
+    return listed;
 }

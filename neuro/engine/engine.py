@@ -67,6 +67,7 @@ from neuro.engine.exact import (
 )
 from neuro.engine.fast import estimate_float, estimate_limbs, round_nearest_fast, round_stochastic_fast
 from neuro.numerics import POSIT16, POSIT32, PositFormat, Quire
+from neuro.numerics.quire import compiled_kernels
 from neuro.params import (
     Bounds,
     ParamType,
@@ -304,6 +305,15 @@ class _Slot:
         # -0.0 is the smallest bit pattern read as a signed integer (negative floats count down)
         as_int = w.view(torch.int32 if w.dtype == torch.float32 else torch.int64)
         return int(as_int.min()) != torch.iinfo(as_int.dtype).min
+
+    def clamp_range(self) -> tuple[float, float]:
+        """``(lo, hi)`` that :meth:`constrain` clamps a plain scalar to (infinite: no limit)."""
+        con, inf = self.type.constraint, math.inf
+        if isinstance(con, Bounds):
+            return self.lo, self.hi
+        if isinstance(con, Sign):
+            return (0.0, inf) if con.kind == "excitatory" else (-inf, 0.0)
+        return -inf, inf
 
     def rows_shape(self, r0: int, r1: int) -> tuple[int, ...]:
         """Shape of the parameter's rows ``r0:r1`` (the whole shape for an unsplit parameter)."""
@@ -688,7 +698,34 @@ class UpdateEngine:
         return index
 
     def _step_entries(self, slot: _Slot, index: torch.Tensor) -> None:
-        """``step`` for one parameter over its flat entries ``index`` alone (same bits)."""
+        """``step`` for one parameter over its flat entries ``index`` alone (same bits): nearest
+        rounding through the compiled kernel (``quire_step_entries`` in neuro/_kernels/quire.c,
+        an exact integer rounding), the rest and the entries it leaves (subnormal or overflowing
+        results) through :meth:`_round_rows`."""
+        g = slot.group
+        kernel = compiled_kernels() if g["rounding"] == "nearest" else None
+        if kernel is not None and slot.param.device.type == "cpu":
+            q = slot.quire
+            if bool(q._nar.view(-1).index_select(0, index).any()):
+                raise FloatingPointError(
+                    f"{slot.name}: the accumulated update is NaR (a NaN/inf contribution, or a sum "
+                    f"beyond the {q.fmt.name} quire's range); the parameter was left unchanged"
+                )
+            sig, exp = self._lr_parts(g["format"], g["lr"]) if g["lr"] else (0, 0)
+            q._limbs = q._limbs.contiguous()
+            lo, hi = slot.clamp_range()
+            left = torch.empty_like(index)
+            w = slot.param.data
+            count = kernel.quire_step_entries(
+                index.data_ptr(), index.numel(), q._limbs.data_ptr(), q._limbs.shape[-1], q.offset,
+                sig, exp, w.data_ptr(), int(w.dtype == torch.float64), lo, hi, left.data_ptr(),
+            )  # fmt: skip
+            if count == 0:
+                q.clear_at(index[:0], rest_zero=True)
+                self._forget_events(slot)
+                slot.step += 1
+                return
+            index = left[:count]
         q = slot.quire.take(index)
         if bool(q.nar.any()):
             raise FloatingPointError(

@@ -356,7 +356,7 @@ class Quire:
             return
         limbs = self._limbs
         length = limbs.shape[-1]
-        kernel = _compiled() if limbs.device.type == "cpu" and limbs.is_contiguous() else None
+        kernel = compiled_kernels() if limbs.device.type == "cpu" and limbs.is_contiguous() else None
         if kernel is not None:
             outside = kernel.quire_normalize(limbs.data_ptr(), limbs.numel() // max(1, length), length)
         else:
@@ -610,7 +610,7 @@ class Quire:
                 torch.float64
             )
         )
-        kernel = _compiled() if self.device.type == "cpu" else None
+        kernel = compiled_kernels() if self.device.type == "cpu" else None
         done = (
             self._events_compiled(kernel, q, rows, cols, e_r, events)
             if kernel is not None
@@ -1107,7 +1107,7 @@ _KERNEL: list = []  # [ctypes library or None], loaded on first use
 _USE_KERNEL = True  # tests switch the compiled kernels off to compare them with the torch paths
 
 
-def _compiled():
+def compiled_kernels():
     """``neuro/_kernels/quire.c`` through ctypes (compiled on first use), or None: no compiler
     (then one warning, and the quire runs its torch paths: same results, slower)."""
     if not _USE_KERNEL:
@@ -1134,6 +1134,9 @@ def _compiled():
             lib.quire_event_fold.restype = None
             lib.quire_normalize.argtypes = [ptr, i64, i64]
             lib.quire_normalize.restype = i64
+            f64 = ctypes.c_double
+            lib.quire_step_entries.argtypes = [ptr, i64, ptr, i64, i64, i64, i64, ptr, i64, f64, f64, ptr]
+            lib.quire_step_entries.restype = i64
         _KERNEL.append(lib)
     return _KERNEL[0]
 
