@@ -223,7 +223,9 @@ def _stdp_run(dense: bool, storage, rounding, constraint, fmt, *, tamper=None, s
         (BPOSIT32, "stochastic", None),
     ],
 )
-def test_engine_event_path_gives_the_dense_paths_bits(storage, rounding, constraint):
+@pytest.mark.parametrize("compiled", [True, False])
+def test_engine_event_path_gives_the_dense_paths_bits(storage, rounding, constraint, compiled, monkeypatch):
+    monkeypatch.setattr(quire_module, "_USE_KERNEL", compiled)
     for fmt in (BPOSIT32, POSIT16):
         ref, _ = _stdp_run(True, storage, rounding, constraint, fmt)
         got, counts = _stdp_run(False, storage, rounding, constraint, fmt)

@@ -39,6 +39,15 @@ What ``step()`` computes, for a parameter ``w`` with accumulated exact sum ``S``
    ``D = -G`` this is ``R exp(-lr <R~ G>_2)``), renormalised by ``sqrt(<R R~>_0)`` in float64 and
    then rounded once to storage; see :func:`rotor_norm_bound` for the ``|R R~ - 1|`` guarantee.
 
+Event path (same bits, less work).  An ``accumulate_outer`` whose rows hold few non-zeros on one
+side -- spike trains times traces, as STDP sends them -- is added term by term
+(:meth:`Quire.add_outer_events`), and the engine notes the rows and columns those terms reached.
+If nothing else arrived before ``step()``, the parameter is a plain scalar without momentum/Adam,
+stored in its own float dtype and currently inside its type (finite, within bounds/sign, no -0:
+one or two passes check it), every other entry would keep its bits, so ``step()`` visits only
+the noted rows and columns: nearest rounding through ``neuro/_kernels/quire.c`` (exact integer
+arithmetic), the rest through :meth:`UpdateEngine._round_rows`.
+
 Contributions are values of the group's format: ``accumulate`` / ``accumulate_outer`` round each
 factor to the group's format (as any quire operation does) and then sum products exactly.
 

@@ -573,7 +573,8 @@ class Quire:
 
         Args:
             post: ``(K, M)``; pre: ``(K, N)`` (bool spikes or floats).
-            budget: the most terms worth enumerating (default ``M * N // 2``).
+            budget: the most terms worth enumerating (default ``2 * M * N`` with the compiled
+                kernel, ``M * N // 2`` without).
         Returns:
             ``(rows, cols)``: the rows and the columns that received terms (long, possibly
             repeated); or None, with nothing added, when the terms exceed the budget or a factor
@@ -592,7 +593,8 @@ class Quire:
                 f"Quire.add_outer_events: expected post (K, M) and pre (K, N) with quire shape "
                 f"(M, N); got post {tuple(post.shape)}, pre {tuple(pre.shape)}, quire {tuple(self.shape)}"
             )
-        budget = m * n // 2 if budget is None else budget
+        if budget is None:  # the compiled kernel adds a term in a few ns: worth it well past M x N
+            budget = 2 * m * n if self.device.type == "cpu" and compiled_kernels() is not None else m * n // 2
         nz_post, nz_pre = post != 0, pre != 0
         as_rows = nz_post.sum(1) * n  # terms of row k, enumerated by its post entries
         as_cols = nz_pre.sum(1) * m
