@@ -180,6 +180,13 @@ def _rows_quire(fmt: PositFormat, rows: torch.Tensor, offset: int) -> Quire:
     return q
 
 
+def _nar_error(slot: _Slot) -> FloatingPointError:
+    return FloatingPointError(
+        f"{slot.name}: the accumulated update is NaR (a NaN/inf contribution, or a sum beyond the "
+        f"{slot.quire.fmt.name} quire's range); the parameter was left unchanged"
+    )
+
+
 class _Slot:
     """Engine-side record of one parameter: its quire, storage, type, counters and buffers."""
 
@@ -716,10 +723,7 @@ class UpdateEngine:
         if kernel is not None and slot.param.device.type == "cpu":
             q = slot.quire
             if bool(q._nar.view(-1).index_select(0, index).any()):
-                raise FloatingPointError(
-                    f"{slot.name}: the accumulated update is NaR (a NaN/inf contribution, or a sum "
-                    f"beyond the {q.fmt.name} quire's range); the parameter was left unchanged"
-                )
+                raise _nar_error(slot)
             sig, exp = self._lr_parts(g["format"], g["lr"]) if g["lr"] else (0, 0)
             q._limbs = q._limbs.contiguous()
             lo, hi = slot.clamp_range()
@@ -737,11 +741,7 @@ class UpdateEngine:
             index = left[:count]
         q = slot.quire.take(index)
         if bool(q.nar.any()):
-            raise FloatingPointError(
-                f"{slot.name}: the accumulated update is NaR (a NaN/inf contribution, or a sum beyond "
-                f"the {q.fmt.name} quire's range); the parameter was left unchanged"
-            )
-        g = slot.group
+            raise _nar_error(slot)
         lr = self._lr_parts(g["format"], g["lr"]) if g["lr"] else (0, 0)
         if q.limbs.shape[-1] == 0:
             q.widen(0, 1)
@@ -778,10 +778,7 @@ class UpdateEngine:
                 continue
             q = slot.quire
             if bool(q.nar.any()):
-                raise FloatingPointError(
-                    f"{slot.name}: the accumulated update is NaR (a NaN/inf contribution, or a sum beyond "
-                    f"the {q.fmt.name} quire's range); the parameter was left unchanged"
-                )
+                raise _nar_error(slot)
             g = slot.group
             self._init_buffers(slot)
             lr = self._lr_parts(g["format"], g["lr"]) if g["lr"] else (0, 0)
