@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Brian2 integration method (euler matches ours step for step)")
     check.add_argument("--target", default="numpy", choices=("numpy", "cython"), help="Brian2 code target")
     check.add_argument("--format", default=None, help="weight storage format on our side (e.g. posit16)")
+    check.add_argument("--duration", type=float, default=None,
+                       help="simulated seconds (default: the model's; at most 1 s for local-rule "
+                       "models, whose closed loop rounds every step)")
     check.set_defaults(func=_cmd_crosscheck)
     plan = sub.add_parser("plan", help="memory plan of a model before it runs: inference vs training modes")
     plan.add_argument("model", help="model file or bundled model name")
@@ -263,16 +266,21 @@ def _cmd_crosscheck(args: argparse.Namespace) -> int:
         print(f"neuro crosscheck: {err}", file=sys.stderr)
         return 2
     out = Path(args.out) if args.out else Path("runs") / f"{graph.name}_crosscheck"
-    report = crosscheck(graph, out, seed=args.seed, method=args.method, target=args.target,
-                        storage=args.format)
+    try:
+        report = crosscheck(graph, out, seed=args.seed, method=args.method, target=args.target,
+                            storage=args.format, duration=args.duration)
+    except ValueError as err:
+        print(f"neuro crosscheck: {err}", file=sys.stderr)
+        return 2
     keys = ("count_equality", "match_0", "match_1", "match_2", "mean_abs_dt_ms", "gamma_1ms",
-            "gamma_2ms", "max_abs_dv", "max_abs_dw", "rate_diff")
+            "gamma_2ms", "max_abs_dv", "max_abs_dw", "rate_diff", "spikes_equal", "max_abs_dw_replay")
     for key in keys:
         value = report.get(key)
         if value is not None:
             print(f"{key:<15} {value:.6g}" if isinstance(value, float) else f"{key:<15} {value}")
     verdict = "PASSED" if report["passed"] else "FAILED (tolerances not met)"
-    print(f"{graph.name}: Norse vs Brian2 {verdict}  -> {out / 'fidelity.json'}, {out / 'overlay.png'}")
+    ran = f" over {report['settings']['duration']:g} s"
+    print(f"{graph.name}: Norse vs Brian2{ran} {verdict}  -> {out / 'fidelity.json'}, {out / 'overlay.png'}")
     return 0 if report["passed"] else 1
 
 

@@ -241,6 +241,12 @@ def crosscheck(
 ) -> dict[str, Any]:
     """Run a model in our simulator and in Brian2 and compare them.
 
+    Pair-STDP projections learn on our side through :func:`neuro.simulate.simulate_stdp` (per-event
+    updates, the Brian2 reference's arithmetic); a local-rule model with triplet or reward-modulated
+    STDP runs :func:`neuro.reference.crosscheck_local` instead (our closed loop: the rule module and
+    the exact engine), a reward model with a seeded probe dopamine train (:data:`PROBE_REWARD`).
+    Plastic models run the first :data:`PLASTIC_DURATION` seconds unless ``duration`` says otherwise.
+
     Args:
         graph: the model graph.
         out_dir: folder for ``fidelity.json`` and ``overlay.png`` (created); None writes nothing.
@@ -272,6 +278,27 @@ def crosscheck(
     if storage not in STORAGE_FORMATS:
         raise ValueError(f"crosscheck: storage must be one of {STORAGE_FORMATS}, got {storage!r}")
     graph.require_plain("crosscheck")
+    plastic = _plastic(graph)
+    if any(graph.projections[n].rule != "stdp_pair" for n in plastic):
+        local = _local_model(graph)
+        if local is None or len(graph.projections) != 1:
+            rules = sorted({graph.projections[n].rule for n in plastic} - {"stdp_pair"})
+            raise ValueError(
+                f"crosscheck: {graph.name} learns with {', '.join(rules)}, which the cross-check "
+                "supports in local-rule models only (one input population -> one plastic "
+                "projection -> one LIF population, no other projection); pair STDP works in any graph"
+            )
+        if method != "euler" or storage is not None or inputs is not None:
+            raise ValueError(
+                f"crosscheck: {graph.name} is a local-rule model (plastic projection {local.plastic!r}); "
+                "its cross-check runs both sides in float64 with Euler steps on the model's own "
+                "inputs: drop method, storage and inputs"
+            )
+        if duration is None and graph.duration > PLASTIC_DURATION:
+            graph = dataclasses.replace(graph, duration=PLASTIC_DURATION)
+        return _crosscheck_local(graph, local, out_dir, seed, target, figure)
+    if plastic and duration is None and graph.duration > PLASTIC_DURATION:
+        graph = dataclasses.replace(graph, duration=PLASTIC_DURATION)
     net = Network(graph, seed=seed, dtype=dtype)
     ref_weights = {k: w.detach().to(torch.float64).clone() for k, w in net.weights.items()}
     if storage is not None:
@@ -283,7 +310,6 @@ def crosscheck(
                 w.copy_(fmt.quantize(w.detach().double()).to(w.dtype))
     if inputs is None:
         inputs = make_inputs(graph, seed, batch=1, dtype=torch.float64)
-    plastic = _plastic(graph)
     if plastic:
         from neuro.simulate import simulate_stdp
 
@@ -302,19 +328,9 @@ def crosscheck(
         volts_ours=ours.voltages, volts_ref=ref.voltages,
         weights_ours=ours_weights, weights_ref={k: ref.weights[k] for k in plastic} if plastic else None,
     )
+    gamma_window, checks = _checks(graph, {p: ours.spikes[p] for p in spiking},
+                                   {p: ref.spikes[p] for p in spiking}, metrics)
     tol = graph.crosscheck
-    wsteps = max(0, round(tol.window / graph.dt))
-    ta = sum((spike_trains(ours.spikes[p]) for p in spiking), [])
-    tb = sum((spike_trains(ref.spikes[p]) for p in spiking), [])
-    gamma_window = coincidence_factor(ta, tb, wsteps, graph.steps)
-    checks = {
-        "gamma_window": {"value": gamma_window, "min": tol.min_gamma, "ok": gamma_window >= tol.min_gamma},
-        "rate_diff": {"value": metrics["rate_diff"], "max": tol.rate_rtol,
-                      "ok": metrics["rate_diff"] <= tol.rate_rtol},
-    }
-    if metrics["max_abs_dw"] is not None:
-        checks["max_abs_dw"] = {"value": metrics["max_abs_dw"], "max": tol.weight_atol,
-                                "ok": metrics["max_abs_dw"] <= tol.weight_atol}
     result = {
         "model": graph.name,
         "model_hash": graph.canonical_hash(),
@@ -337,6 +353,143 @@ def crosscheck(
         if figure:
             overlay_figure(graph, ours, ref, out / "overlay.png", title=_title(result))
     return result
+
+
+#: Simulated seconds of a plastic model's cross-check unless ``duration`` says otherwise: both our
+#: side (per-step plasticity, as Brian2 applies every event) and Brian2 step one dt at a time, so a
+#: 100 s model would take many minutes.
+PLASTIC_DURATION = 1.0
+#: Dopamine of a reward-modulated model's cross-check: a seeded random train (release probability
+#: per step, amount), not the model's protocol, which rewards an event 1-3 s later and so would
+#: rarely release any in a short check.
+PROBE_REWARD = (0.02, 0.5)
+
+
+def _local_model(graph: ModelGraph):
+    from neuro.plasticity import LocalModel
+
+    try:
+        return LocalModel.from_graph(graph)
+    except ValueError:
+        return None
+
+
+def _checks(graph: ModelGraph, ours: dict, ref: dict, metrics: dict) -> tuple[float, dict]:
+    """``(Gamma within the model's window, {check: {value, min|max, ok}})`` from the rasters of
+    the spiking populations and :func:`fidelity_metrics`'s result."""
+    tol = graph.crosscheck
+    wsteps = max(0, round(tol.window / graph.dt))
+    ta = sum((spike_trains(ours[p]) for p in ours), [])
+    tb = sum((spike_trains(ref[p]) for p in ref), [])
+    gamma_window = coincidence_factor(ta, tb, wsteps, graph.steps)
+    checks = {
+        "gamma_window": {"value": gamma_window, "min": tol.min_gamma, "ok": gamma_window >= tol.min_gamma},
+        "rate_diff": {"value": metrics["rate_diff"], "max": tol.rate_rtol,
+                      "ok": metrics["rate_diff"] <= tol.rate_rtol},
+    }
+    if metrics["max_abs_dw"] is not None:
+        checks["max_abs_dw"] = {"value": metrics["max_abs_dw"], "max": tol.weight_atol,
+                                "ok": metrics["max_abs_dw"] <= tol.weight_atol}
+    return gamma_window, checks
+
+
+def _crosscheck_local(graph: ModelGraph, local, out_dir, seed, target: str, figure: bool) -> dict[str, Any]:
+    """:func:`crosscheck` of a local-rule model: :func:`neuro.reference.crosscheck_local` (our closed
+    loop with the rule module and the exact engine vs Brian2's synapses, float64), scored against
+    the model's ``[crosscheck]`` tolerances like any model."""
+    from neuro.reference import crosscheck_local
+
+    seed = graph.training.seed if seed is None else seed
+    reward = None
+    if graph.projections[local.plastic].rule == "rstdp":
+        p, amount = PROBE_REWARD
+        draw = torch.rand(graph.steps, generator=torch.Generator().manual_seed(seed))
+        reward = (draw < p).to(torch.float64) * amount
+    local_result = crosscheck_local(graph, seed=seed, target=target, record=True, reward=reward)
+    rec = local_result.pop("record")
+    out_pop, proj = local.target, local.plastic
+    metrics = fidelity_metrics(
+        {out_pop: rec["z_ours"]}, {out_pop: rec["z_ref"]}, graph.dt, window=graph.crosscheck.window,
+        weights_ours={proj: rec["w_ours"]}, weights_ref={proj: rec["w_ref"]},
+    )
+    gamma_window, checks = _checks(graph, {out_pop: rec["z_ours"]}, {out_pop: rec["z_ref"]}, metrics)
+    change = local_result["max_weight_change"]  # a run without plasticity checks nothing about it
+    checks["weights_changed"] = {"value": change, "min_exclusive": 0.0, "ok": change > 0}
+    result = {
+        "model": graph.name,
+        "model_hash": graph.canonical_hash(),
+        "rule": graph.projections[proj].rule,
+        **{k: v for k, v in metrics.items() if k != "populations"},
+        **local_result,
+        "gamma_window": gamma_window,
+        "passed": all(c["ok"] for c in checks.values()),
+        "tolerances": graph.crosscheck.to_dict(),
+        "checks": checks,
+        "populations": metrics["populations"],
+        "settings": {"seed": seed, "method": "euler", "dt": graph.dt, "duration": graph.duration,
+                     "dtype": "float64", "target": target, "storage": None},
+    }
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "fidelity.json").write_text(json.dumps(result, indent=2, allow_nan=True) + "\n")
+        if figure:
+            plasticity_figure(graph, rec, out / "overlay.png", title=(
+                f"{graph.name} ({result['rule']}, {graph.duration:g} s): closed loop vs Brian2, "
+                f"max|dw| = {result['max_abs_dw']:.1e}, spikes equal: {result['spikes_equal']}"))
+    return result
+
+
+def plasticity_figure(graph: ModelGraph, rec: dict, path: str | Path, *, title: str = "",
+                      max_neurons: int = 60) -> Path:
+    """Output raster of both simulators (mismatches marked), final weights ours vs Brian2 and the
+    weight histograms before and after (Brian2's run).
+
+    Args:
+        graph: the model graph.
+        rec: ``crosscheck_local(..., record=True)["record"]``.
+        path: PNG file to write.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(11, 7))
+    grid = fig.add_gridspec(2, 2, height_ratios=[1.3, 1])
+    ax_r = fig.add_subplot(grid[0, :])
+    dt_ms = graph.dt * 1e3
+    a = rec["z_ours"][:, 0, :max_neurons].cpu()
+    b = rec["z_ref"][:, 0, :max_neurons].cpu()
+    tb, nb = torch.nonzero(b, as_tuple=True)
+    ta, na = torch.nonzero(a, as_tuple=True)
+    tm, nm = torch.nonzero(a != b, as_tuple=True)
+    ax_r.scatter(tb * dt_ms, nb, marker="o", s=22, facecolors="none", edgecolors="tab:blue", linewidths=0.8,
+                 label="Brian2")
+    ax_r.scatter(ta * dt_ms, na, marker=".", s=10, color="k", label="ours")
+    ax_r.scatter(tm * dt_ms, nm, marker="x", s=40, color="tab:red", label="mismatch")
+    ax_r.set_ylim(-0.5, a.shape[1] - 0.5)
+    ax_r.set_xlabel("time (ms)")
+    ax_r.set_ylabel("output neuron")
+    ax_r.legend(loc="upper right", fontsize=8, ncols=3)
+    ax_r.set_title(title, fontsize=9)
+    ax_w = fig.add_subplot(grid[1, 0])
+    w_ref, w_ours = rec["w_ref"].reshape(-1).cpu().numpy(), rec["w_ours"].reshape(-1).cpu().numpy()
+    ax_w.scatter(w_ref, w_ours, s=4, color="k")
+    lo, hi = float(min(w_ref.min(), w_ours.min())), float(max(w_ref.max(), w_ours.max()))
+    ax_w.plot([lo, hi], [lo, hi], color="tab:blue", lw=0.8)
+    ax_w.set_xlabel("final weight, Brian2")
+    ax_w.set_ylabel("final weight, ours")
+    ax_h = fig.add_subplot(grid[1, 1])
+    ax_h.hist(rec["w0"].reshape(-1).cpu().numpy(), bins=40, alpha=0.5, color="0.5", label="initial")
+    ax_h.hist(w_ref, bins=40, alpha=0.6, color="tab:blue", label="final (Brian2)")
+    ax_h.set_xlabel("weight")
+    ax_h.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def _title(r: dict[str, Any]) -> str:

@@ -515,6 +515,7 @@ def crosscheck_local(
     seed: int | None = None,
     reward: torch.Tensor | None = None,
     target: str = "numpy",
+    record: bool = False,
 ) -> dict:
     """A local-rule model (:class:`neuro.plasticity.LocalModel`: input -> LIF through one
     ``stdp_pair`` / ``stdp_triplet`` / ``rstdp`` projection) run by our closed loop and by Brian2,
@@ -538,7 +539,9 @@ def crosscheck_local(
         reads the step's starting weight for both events, Brian2 the weight after the pre event),
         ``max_abs_dw_replay`` (replay vs Brian2 over the
         synapses that stay inside the bounds, a share ``inside_bounds`` of them),
-        ``max_weight_change`` (Brian2's, to show that learning happened), ``rewards`` (dopamine).
+        ``max_weight_change`` (Brian2's, to show that learning happened), ``rewards`` (dopamine);
+        with ``record``, also ``"record"``: the output rasters ``z_ours`` / ``z_ref`` ``(T, 1, M)``
+        and the weights ``w0``, ``w_ours``, ``w_ref`` ``(M, N)``.
     """
     import dataclasses
 
@@ -603,7 +606,7 @@ def crosscheck_local(
             replay.engine, replay.weight, z_in[s : s + interval], z_ref[s : s + interval], *extra
         )
         replay.engine.step()
-    return {
+    out = {
         "spikes_equal": bool(torch.equal(z_out, z_ref)),
         "n_spikes_ours": int(z_out.sum()),
         "n_spikes_ref": int(z_ref.sum()),
@@ -615,3 +618,7 @@ def crosscheck_local(
         "rewards": float(released.sum()),
         "update_interval_steps": interval,
     }
+    if record:
+        w_ours = ours.weight.detach().clone()
+        out["record"] = {"z_ours": z_out, "z_ref": z_ref, "w0": w0, "w_ours": w_ours, "w_ref": w_ref}
+    return out

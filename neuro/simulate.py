@@ -239,6 +239,11 @@ class PlasticResult(RunResult):
         self.weights = weights
 
 
+def _relative(w: torch.Tensor, tr: dict) -> torch.Tensor:
+    """``(w - low) / (high - low)``: the weight's place between its bounds (Brian2 reference's ``u``)."""
+    return (w - tr["lo"]) / (tr["hi"] - tr["lo"])
+
+
 def simulate_stdp(graph: ModelGraph, inputs: dict[str, torch.Tensor] | torch.Tensor,
                   weights: dict[str, torch.Tensor], *, dtype: torch.dtype = torch.float64) -> PlasticResult:
     """Run the graph step by step with pair-STDP projections learning during the run.
@@ -247,9 +252,11 @@ def simulate_stdp(graph: ModelGraph, inputs: dict[str, torch.Tensor] | torch.Ten
     refractoriness); each projection's current is ``pre @ W.T`` with the weights of the start of
     the step.  ``stdp_pair`` projections then apply, in this order: traces decayed by
     ``exp(-dt/tau)``; presynaptic spikes (as delivered, delays applied): ``apre += a_plus`` and
-    ``W[:, pre] = clip(W[:, pre] + apost)``; postsynaptic spikes: ``apost -= a_minus`` and
-    ``W[post, :] = clip(W[post, :] + apre)`` (additive; multiplicative scales by ``w - low`` and
-    ``high - w``).  Batch size 1.
+    ``W[:, pre] = clip(W[:, pre] + apost u**mu)``; postsynaptic spikes: ``apost -= a_minus`` and
+    ``W[post, :] = clip(W[post, :] + (apre - a_plus x_tar) (1 - u)**mu)`` with ``u = (W - low) /
+    (high - low)`` (``mu`` 0 additive, 1 multiplicative, else power law; nearest-spike pairing sets
+    the traces to ``a_plus`` / ``-a_minus`` instead of adding) -- the arithmetic of the Brian2
+    reference's synapses (:mod:`neuro.reference`).  Batch size 1.
 
     Args:
         graph: model graph (LI targets cannot be plastic).
@@ -282,11 +289,14 @@ def simulate_stdp(graph: ModelGraph, inputs: dict[str, torch.Tensor] | torch.Ten
             prm = p.params
             src, tgt = graph.populations[p.source].size, graph.populations[p.target].size
             lo, hi = p.bounds if p.bounds is not None else (-math.inf, math.inf)
+            mu = float(prm.get("mu", 1.0 if prm.get("mode") == "multiplicative" else 0.0))
+            if mu != 0.0 and p.bounds is None:
+                raise ValueError(f"simulate_stdp: projection {name}: weight-dependent STDP needs bounds")
             traces[name] = dict(
                 apre=torch.zeros(src, dtype=dtype), apost=torch.zeros(tgt, dtype=dtype),
                 dpre=math.exp(-graph.dt / prm["tau_plus"]), dpost=math.exp(-graph.dt / prm["tau_minus"]),
-                a_plus=float(prm["a_plus"]), a_minus=float(prm["a_minus"]), lo=lo, hi=hi,
-                mult=prm.get("mode", "additive") == "multiplicative",
+                a_plus=float(prm["a_plus"]), a_minus=float(prm["a_minus"]), lo=lo, hi=hi, mu=mu,
+                nearest=prm.get("pairing") == "nearest", x_tar=float(prm.get("x_tar", 0.0)),
             )
     zeros = {name: torch.zeros(batch, graph.populations[p.source].size, dtype=dtype)
              for name, p in graph.projections.items()}
@@ -318,18 +328,22 @@ def simulate_stdp(graph: ModelGraph, inputs: dict[str, torch.Tensor] | torch.Ten
             tr["apost"].mul_(tr["dpost"])
             pre = delivered[name][0] > 0
             if bool(pre.any()):
-                tr["apre"][pre] += tr["a_plus"]
+                jump = tr["a_plus"] if tr["nearest"] else tr["apre"][pre] + tr["a_plus"]
+                tr["apre"][pre] = jump
                 cols = ww[:, pre]
-                ap = tr["apost"][:, None]
-                cols = cols + (ap * (cols - tr["lo"]) if tr["mult"] else ap)
-                ww[:, pre] = cols.clamp(tr["lo"], tr["hi"])
+                dw = tr["apost"][:, None].expand_as(cols)
+                if tr["mu"]:
+                    dw = dw * _relative(cols, tr) ** tr["mu"]
+                ww[:, pre] = (cols + dw).clamp(tr["lo"], tr["hi"])
             post = history[proj.target][t][0] > 0
             if bool(post.any()):
-                tr["apost"][post] -= tr["a_minus"]
+                jump = -tr["a_minus"] if tr["nearest"] else tr["apost"][post] - tr["a_minus"]
+                tr["apost"][post] = jump
                 rows = ww[post, :]
-                ap = tr["apre"][None, :]
-                rows = rows + (ap * (tr["hi"] - rows) if tr["mult"] else ap)
-                ww[post, :] = rows.clamp(tr["lo"], tr["hi"])
+                dw = (tr["apre"] - tr["a_plus"] * tr["x_tar"])[None, :].expand_as(rows)
+                if tr["mu"]:
+                    dw = dw * (1 - _relative(rows, tr)) ** tr["mu"]
+                ww[post, :] = (rows + dw).clamp(tr["lo"], tr["hi"])
     spikes = {k: torch.stack(v) for k, v in history.items()
               if k in inputs or graph.populations[k].type != "LI"}
     voltages = {k: torch.stack(v) for k, v in volts.items()}

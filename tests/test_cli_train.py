@@ -88,3 +88,15 @@ def test_neuro_train_ottt_model_runs(tmp_path, capsys):
     assert rc == 0
     metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
     assert metrics["mode"] == "ottt" and 0.0 <= metrics["test_accuracy"] <= 1.0
+
+
+def test_neuro_crosscheck_of_a_triplet_model_runs_and_bad_options_are_clear(tmp_path, capsys):
+    """``neuro crosscheck`` on a triplet-STDP model (it used to crash) over a chosen duration; an
+    option that does not apply to a local-rule model exits 2 with the reason."""
+    out = tmp_path / "cc"
+    assert main(["crosscheck", "triplet_stdp", "--out", str(out), "--duration", "1.0"]) == 0
+    printed = capsys.readouterr().out
+    assert "over 1 s PASSED" in printed and "spikes_equal" in printed
+    assert json.loads((out / "fidelity.json").read_text())["settings"]["duration"] == 1.0
+    assert main(["crosscheck", "triplet_stdp", "--format", "posit16"]) == 2
+    assert "drop method, storage and inputs" in capsys.readouterr().err
