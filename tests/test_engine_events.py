@@ -219,7 +219,7 @@ def _stdp_run(dense: bool, storage, rounding, constraint, fmt, *, tamper=None, s
         ("float32", "stochastic", Bounds(0.0, 1.0)),
         ("float64", "nearest", None),
         ("float64", "stochastic", Sign("excitatory")),
-        (POSIT16, "nearest", Bounds(0.0, 1.0)),  # posit storage: events accumulate, dense step
+        (POSIT16, "nearest", Bounds(0.0, 1.0)),  # posit storage: the torch rounding of the entries
         (BPOSIT32, "stochastic", None),
     ],
 )
@@ -231,8 +231,7 @@ def test_engine_event_path_gives_the_dense_paths_bits(storage, rounding, constra
         got, counts = _stdp_run(False, storage, rounding, constraint, fmt)
         assert torch.equal(ref, got), (storage, rounding, constraint, fmt)
         assert counts["events"] >= 6  # both paths were taken
-        if isinstance(storage, str):
-            assert 6 <= len(counts["entries"]) < 12
+        assert 6 <= len(counts["entries"]) < 12
 
 
 def test_engine_steps_every_entry_once_a_weight_left_its_type_from_outside():
@@ -248,12 +247,20 @@ def test_engine_steps_every_entry_once_a_weight_left_its_type_from_outside():
     def negative_zero(w):
         w.data[1, 1] = -0.0
 
+    def between_posits(w):
+        w.data[2, 2] = 0.3  # not a posit16 value: a dense step rounds it
+        w.data[3, 3] = 1e-30  # far below posit16's minpos: a dense step rounds it up
+
     for tamper in (outside, negative_zero):
         ref, _ = _stdp_run(True, "float32", "nearest", Bounds(0.0, 1.0), BPOSIT32, tamper=tamper)
         got, tampered = _stdp_run(False, "float32", "nearest", Bounds(0.0, 1.0), BPOSIT32, tamper=tamper)
         assert torch.equal(ref, got)
         assert ref[0, 0] <= 1.0 and not torch.signbit(ref[1, 1])
         assert len(tampered["entries"]) < len(counts["entries"])
+    ref, _ = _stdp_run(True, POSIT16, "nearest", None, BPOSIT32, tamper=between_posits)
+    got, tampered = _stdp_run(False, POSIT16, "nearest", None, BPOSIT32, tamper=between_posits)
+    assert torch.equal(ref, got) and torch.equal(POSIT16.quantize(got), got.double())  # storage values
+    assert len(tampered["entries"]) < len(_stdp_run(False, POSIT16, "nearest", None, BPOSIT32)[1]["entries"])
 
 
 def test_a_nan_contribution_next_to_events_still_raises_and_leaves_the_weight():

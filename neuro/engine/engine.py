@@ -42,10 +42,10 @@ What ``step()`` computes, for a parameter ``w`` with accumulated exact sum ``S``
 Event path (same bits, less work).  An ``accumulate_outer`` whose rows hold few non-zeros on one
 side -- spike trains times traces, as STDP sends them -- is added term by term
 (:meth:`Quire.add_outer_events`), and the engine notes the rows and columns those terms reached.
-If nothing else arrived before ``step()``, the parameter is a plain scalar without momentum/Adam,
-stored in its own float dtype and currently inside its type (finite, within bounds/sign, no -0:
-one or two passes check it), every other entry would keep its bits, so ``step()`` visits only
-the noted rows and columns: nearest rounding through ``neuro/_kernels/quire.c`` (exact integer
+If nothing else arrived before ``step()``, the parameter is a plain scalar without momentum/Adam
+and currently inside its type (storage values, finite, within bounds/sign, no -0: a few passes
+check it), every other entry would keep its bits, so ``step()`` visits only the noted rows and
+columns: nearest rounding to float storage through ``neuro/_kernels/quire.c`` (exact integer
 arithmetic), the rest through :meth:`UpdateEngine._round_rows`.
 
 Contributions are values of the group's format: ``accumulate`` / ``accumulate_outer`` round each
@@ -302,13 +302,17 @@ class _Slot:
 
     def fixed_when_unchanged(self) -> bool:
         """Whether every entry with a zero update keeps its bits through ``step``: plain scalars
-        without momentum/Adam, stored in their own float dtype (so every value is representable),
-        finite, inside their bounds or sign and without negative zeros (``step`` maps -0 to +0).
-        One pass or two over the parameter; False sends ``step`` over every entry."""
+        without momentum/Adam whose values are storage values (automatic for float storage in its
+        own dtype; posit storage is checked by rounding), finite, inside their bounds or sign and
+        without negative zeros (``step`` maps -0 to +0).  Two passes over the parameter (about ten
+        for posit storage); False sends ``step`` over every entry."""
         g, w = self.group, self.param.data
         if g["momentum"] or g["adam"] or self.type.is_multivector or not w.is_contiguous():
             return False
-        if self.storage not in ("float32", "float64") or str(w.dtype) != f"torch.{self.storage}":
+        if isinstance(self.storage, PositFormat):
+            if not bool((self.storage.quantize(w) == w).all()):  # NaR (NaN) never compares equal
+                return False
+        elif str(w.dtype) != f"torch.{self.storage}":
             return False
         lo, hi = (float(v) for v in torch.aminmax(w))
         if not (math.isfinite(lo) and math.isfinite(hi)):
@@ -715,11 +719,13 @@ class UpdateEngine:
 
     def _step_entries(self, slot: _Slot, index: torch.Tensor) -> None:
         """``step`` for one parameter over its flat entries ``index`` alone (same bits): nearest
-        rounding through the compiled kernel (``quire_step_entries`` in neuro/_kernels/quire.c,
-        an exact integer rounding), the rest and the entries it leaves (subnormal or overflowing
-        results) through :meth:`_round_rows`."""
+        rounding to float storage through the compiled kernel (``quire_step_entries`` in
+        neuro/_kernels/quire.c, an exact integer rounding), the rest (posit storage, stochastic
+        rounding, the subnormal or overflowing results the kernel leaves) through
+        :meth:`_round_rows`."""
         g = slot.group
-        kernel = compiled_kernels() if g["rounding"] == "nearest" else None
+        float_storage = not isinstance(slot.storage, PositFormat)
+        kernel = compiled_kernels() if g["rounding"] == "nearest" and float_storage else None
         if kernel is not None and slot.param.device.type == "cpu":
             q = slot.quire
             if bool(q._nar.view(-1).index_select(0, index).any()):
