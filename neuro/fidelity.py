@@ -279,6 +279,8 @@ def crosscheck(
         raise ValueError(f"crosscheck: storage must be one of {STORAGE_FORMATS}, got {storage!r}")
     graph.require_plain("crosscheck")
     plastic = _plastic(graph)
+    if plastic and duration is None and graph.duration > PLASTIC_DURATION:
+        graph = dataclasses.replace(graph, duration=PLASTIC_DURATION)
     if any(graph.projections[n].rule != "stdp_pair" for n in plastic):
         local = _local_model(graph)
         if local is None or len(graph.projections) != 1:
@@ -294,11 +296,7 @@ def crosscheck(
                 "its cross-check runs both sides in float64 with Euler steps on the model's own "
                 "inputs: drop method, storage and inputs"
             )
-        if duration is None and graph.duration > PLASTIC_DURATION:
-            graph = dataclasses.replace(graph, duration=PLASTIC_DURATION)
         return _crosscheck_local(graph, local, out_dir, seed, target, figure)
-    if plastic and duration is None and graph.duration > PLASTIC_DURATION:
-        graph = dataclasses.replace(graph, duration=PLASTIC_DURATION)
     net = Network(graph, seed=seed, dtype=dtype)
     ref_weights = {k: w.detach().to(torch.float64).clone() for k, w in net.weights.items()}
     if storage is not None:
@@ -346,13 +344,20 @@ def crosscheck(
             "brian2_run_s": ref.wall_s,
         },
     }
-    if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "fidelity.json").write_text(json.dumps(result, indent=2, allow_nan=True) + "\n")
-        if figure:
-            overlay_figure(graph, ours, ref, out / "overlay.png", title=_title(result))
+    out = _write_report(out_dir, result)
+    if out is not None and figure:
+        overlay_figure(graph, ours, ref, out / "overlay.png", title=_title(result))
     return result
+
+
+def _write_report(out_dir, result: dict[str, Any]) -> Path | None:
+    """Write ``fidelity.json`` into ``out_dir`` (created); the folder, or None for no folder."""
+    if out_dir is None:
+        return None
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "fidelity.json").write_text(json.dumps(result, indent=2, allow_nan=True) + "\n")
+    return out
 
 
 #: Simulated seconds of a plastic model's cross-check unless ``duration`` says otherwise: both our
@@ -429,14 +434,11 @@ def _crosscheck_local(graph: ModelGraph, local, out_dir, seed, target: str, figu
         "settings": {"seed": seed, "method": "euler", "dt": graph.dt, "duration": graph.duration,
                      "dtype": "float64", "target": target, "storage": None},
     }
-    if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "fidelity.json").write_text(json.dumps(result, indent=2, allow_nan=True) + "\n")
-        if figure:
-            plasticity_figure(graph, rec, out / "overlay.png", title=(
-                f"{graph.name} ({result['rule']}, {graph.duration:g} s): closed loop vs Brian2, "
-                f"max|dw| = {result['max_abs_dw']:.1e}, spikes equal: {result['spikes_equal']}"))
+    out = _write_report(out_dir, result)
+    if out is not None and figure:
+        title = (f"{graph.name} ({result['rule']}, {graph.duration:g} s): closed loop vs Brian2, "
+                 f"max|dw| = {result['max_abs_dw']:.1e}, spikes equal: {result['spikes_equal']}")
+        plasticity_figure(graph, rec, out / "overlay.png", title=title)
     return result
 
 
