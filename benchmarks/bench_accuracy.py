@@ -1,7 +1,7 @@
 """Accuracy of the bundled gradient-trained models per weight storage format (BENCHMARKS.md).
 
-Trains each configuration once with the code path of ``neuro train`` (``neuro.train.train`` for BPTT,
-``neuro.train_online.train_online`` for the online rules): models/yinyang_bptt.toml and
+Trains each configuration once with the code path of ``neuro train`` (``neuro.train.loop.train`` for BPTT,
+``neuro.train.online.train_online`` for the online rules): models/yinyang_bptt.toml and
 models/digits_bptt.toml, each with weights stored as float32, posit16, posit8 (quire + stochastic
 rounding) and bposit16, and the online models models/yinyang_eprop.toml and models/yinyang_ottt.toml
 (float32 only unless ``--formats`` says otherwise); prints test accuracy (fraction of the test set,
@@ -26,9 +26,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(REPO))
 
-from neuro.spec import load_model  # noqa: E402
-from neuro.train import train  # noqa: E402
-from neuro.train_online import online_mode_of, train_online  # noqa: E402
+from neuro.model.spec import load_model  # noqa: E402
+from neuro.train.loop import train  # noqa: E402
+from neuro.train.online import online_mode_of, train_online  # noqa: E402
 
 MODELS = ("yinyang_bptt", "digits_bptt", "yinyang_eprop", "yinyang_ottt")
 FORMATS = ("float32", "posit16", "posit8", "bposit16")
@@ -163,9 +163,9 @@ def gradient_alignment(batch: int = 64) -> list[str]:
     initialisation, float64; also for the per-step objective against its own exact gradient."""
     import torch
 
-    from neuro.network import Network
+    from neuro.sim.network import Network
     from neuro.rules.online import OBJECTIVES, ONLINE_RULES, OnlineLearner
-    from neuro.train import _encoder, _load_split
+    from neuro.train.loop import _encoder, _load_split
 
     g = load_model(REPO / "models" / "yinyang_eprop.toml").with_format("float64")
     data = _load_split(g, "train")

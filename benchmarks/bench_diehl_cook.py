@@ -18,8 +18,8 @@ from pathlib import Path
 
 from _machine import print_machine
 
-from neuro.plasticity import train_local
-from neuro.spec import load_model
+from neuro.train.local import train_local
+from neuro.model.spec import load_model
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 FILES = ("diehl_cook_digits.toml", "diehl_cook_digits_400.toml")

@@ -1,6 +1,6 @@
 """Warm rotation under load: 16 concurrent clients while the service rotates 20 times.
 
-Loopback only and bounded in time: the service (``neuro.serve``) runs in a child process bound to
+Loopback only and bounded in time: the service (``neuro.deploy.serve``) runs in a child process bound to
 127.0.0.1; 16 client threads send ``POST /infer`` requests (one Yin-Yang sample each, persistent
 HTTP/1.1 connections) for ``--seconds`` (default 60) while a rotator thread makes 20 ``POST /rotate``
 calls, 3 of them to bad versions (unsigned, a tampered weight file, and a signed version whose weights
@@ -50,11 +50,11 @@ def prepare(workdir: Path, run: Path | None, train_samples: int) -> dict:
     import torch
     from safetensors.torch import load, save
 
-    from neuro.registry import Registry, generate_key
-    from neuro.spec import load_model
+    from neuro.deploy.registry import Registry, generate_key
+    from neuro.model.spec import load_model
 
     if run is None:
-        from neuro.train import train
+        from neuro.train.loop import train
 
         run = workdir / "run"
         graph = load_model(Path(__file__).resolve().parent.parent / "models" / "yinyang_bptt.toml")
@@ -96,7 +96,7 @@ def serve_child(registry: str, key: str, port_file: str) -> None:
     """Child process: serve v1 on 127.0.0.1 (any free port), write the port, serve until killed."""
     import torch
 
-    from neuro.serve import ModelService, make_server
+    from neuro.deploy.serve import ModelService, make_server
 
     torch.set_num_threads(1)
     service = ModelService(registry, trusted_keys=[key], token=TOKEN, version=1)

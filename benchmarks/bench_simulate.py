@@ -3,21 +3,21 @@
 Scenario (issue 6): 1000 LIF neurons (tau_mem 10 ms, tau_syn 5 ms, v_th 1, reset 0), driven by
 1000 Poisson inputs at 10 Hz through a dense 1000x1000 weight, 10 s at dt = 0.1 ms (10^5 steps).
 
-* ours, compiled kernel: :func:`neuro.simulate.simulate_lif_events` with ``backend="c"`` (the C
+* ours, compiled kernel: :func:`neuro.sim.simulate.simulate_lif_events` with ``backend="c"`` (the C
   kernel ``neuro/_kernels/lif_events.c``, float32; per step only the weight rows of inputs that
   spiked are added, then Norse's LIF update), batch 1 and batch B (B independent trials in one
   run, on ``torch.get_num_threads()`` threads).  The batch-B inputs are generated 0.2 s at a time
   (uint8) and the run goes on chunk by chunk with its state; only the simulation calls are timed.
 * ours, torch loop: the same function with ``backend="torch"`` (the fallback without a C
   compiler), batch 1 (``--torch-batch``: batch B too).
-* Both backends are first checked against :class:`neuro.network.Network` in float64 (same
+* Both backends are first checked against :class:`neuro.sim.network.Network` in float64 (same
   raster) on the first 0.5 s.
 * Brian2 numpy and Brian2 cython (compiled without -ffast-math in its own cache): ``Network.run``
-  wall time of one trial, built by :func:`neuro.reference.simulate_brian2` from the same model
+  wall time of one trial, built by :func:`neuro.crosscheck.reference.simulate_brian2` from the same model
   graph.  The cython target runs twice: the first run compiles (or finds the disk cache), the
   second, warm, run is the one compared.  Brian2 simulates one trial per network, so its
   batch-B time is B x the measured single trial (stated as such).
-* optionally (``--dense``) the dense per-step Norse loop (:class:`neuro.network.Network`).
+* optionally (``--dense``) the dense per-step Norse loop (:class:`neuro.sim.network.Network`).
 
 Timings are wall-clock seconds of one run each (build and input generation excluded for both
 sides).  Run::
@@ -42,9 +42,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _machine import print_machine  # noqa: E402
 
 from neuro.data import poisson_trains  # noqa: E402
-from neuro.network import Network  # noqa: E402
-from neuro.simulate import compiled_kernel, simulate_lif_events  # noqa: E402
-from neuro.spec import loads_model  # noqa: E402
+from neuro.sim.network import Network  # noqa: E402
+from neuro.sim.simulate import compiled_kernel, simulate_lif_events  # noqa: E402
+from neuro.model.spec import loads_model  # noqa: E402
 
 MODEL = """
 [model]
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> dict:
         res["dense_norse_b1_s"] = time.perf_counter() - t
         print(f"{'dense per-step Norse loop, batch 1':38s}: {res['dense_norse_b1_s']:7.2f} s")
     if not args.skip_brian2:
-        from neuro.reference import simulate_brian2
+        from neuro.crosscheck.reference import simulate_brian2
 
         r = simulate_brian2(graph, x1, {"w": w64}, target="numpy", record=False)
         res["brian2_numpy_b1_s"] = r.wall_s

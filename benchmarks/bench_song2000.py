@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 from _machine import print_machine
 
-from neuro.graph import ModelGraph
-from neuro.plasticity import train_local
-from neuro.spec import load_model
+from neuro.model.graph import ModelGraph
+from neuro.train.local import train_local
+from neuro.model.spec import load_model
 
 MODEL = Path(__file__).resolve().parent.parent / "models" / "song2000_stdp.toml"
 

@@ -27,7 +27,7 @@ from _machine import print_machine
 
 from neuro.engine import UpdateEngine
 from neuro.numerics import BPOSIT32
-from neuro.params import Bounds, ParamType
+from neuro.engine.params import Bounds, ParamType
 from neuro.rules.stdp import PairSTDP, PairSTDPParameters
 
 

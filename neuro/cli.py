@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "(default: all the model allows)")
     plan.add_argument("--budget", default=None, help="e.g. 2x (of inference) or 512MiB; exit 1 if over")
     plan.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    plan.set_defaults(func=lambda a: _call("neuro.plan", "plan_main", str(_resolve_model(a.model)), a.batch,
+    plan.set_defaults(func=lambda a: _call("neuro.train.plan", "plan_main", str(_resolve_model(a.model)), a.batch,
                                            a.steps, a.mode, a.budget, a.json))
     _add_registry_commands(sub)
     return parser
@@ -73,7 +73,7 @@ def _add_registry_commands(sub) -> None:
     p = sub.add_parser("keygen", help="make an Ed25519 signing key pair (private key file mode 0600)")
     p.add_argument("private_key")
     p.add_argument("--public", default=None, help="also write the public key here")
-    p.set_defaults(func=lambda a: _call("neuro.registry", "cli_keygen", a.private_key, a.public))
+    p.set_defaults(func=lambda a: _call("neuro.deploy.registry", "cli_keygen", a.private_key, a.public))
 
     p = sub.add_parser("sign", help="certify a training run and add it to a registry as a signed version")
     p.add_argument("registry")
@@ -81,7 +81,7 @@ def _add_registry_commands(sub) -> None:
     p.add_argument("--key", required=True, help="Ed25519 private key (PEM)")
     p.add_argument("--memory-budget", type=int, default=None, help="bytes the memory plan must fit")
     p.add_argument("--note", default=None)
-    p.set_defaults(func=lambda a: _call("neuro.registry", "cli_sign", a.registry, a.run, a.key,
+    p.set_defaults(func=lambda a: _call("neuro.deploy.registry", "cli_sign", a.registry, a.run, a.key,
                                         memory_budget=a.memory_budget, note=a.note))
 
     p = sub.add_parser("verify", help="verify signatures, hashes, hash chain and certificates")
@@ -89,27 +89,27 @@ def _add_registry_commands(sub) -> None:
     p.add_argument("--key", action="append", required=True, help="trusted public key (PEM); repeatable")
     p.add_argument("--model", default=None)
     p.add_argument("--version", type=int, default=None)
-    p.set_defaults(func=lambda a: _call("neuro.registry", "cli_verify", a.registry, a.key, a.model,
+    p.set_defaults(func=lambda a: _call("neuro.deploy.registry", "cli_verify", a.registry, a.key, a.model,
                                         a.version))
 
     p = sub.add_parser("versions", help="list the versions in a registry")
     p.add_argument("registry")
     p.add_argument("--model", default=None)
-    p.set_defaults(func=lambda a: _call("neuro.registry", "cli_versions", a.registry, a.model))
+    p.set_defaults(func=lambda a: _call("neuro.deploy.registry", "cli_versions", a.registry, a.model))
 
     p = sub.add_parser("certify", help="check a model and its weights and write a certificate")
     p.add_argument("model", help="model file")
     p.add_argument("weights", help="weights.safetensors")
     p.add_argument("--out", default=None, help="certificate JSON path")
     p.add_argument("--memory-budget", type=int, default=1 << 30, help="bytes (default 1 GiB)")
-    p.set_defaults(func=lambda a: _call("neuro.certify", "cli_certify", a.model, a.weights, out=a.out,
+    p.set_defaults(func=lambda a: _call("neuro.deploy.certify", "cli_certify", a.model, a.weights, out=a.out,
                                         memory_budget=a.memory_budget))
 
     p = sub.add_parser("export-nir", help="export a run or model file to NIR (time constants in seconds)")
     p.add_argument("run_or_model")
     p.add_argument("out")
     p.add_argument("--weights", default=None)
-    p.set_defaults(func=lambda a: _call("neuro.nir_io", "cli_export_nir", a.run_or_model, a.out,
+    p.set_defaults(func=lambda a: _call("neuro.deploy.nir_io", "cli_export_nir", a.run_or_model, a.out,
                                         weights=a.weights))
 
     p = sub.add_parser("import-nir", help="import a NIR graph (ours, Norse's, ...) as a model file + weights")
@@ -118,7 +118,7 @@ def _add_registry_commands(sub) -> None:
     p.add_argument("--dt", type=float, default=None, help="time step in seconds")
     p.add_argument("--producer", default="auto", choices=("auto", "neuro", "norse", "snntorch", "other"))
     p.add_argument("--name", default=None)
-    p.set_defaults(func=lambda a: _call("neuro.nir_io", "cli_import_nir", a.path, a.out_dir, dt=a.dt,
+    p.set_defaults(func=lambda a: _call("neuro.deploy.nir_io", "cli_import_nir", a.path, a.out_dir, dt=a.dt,
                                         producer=a.producer, name=a.name))
 
     p = sub.add_parser("serve", help="serve a registry's model over HTTP on loopback, with warm rotation")
@@ -131,7 +131,7 @@ def _add_registry_commands(sub) -> None:
     p.add_argument("--token-file", default=None, help="bearer token for /rotate and /rollback")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--verbose", action="store_true")
-    p.set_defaults(func=lambda a: _call("neuro.serve", "cli_serve", a.registry, a.key, model=a.model,
+    p.set_defaults(func=lambda a: _call("neuro.deploy.serve", "cli_serve", a.registry, a.key, model=a.model,
                                         version=a.version, host=a.host, port=a.port,
                                         token_file=a.token_file, threads=a.threads, verbose=a.verbose))
 
@@ -164,7 +164,7 @@ def _resolve_model(text: str) -> Path:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from neuro.spec import ModelFileError, load_model
+    from neuro.model.spec import ModelFileError, load_model
 
     folder = Path(args.dir) if args.dir else _models_dir()
     for path in sorted(folder.glob("*.toml")):
@@ -177,8 +177,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from neuro.spec import ModelFileError, load_model
-    from neuro.train import train
+    from neuro.model.spec import ModelFileError, load_model
+    from neuro.train.loop import train
 
     path = _resolve_model(args.model)
     try:
@@ -199,15 +199,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
             if args.mode not in (None, "reversible"):
                 raise ValueError(f"{graph.name} has a [reversible] section: it trains in mode "
                                  "reversible only")
-            from neuro.train_reversible import train_reversible
+            from neuro.train.reversible import train_reversible
 
             result = train_reversible(graph, **kwargs)
         elif rules & local_rules:
-            from neuro.plasticity import train_local
+            from neuro.train.local import train_local
 
             result = train_local(graph, **kwargs)
         elif (args.mode not in (None, "bptt")) or (args.mode is None and rules & {"eprop", "ottt"}):
-            from neuro.train_online import train_online
+            from neuro.train.online import train_online
 
             result = train_online(graph, mode=args.mode, **kwargs)
         else:
@@ -256,8 +256,8 @@ def _summary(metrics: dict) -> str:
 
 
 def _cmd_crosscheck(args: argparse.Namespace) -> int:
-    from neuro.fidelity import crosscheck
-    from neuro.spec import ModelFileError, load_model
+    from neuro.crosscheck.fidelity import crosscheck
+    from neuro.model.spec import ModelFileError, load_model
 
     path = _resolve_model(args.model)
     try:

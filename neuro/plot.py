@@ -44,7 +44,7 @@ def raster(result, graph, path: str | Path, sample: int = 0) -> None:
     """Spike raster of every spiking population of one sample, with the output's membrane traces.
 
     Args:
-        result: a :class:`neuro.network.RunResult` made with ``record=True``.
+        result: a :class:`neuro.sim.network.RunResult` made with ``record=True``.
         graph: the model graph (time step and population names).
     """
     plt = _pyplot()

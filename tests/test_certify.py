@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from neuro import __version__
-from neuro.certify import (
+from neuro.deploy.certify import (
     CHECKS,
     CertificationError,
     certify,
@@ -19,7 +19,7 @@ from neuro.certify import (
     tensors_digest,
 )
 from neuro.numerics import POSIT16
-from neuro.spec import load_model, loads_model
+from neuro.model.spec import load_model, loads_model
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = """
@@ -85,7 +85,7 @@ def test_certificate_issued_with_every_check():
     assert d["graph_hash"] == graph.canonical_hash()
     assert d["weights_sha256"] == tensors_digest(w)
     assert d["tool"] == "neuro" and d["tool_version"] == __version__
-    assert d["memory_plan"]["source"] == "neuro.plan (inference)"
+    assert d["memory_plan"]["source"] == "neuro.train.plan (inference)"
     assert check_certificate(d, graph, w).graph_hash == graph.canonical_hash()
 
 
@@ -172,7 +172,7 @@ def test_certificate_does_not_fit_other_weights():
 def test_cli_certify(tmp_path, capsys):
     from safetensors.torch import save_file
 
-    from neuro.spec import dump_model
+    from neuro.model.spec import dump_model
 
     graph = tiny()
     (tmp_path / "m.toml").write_text(dump_model(graph))

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 from neuro.cli import main
-from neuro.spec import load_model
+from neuro.model.spec import load_model
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 

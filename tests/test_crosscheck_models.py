@@ -8,9 +8,9 @@ import os
 import pytest
 import torch
 
-from neuro.fidelity import crosscheck
-from neuro.reference import SUPPORTED_RULES, crosscheck_local
-from neuro.spec import load_model
+from neuro.crosscheck.fidelity import crosscheck
+from neuro.crosscheck.reference import SUPPORTED_RULES, crosscheck_local
+from neuro.model.spec import load_model
 
 MODELS = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "models", "*.toml")))
 
@@ -66,7 +66,7 @@ def test_at_least_the_core_models_are_expressible():
 def test_pair_stdp_target_trace_matches_brian2():
     """Diehl & Cook's target trace (a post spike adds a_plus (x_pre - x_tar)) in the Brian2
     reference equals our closed loop: Song 2000 with x_tar = 0.3 over 0.3 s."""
-    from neuro.graph import ModelGraph
+    from neuro.model.graph import ModelGraph
 
     d = load_model(os.path.join(os.path.dirname(__file__), "..", "models", "song2000_stdp.toml")).to_dict()
     d["projections"]["synapses"]["rule_params"]["x_tar"] = 0.3
@@ -90,10 +90,10 @@ def _model_dict(name: str) -> dict:
     ids=["power_law", "multiplicative_nearest", "x_tar"],
 )
 def test_crosscheck_of_pair_stdp_variants_with_wide_bounds(changes):
-    """``neuro crosscheck``'s pair-STDP side (:func:`neuro.simulate.simulate_stdp`) follows the
+    """``neuro crosscheck``'s pair-STDP side (:func:`neuro.sim.simulate.simulate_stdp`) follows the
     Brian2 reference for every weight dependence and pairing, also with bounds other than [0, g]
     (u = (w - low) / (high - low)): the same rasters and weights to 1e-12."""
-    from neuro.graph import ModelGraph
+    from neuro.model.graph import ModelGraph
 
     d = _model_dict("song2000_stdp")
     proj = d["projections"]["synapses"]
@@ -109,7 +109,7 @@ def test_crosscheck_routes_triplet_and_reward_models_to_the_closed_loop(tmp_path
     Brian2 (it used to fail: the per-event reference side knows pair STDP only), scores it against
     the model's tolerances and draws the plasticity overlay; a reward model gets a seeded probe
     dopamine train, so its weights change within the short run."""
-    from neuro.graph import ModelGraph
+    from neuro.model.graph import ModelGraph
 
     for name in ("triplet_stdp", "distal_reward"):
         graph = load_model(os.path.join(os.path.dirname(__file__), "..", "models", f"{name}.toml"))

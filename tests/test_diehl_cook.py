@@ -10,7 +10,7 @@ import torch
 
 from neuro.engine import UpdateEngine
 from neuro.numerics import POSIT32
-from neuro.params import Bounds, ParamType
+from neuro.engine.params import Bounds, ParamType
 from neuro.rules.stdp import PairSTDP, PairSTDPParameters, pair_delta, stdp_pair_interval
 
 F64 = torch.float64
@@ -62,8 +62,8 @@ def test_target_trace_rule_matches_closed_form(mu):
 
 
 def _digits_graph(size: int = 6, **data):
-    from neuro.graph import ModelGraph
-    from neuro.spec import load_model
+    from neuro.model.graph import ModelGraph
+    from neuro.model.spec import load_model
 
     d = load_model("models/diehl_cook_digits.toml").to_dict()
     d["populations"]["excitatory"]["size"] = size
@@ -89,8 +89,8 @@ def test_euclidean_normalisation_through_the_engine():
 
 def test_inhibition_spares_the_spiking_neuron_when_lateral_self_is_false():
     # lateral_self = false must equal the same network with the diagonal of the inhibition removed
-    from neuro.network import Network
-    from neuro.plasticity import ClosedLoop
+    from neuro.sim.network import Network
+    from neuro.train.local import ClosedLoop
 
     z = torch.rand(100, 1, 64, generator=torch.Generator().manual_seed(1)) < 0.3
     outs = []
@@ -109,9 +109,9 @@ def test_inhibition_spares_the_spiking_neuron_when_lateral_self_is_false():
 
 def test_quiet_digits_are_presented_again_at_a_higher_rate():
     from neuro.data import load_dataset
-    from neuro.network import Network
-    from neuro.plasticity import ClosedLoop, _digits_run, _retry_options
-    from neuro.train import _encoder
+    from neuro.sim.network import Network
+    from neuro.train.local import ClosedLoop, _digits_run, _retry_options
+    from neuro.train.loop import _encoder
 
     g = _digits_graph(size=10)
     data = load_dataset("digits", "test").subset(torch.arange(12))
@@ -134,7 +134,7 @@ def test_quiet_digits_are_presented_again_at_a_higher_rate():
 
 @pytest.mark.slow
 def test_reduced_diehl_cook_learns_digits():
-    from neuro.plasticity import train_local
+    from neuro.train.local import train_local
 
     r = train_local(_digits_graph(size=100), epochs=1, max_train=500, progress=False)
     m = r.metrics
@@ -143,8 +143,8 @@ def test_reduced_diehl_cook_learns_digits():
 
 
 def test_target_trace_in_the_model_file():
-    from neuro.plasticity import rule_for
-    from neuro.spec import ModelFileError, loads_model
+    from neuro.train.local import rule_for
+    from neuro.model.spec import ModelFileError, loads_model
 
     text = open("models/diehl_cook_digits.toml").read()
     assert 'mode = "additive"' in text

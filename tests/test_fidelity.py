@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from neuro.fidelity import coincidence_factor, fidelity_metrics, match_pairs, spike_trains
+from neuro.crosscheck.fidelity import coincidence_factor, fidelity_metrics, match_pairs, spike_trains
 
 
 def _raster(steps, trains):
@@ -72,9 +72,9 @@ def test_spike_trains_layout():
 
 def test_event_driven_lif_matches_network():
     from neuro.data import poisson_trains
-    from neuro.network import Network
-    from neuro.simulate import simulate_lif_events
-    from neuro.spec import loads_model
+    from neuro.sim.network import Network
+    from neuro.sim.simulate import simulate_lif_events
+    from neuro.model.spec import loads_model
 
     g = loads_model("""
 [model]
@@ -119,8 +119,8 @@ readout = "spike_count"
 def test_crosscheck_writes_json_and_overlay(tmp_path):
     import dataclasses
 
-    from neuro.fidelity import crosscheck
-    from neuro.spec import load_model
+    from neuro.crosscheck.fidelity import crosscheck
+    from neuro.model.spec import load_model
 
     g = load_model("models/crosscheck_ff.toml")
     r = crosscheck(g, tmp_path, duration=0.3)

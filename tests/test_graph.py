@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from neuro.graph import (
+from neuro.model.graph import (
     DataSpec,
     Encoding,
     GraphError,
@@ -17,7 +17,7 @@ from neuro.graph import (
     Projection,
     TrainingSpec,
 )
-from neuro.spec import loads_model
+from neuro.model.spec import loads_model
 
 
 def lif(name: str, size: int, **kw) -> Population:

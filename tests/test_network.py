@@ -1,4 +1,4 @@
-"""neuro.network: Norse's arithmetic bit for bit, shapes, recurrent lag, delays, fast path = step path."""
+"""neuro.sim.network: Norse's arithmetic bit for bit, shapes, recurrent lag, delays, fast path = step path."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import warnings
 import pytest
 import torch
 
-from neuro.network import SURROGATES, Network, lif_step, spike_fn
-from neuro.spec import loads_model
+from neuro.sim.network import SURROGATES, Network, lif_step, spike_fn
+from neuro.model.spec import loads_model
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")

@@ -8,10 +8,10 @@ import math
 import pytest
 import torch
 
-from neuro.network import Network, spike_fn
+from neuro.sim.network import Network, spike_fn
 from neuro.rules.online import OnlineLearner, surrogate_derivative
-from neuro.spec import load_model, loads_model
-from neuro.train_online import CheckpointedBPTT, train_online
+from neuro.model.spec import load_model, loads_model
+from neuro.train.online import CheckpointedBPTT, train_online
 from tests.test_plan import model_text
 
 F64 = torch.float64

@@ -1,4 +1,4 @@
-"""neuro.plan: hand-computed plan, budget check and CLI entry, measured peak within 10% of the plan."""
+"""neuro.train.plan: hand-computed plan, budget check and CLI entry, measured peak within 10% of the plan."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from neuro.network import Network
-from neuro.plan import (
+from neuro.sim.network import Network
+from neuro.train.plan import (
     ACCUMULATE_OUTER_PER_WEIGHT,
     ENGINE_WORKSPACE_PER_WEIGHT,
     QUIRE_LIMBS,
@@ -21,9 +21,9 @@ from neuro.plan import (
     reversible_side_bytes,
 )
 from neuro.rules.online import OnlineLearner
-from neuro.spec import loads_model
-from neuro.train import build_engine
-from neuro.train_online import CheckpointedBPTT, preallocate_quires
+from neuro.model.spec import loads_model
+from neuro.train.loop import build_engine
+from neuro.train.online import CheckpointedBPTT, preallocate_quires
 
 
 def model_text(n: int = 10, n_in: int = 4, hidden_type: str = "LIF", recurrent: bool = False,
@@ -255,7 +255,7 @@ def _measure_reversible(g, steps: int, batch: int = 8) -> tuple[int, int, float]
 
 
 def _run_reversible(g, steps: int, batch: int) -> tuple[int, int, float]:
-    from neuro.train_reversible import ReversibleNetwork, build_reversible_engine, side_bytes_per_step
+    from neuro.train.reversible import ReversibleNetwork, build_reversible_engine, side_bytes_per_step
 
     gen = torch.Generator().manual_seed(0)
     with TensorBytes() as inference:

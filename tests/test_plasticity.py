@@ -7,11 +7,11 @@ import json
 import pytest
 import torch
 
-from neuro.graph import ModelGraph
-from neuro.network import Network
+from neuro.model.graph import ModelGraph
+from neuro.sim.network import Network
 from neuro.numerics import POSIT8
-from neuro.plasticity import ClosedLoop, poisson_chunk, train_local
-from neuro.spec import load_model
+from neuro.train.local import ClosedLoop, poisson_chunk, train_local
+from neuro.model.spec import load_model
 
 
 def _song(duration: float, fmt: str | None = None) -> ModelGraph:

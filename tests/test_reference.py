@@ -11,9 +11,9 @@ import dataclasses
 import pytest
 import torch
 
-from neuro.fidelity import crosscheck
+from neuro.crosscheck.fidelity import crosscheck
 from neuro.rules.stdp import TRIPLET_PARAMETER_SETS
-from neuro.spec import load_model
+from neuro.model.spec import load_model
 
 
 def _ff():
@@ -64,9 +64,9 @@ def test_criterion1_float64_euler_is_bit_identical(model):
 
 
 def test_reference_returns_runresult_structures():
-    from neuro.fidelity import make_inputs
-    from neuro.network import Network
-    from neuro.reference import simulate_brian2
+    from neuro.crosscheck.fidelity import make_inputs
+    from neuro.sim.network import Network
+    from neuro.crosscheck.reference import simulate_brian2
 
     g = dataclasses.replace(load_model("models/crosscheck_recurrent.toml"), duration=0.05)
     net = Network(g, seed=0, dtype=torch.float64)
@@ -114,9 +114,9 @@ def test_criterion4_stdp_song_scaled_weights_match():
 
 
 def test_criterion4_weights_really_change():
-    from neuro.fidelity import make_inputs
-    from neuro.network import Network
-    from neuro.simulate import simulate_stdp
+    from neuro.crosscheck.fidelity import make_inputs
+    from neuro.sim.network import Network
+    from neuro.sim.simulate import simulate_stdp
 
     g = _song(200, 1.0)
     net = Network(g, dtype=torch.float64)
@@ -176,7 +176,7 @@ _PAIR = dict(tau_plus=0.02, tau_minus=0.02, a_plus=0.02, a_minus=0.021)
     ],
 )
 def test_local_rules_match_brian2(rule, params):
-    from neuro.reference import crosscheck_local
+    from neuro.crosscheck.reference import crosscheck_local
 
     r = crosscheck_local(_with_rule(rule, **params), duration=0.3)
     assert r["spikes_equal"] and r["n_spikes_ref"] >= 3, r
@@ -190,7 +190,7 @@ def test_local_rules_match_brian2(rule, params):
 
 @pytest.mark.slow
 def test_distal_reward_protocol_matches_brian2():
-    from neuro.reference import crosscheck_local
+    from neuro.crosscheck.reference import crosscheck_local
 
     # the model's reward protocol driven by our output spikes, with shorter delays (0.1-0.3 s) and
     # a wider window (20 ms) so that a few-second run sees rewards

@@ -17,8 +17,8 @@ import pytest
 import torch
 from safetensors.torch import save
 
-from neuro.certify import certify
-from neuro.registry import (
+from neuro.deploy.certify import certify
+from neuro.deploy.registry import (
     CRASH_POINTS,
     PREDICATE_TYPE,
     STATEMENT_TYPE,
@@ -30,7 +30,7 @@ from neuro.registry import (
     generate_key,
     load_private_key,
 )
-from neuro.spec import load_model
+from neuro.model.spec import load_model
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -129,7 +129,7 @@ def test_unsigned_swapped_and_broken_chain(tmp_path, graph, keys):
 
 
 def test_certification_failure_commits_nothing(tmp_path, graph, keys):
-    from neuro.certify import CertificationError
+    from neuro.deploy.certify import CertificationError
 
     reg = Registry(tmp_path / "reg")
     with pytest.raises(CertificationError) as err:
@@ -206,7 +206,7 @@ def test_sigkill_real_subprocess_mid_weights(tmp_path, graph, keys):
     reg = Registry(tmp_path / "reg")
     reg.publish(graph, weights_bytes(graph, 1), keys["private"])
     (tmp_path / "w.safetensors").write_bytes(weights_bytes(graph, 2))
-    code = ("import sys; from neuro.registry import Registry; from neuro.spec import load_model;"
+    code = ("import sys; from neuro.deploy.registry import Registry; from neuro.model.spec import load_model;"
             f"Registry({str(reg.root)!r}).publish(load_model({str(ROOT / 'models' / 'yinyang_bptt.toml')!r}),"
             f" {str(tmp_path / 'w.safetensors')!r}, {str(keys['private'])!r})")
     env = dict(os.environ, NEURO_REGISTRY_CRASH_AT="mid-weights")

@@ -1,12 +1,12 @@
-"""Reversible spiking blocks (neuro.reversible): exact inversion, identical gradients, memory, learning."""
+"""Reversible spiking blocks (neuro.sim.reversible): exact inversion, identical gradients, memory, learning."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from neuro.plan import TensorBytes
-from neuro.reversible import ReversibleStack
+from neuro.train.plan import TensorBytes
+from neuro.sim.reversible import ReversibleStack
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,4 @@
-"""The compiled event-driven LIF kernel (neuro/_kernels/lif_events.c) against neuro.network.Network."""
+"""The compiled event-driven LIF kernel (neuro/_kernels/lif_events.c) against neuro.sim.network.Network."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from neuro import _kernels
-from neuro import simulate as sim
-from neuro.network import Network
-from neuro.simulate import simulate_lif_events
-from neuro.spec import loads_model
+from neuro.sim import simulate as sim
+from neuro.sim.network import Network
+from neuro.sim.simulate import simulate_lif_events
+from neuro.model.spec import loads_model
 
 MODEL = """
 [model]

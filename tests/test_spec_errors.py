@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from neuro.graph import FORMATS
-from neuro.spec import ModelFileError, load_model, loads_model, model_from_dict
+from neuro.model.graph import FORMATS
+from neuro.model.spec import ModelFileError, load_model, loads_model, model_from_dict
 
 SOURCE = "models/test.toml"
 

@@ -10,8 +10,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from neuro.graph import ModelGraph
-from neuro.spec import ModelFileError, dump_model, loads_model, model_from_dict
+from neuro.model.graph import ModelGraph
+from neuro.model.spec import ModelFileError, dump_model, loads_model, model_from_dict
 
 MODELS = sorted((Path(__file__).resolve().parent.parent / "models").glob("*.toml"))
 TEXTS = [p.read_text() for p in MODELS]

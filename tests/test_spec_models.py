@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from neuro.graph import ModelGraph
-from neuro.spec import dump_model, load_model, loads_model
+from neuro.model.graph import ModelGraph
+from neuro.model.spec import dump_model, load_model, loads_model
 
 MODELS = sorted((Path(__file__).resolve().parent.parent / "models").glob("*.toml"))
 NAMES = [p.stem for p in MODELS]

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from neuro.spec import ModelFileError, parse_quantity, parse_rate, parse_time
+from neuro.model.spec import ModelFileError, parse_quantity, parse_rate, parse_time
 
 
 @pytest.mark.parametrize(
@@ -88,7 +88,7 @@ def test_quantity_kind_must_be_known():
 
 
 def test_importing_spec_and_graph_does_not_import_brian2_or_torch():
-    code = "import sys, neuro.graph, neuro.spec; print('brian2' in sys.modules, 'torch' in sys.modules)"
+    code = "import sys, neuro.model.graph, neuro.model.spec; print('brian2' in sys.modules, 'torch' in sys.modules)"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.split()

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from neuro.engine import UpdateEngine
 from neuro.numerics import POSIT32
-from neuro.params import Bounds, ParamType
+from neuro.engine.params import Bounds, ParamType
 from neuro.rules.homeostasis import (
     AdaptiveThresholdParameters,
     adaptive_threshold_step,

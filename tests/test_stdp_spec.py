@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import pytest
 
-from neuro.plasticity import rule_for
+from neuro.train.local import rule_for
 from neuro.rules.stdp import (
     TRIPLET_PARAMETER_SETS,
     PairSTDPParameters,
     RSTDPParameters,
     TripletSTDPParameters,
 )
-from neuro.spec import TRIPLET_SET_NAMES, ModelFileError, dump_model, loads_model
+from neuro.model.spec import TRIPLET_SET_NAMES, ModelFileError, dump_model, loads_model
 
 SOURCE = "models/stdp_test.toml"
 

@@ -1,4 +1,4 @@
-"""Mode ``reversible`` (neuro.train_reversible): model-file validation, exact reconstruction, gradients
+"""Mode ``reversible`` (neuro.train.reversible): model-file validation, exact reconstruction, gradients
 equal to ordinary autograd bit for bit, engine contributions equal to those gradients, `neuro train`."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from neuro.spec import ModelFileError, load_model, loads_model
-from neuro.train_reversible import (
+from neuro.model.spec import ModelFileError, load_model, loads_model
+from neuro.train.reversible import (
     ReversibleNetwork,
     build_reversible_engine,
     side_bytes_per_step,
@@ -70,7 +70,7 @@ def test_reconstruction_and_gradients_are_bit_exact():
     x, labels = _inputs(graph)
     # every state rebuilt by the backward equals the forward's, bit for bit
     wq = [w.detach() for w in net.quantized()]
-    from neuro.reversible import X_FRAC, quantize
+    from neuro.sim.reversible import X_FRAC, quantize
 
     state, states, side = net.zero_state(x.shape[1]), [], []
     for t in range(x.shape[0]):
@@ -139,8 +139,8 @@ def test_reversible_training_learns_yinyang():
 
 def test_commands_that_run_the_plain_graph_refuse_a_reversible_model():
     """crosscheck, NIR export and serving would silently drop the blocks: they say so instead."""
-    from neuro.fidelity import crosscheck
-    from neuro.nir_io import export_nir, load_into_network
+    from neuro.crosscheck.fidelity import crosscheck
+    from neuro.deploy.nir_io import export_nir, load_into_network
     g = load_model(Path(__file__).parent.parent / "models" / "yinyang_reversible.toml")
     for call in (lambda: crosscheck(g, None, duration=0.01, figure=False), lambda: export_nir(g, {}),
                  lambda: load_into_network(g, {})):

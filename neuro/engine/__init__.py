@@ -2,7 +2,7 @@
 parameters kept in their declared grades and constraints (see :mod:`neuro.engine.engine`)."""
 
 from neuro.engine.engine import UpdateEngine, flatten_state_dict, rotor_norm_bound, unflatten_state_dict
-from neuro.params import Bounds, ParamType, Sign
+from neuro.engine.params import Bounds, ParamType, Sign
 
 __all__ = [
     "UpdateEngine",

@@ -77,7 +77,7 @@ from neuro.engine.exact import (
 from neuro.engine.fast import estimate_float, estimate_limbs, round_nearest_fast, round_stochastic_fast
 from neuro.numerics import POSIT16, POSIT32, PositFormat, Quire
 from neuro.numerics.quire import compiled_kernels
-from neuro.params import (
+from neuro.engine.params import (
     Bounds,
     ParamType,
     Sign,
@@ -131,7 +131,7 @@ def _snap_inward(value: float, storage: PositFormat | str, upward: bool) -> floa
 
 def step_bytes_per_entry(limbs: int, general: bool) -> int:
     """Temporary bytes per entry of ``UpdateEngine.step`` for a quire window of ``limbs`` limbs,
-    measured with ``neuro.plan.TensorBytes`` (bposit32 quire, float32 weights): ``general`` for
+    measured with ``neuro.train.plan.TensorBytes`` (bposit32 quire, float32 weights): ``general`` for
     momentum, Adam and rotors (exact quire reads and moments; Adam: 510 B at 8 limbs, 387 B at 5),
     else the fast path (nearest 90 B, stochastic 173 B at 8 limbs)."""
     return 182 + 41 * limbs if general else 60 + 14 * limbs
@@ -404,7 +404,7 @@ class UpdateEngine:
         seed: seed of the counter-based stochastic-rounding stream, keyed by (seed, step, param index).
         momentum: ``beta`` of heavy-ball momentum ``m <- beta m + S``, ``w <- w + lr m`` (0: off).
         adam: use Adam-style moments (``betas``, ``eps``) with second moments per grade block.
-        type: the group's :class:`~neuro.params.ParamType` (default: plain scalars).
+        type: the group's :class:`~neuro.engine.params.ParamType` (default: plain scalars).
         process_group: the ``torch.distributed`` group whose workers' contributions are merged at
             each step (default: the whole world, when torch.distributed is initialised).
     """

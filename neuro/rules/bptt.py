@@ -62,7 +62,7 @@ def bptt_contribute(engine, network, result, projections: list[str], scale: floa
 
     Args:
         engine: the :class:`~neuro.engine.UpdateEngine` holding the network's weights.
-        network: the :class:`~neuro.network.Network` that produced ``result`` with ``track=True``.
+        network: the :class:`~neuro.sim.network.Network` that produced ``result`` with ``track=True``.
         projections: names of the projections trained by this rule.
         scale: factor of every product, e.g. ``-1 / global_batch`` (a weight change is minus the
             gradient); rounded to the engine's format, so prefer powers of two.

@@ -4,11 +4,11 @@ Both rules run the network forward one time step at a time and hand the engine c
 ``post (B, M) x pre (B, N)`` through :meth:`UpdateEngine.accumulate_outer`: an eligibility trace (a
 presynaptic trace ``pre``, times the postsynaptic pseudo-derivative) times a learning signal.
 Nothing is stored per time step, so the memory of a training step does not grow with the number
-of time steps ``T`` (see :mod:`neuro.plan` for the byte counts).
+of time steps ``T`` (see :mod:`neuro.train.plan` for the byte counts).
 
-Neuron arithmetic is the arithmetic of :mod:`neuro.network` (Norse's LIF / LI equations, the same
+Neuron arithmetic is the arithmetic of :mod:`neuro.sim.network` (Norse's LIF / LI equations, the same
 surrogate derivatives), in the same order, so a forward pass here gives the spikes of
-:class:`~neuro.network.Network` (tested).  One Euler step of a LIF neuron with input current jump
+:class:`~neuro.sim.network.Network` (tested).  One Euler step of a LIF neuron with input current jump
 ``I`` (dimensionless, per step) and ``a_m = dt / tau_mem``, ``a_s = dt / tau_syn``::
 
     i_new = i + I
@@ -33,7 +33,7 @@ threshold-adaptation eligibility ``ea (B, M, N)`` (per synapse, ``O(B M N)``)::
 (with the max-membrane objective its snapshot per class is ``(B, K, M, N)``; it is not filtered by the
 readout's filters: exact for an instantaneous readout, an approximation otherwise).
 
-Objectives.  ``objective="max_membrane"`` (default) is the loss BPTT trains (``neuro.train``): the
+Objectives.  ``objective="max_membrane"`` (default) is the loss BPTT trains (``neuro.train.loop``): the
 cross-entropy of the maximum over time of the readout membrane, ``E = sum_b CE(max_t v_out, label)``.
 Its gradient touches only the step ``t*_k`` at which class ``k``'s membrane peaks, so the learner
 keeps, per sample and class, a snapshot of the factors of ``dv_out,k(t)/dW`` taken whenever
@@ -79,7 +79,7 @@ from dataclasses import dataclass
 
 import torch
 
-from neuro.graph import ModelGraph, Population
+from neuro.model.graph import ModelGraph, Population
 
 __all__ = ["ONLINE_RULES", "OBJECTIVES", "OnlineLearner", "surrogate_derivative", "check_online_graph"]
 
@@ -88,7 +88,7 @@ OBJECTIVES = ("max_membrane", "per_step")
 
 
 def surrogate_derivative(x: torch.Tensor, kind: str, scale: float) -> torch.Tensor:
-    """The pseudo-derivative ``psi(x)`` that :func:`neuro.network.spike_fn` uses in its backward."""
+    """The pseudo-derivative ``psi(x)`` that :func:`neuro.sim.network.spike_fn` uses in its backward."""
     s = float(scale)
     if kind == "superspike":
         return 1.0 / (s * x.abs() + 1.0) ** 2
@@ -148,7 +148,7 @@ class _Pop:
     i: torch.Tensor
     b: torch.Tensor | None  # AdaptiveLIF threshold offset
     out: torch.Tensor  # this step's output (spikes, or the LI membrane)
-    params: object  # Norse LIFParameters / LIParameters (0-d tensors, as neuro.network builds them)
+    params: object  # Norse LIFParameters / LIParameters (0-d tensors, as neuro.sim.network builds them)
 
 
 class OnlineLearner:
@@ -380,7 +380,7 @@ class OnlineLearner:
                 st.out.copy_(v_new)
                 continue
             i_old = torch.zeros_like(st.i) if pop.type == "LIFBox" else st.i
-            i_new = i_old + total  # neuro.network.lif_step arithmetic, in its order
+            i_new = i_old + total  # neuro.sim.network.lif_step arithmetic, in its order
             v_dec = st.v + self.dt * p.tau_mem_inv * ((p.v_leak - st.v) + i_new)
             i_dec = i_new + (-self.dt * p.tau_syn_inv * i_new)
             th = p.v_th + st.b if st.b is not None else p.v_th

@@ -11,7 +11,7 @@ Endpoints (JSON in and out; the service binds to 127.0.0.1 unless told otherwise
     answer names the version that produced it.
 ``POST /rotate``  ``{"version": N}`` with ``Authorization: Bearer TOKEN``
     Loads version N *beside* the serving one: verifies its signature, file hashes, hash chain and
-    certificate (:meth:`neuro.registry.Registry.verify`), builds the network, runs a smoke evaluation
+    certificate (:meth:`neuro.deploy.registry.Registry.verify`), builds the network, runs a smoke evaluation
     (finite outputs; accuracy on the first samples of the model's test set no worse than the signed
     record's test accuracy minus a tolerance), and only then swaps the serving version with one
     reference assignment.  Requests already running keep the version they started with (each
@@ -45,7 +45,7 @@ from typing import Any
 
 import torch
 
-from neuro.registry import Registry, RegistryError, VerificationError
+from neuro.deploy.registry import Registry, RegistryError, VerificationError
 
 __all__ = ["LoadedVersion", "ModelService", "RotationError", "ServiceServer", "cli_serve", "load_version",
            "make_server"]
@@ -94,7 +94,7 @@ class LoadedVersion:
 
 
 def _encoder(graph):
-    from neuro.train import _encoder as encoder_of
+    from neuro.train.loop import _encoder as encoder_of
 
     return encoder_of(graph)
 
@@ -158,8 +158,8 @@ def load_version(registry: Registry, model: str, version: int | None, trusted_ke
     Raises:
         RotationError: naming the failing check.
     """
-    from neuro.nir_io import load_into_network
-    from neuro.train import _dtype_for
+    from neuro.deploy.nir_io import load_into_network
+    from neuro.train.loop import _dtype_for
 
     try:
         v = registry.verify(model, version, trusted_keys)

@@ -12,7 +12,7 @@ Update intervals
     (sequential) LIF recursion, the rule computes its traces for the whole interval in closed form
     and hands its contributions to the :class:`~neuro.engine.UpdateEngine`, and ``engine.step()``
     rounds ONCE per interval to the storage format and clamps to the bounds.  The LIF arithmetic is
-    Norse's (``neuro.network.lif_step``), without the surrogate-gradient machinery.
+    Norse's (``neuro.sim.network.lif_step``), without the surrogate-gradient machinery.
 
 Protocol options (the ``[data]`` table; keys this module consumes, all optional)
     ``update_interval``: e.g. ``"10 ms"`` (default 10 ms).  ``trials``: independent trials run as a
@@ -44,10 +44,10 @@ from pathlib import Path
 import torch
 
 from neuro.engine import UpdateEngine
-from neuro.graph import ModelGraph
-from neuro.network import Network
+from neuro.model.graph import ModelGraph
+from neuro.sim.network import Network
 from neuro.numerics import BPOSIT32, NAMED_FORMATS, POSIT32, PositFormat
-from neuro.params import Bounds, ParamType, Sign
+from neuro.engine.params import Bounds, ParamType, Sign
 from neuro.rules.stdp import (
     PairSTDP,
     PairSTDPParameters,
@@ -69,7 +69,7 @@ def _time(value, default: float, parse: str = "parse_time") -> float:
         return default
     if isinstance(value, int | float):
         return float(value)
-    from neuro import spec
+    from neuro.model import spec
 
     return getattr(spec, parse)(str(value))
 
@@ -212,7 +212,7 @@ class ClosedLoop:
     rule learning once per update interval.
 
     Args:
-        graph: the model graph; network: its :class:`~neuro.network.Network` (weights live there);
+        graph: the model graph; network: its :class:`~neuro.sim.network.Network` (weights live there);
         engine: the :class:`UpdateEngine` over the plastic weight (None: no learning);
         rule: the rule module (None: no learning).
     """
@@ -267,7 +267,7 @@ class ClosedLoop:
             c = current[t]
             if w_lat is not None and fired:
                 c = c + z @ w_lat.T  # recurrent: last step's spikes (adding 0 when none is skipped)
-            # Norse lif_feed_forward_step arithmetic (see neuro.network.lif_step)
+            # Norse lif_feed_forward_step arithmetic (see neuro.sim.network.lif_step)
             i_new = i + c
             v_dec = v + dt * tau_mem_inv * ((pop.v_leak - v) + i_new)
             i = i_new + (-dt * tau_syn_inv * i_new)
@@ -616,9 +616,9 @@ def train_local(
         naive_rounding: bypass the engine and round the weights to storage after every time step
             (the baseline for the low-precision experiments; additive pair STDP only).
     Returns:
-        :class:`neuro.train.TrainResult`.
+        :class:`neuro.train.loop.TrainResult`.
     """
-    from neuro.train import TrainResult, weights_digest
+    from neuro.train.loop import TrainResult, weights_digest
 
     t0 = time.perf_counter()
     spec = graph.training
@@ -741,7 +741,7 @@ def _train_digits(
     graph, network, loop, opts, seed, epochs, progress, max_train, metrics, history, interval_s
 ):
     from neuro.data import epoch_permutation, load_dataset
-    from neuro.train import _encoder
+    from neuro.train.loop import _encoder
 
     ds_opts = {k: v for k, v in opts.items() if k not in _OWN_KEYS}
     train_set = load_dataset("digits", "train", **ds_opts)
@@ -904,8 +904,8 @@ def write_local_outputs(out: Path, graph: ModelGraph, network: Network, metrics:
     """``metrics.json`` (NaN written as null), ``weights.safetensors``, ``model.toml``, figures."""
     from safetensors.torch import save
 
-    from neuro.spec import dump_model
-    from neuro.train import _atomic_write
+    from neuro.model.spec import dump_model
+    from neuro.train.loop import _atomic_write
 
     out.mkdir(parents=True, exist_ok=True)
     weights = {name: w.detach().cpu().contiguous() for name, w in network.weights.items()}

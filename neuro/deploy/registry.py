@@ -17,7 +17,7 @@ Layout (one folder per model, one per committed version)::
 lays it out: one subject per file (``name``, ``digest.sha256``), and a predicate holding the model
 name, the monotonic version number, the parent record's digest (a hash chain: sha256 of the parent's
 signed payload), the canonical model file's graph hash, training settings and seed, the data set,
-numeric formats, metrics, the certificate (:mod:`neuro.certify`), timestamps and the signer's key id.
+numeric formats, metrics, the certificate (:mod:`neuro.deploy.certify`), timestamps and the signer's key id.
 The statement is encoded canonically (sorted keys, compact separators, ASCII) and signed with Ed25519
 over the DSSE pre-authentication encoding ``PAE(payloadType, payload)``.  The envelope file itself is
 written canonically too, and verification insists on that encoding, so a change to *any* byte of the
@@ -336,7 +336,7 @@ class VerifiedVersion:
         model, version: the model name and version number.
         record: the signed predicate (``statement["predicate"]``).
         digest: sha256 of the signed payload (what the next version's ``parent`` names).
-        graph: the :class:`~neuro.graph.ModelGraph` of ``model.toml``.
+        graph: the :class:`~neuro.model.graph.ModelGraph` of ``model.toml``.
         weights: projection -> tensor, read from the same bytes that were hashed.
         path: the version folder.
     """
@@ -430,9 +430,9 @@ class Registry:
         """
         from safetensors.torch import load
 
-        from neuro.certify import CertificationError
-        from neuro.certify import check_certificate as _check_cert
-        from neuro.spec import ModelFileError, loads_model
+        from neuro.deploy.certify import CertificationError
+        from neuro.deploy.certify import check_certificate as _check_cert
+        from neuro.model.spec import ModelFileError, loads_model
 
         trusted = _keyring(trusted_keys)
         if not trusted:
@@ -541,7 +541,7 @@ class Registry:
             metrics: the run's metrics (``metrics.json``; its ``history`` is left out).
             training: training settings (default: the graph's, with the run's seed and epochs).
             dataset: data-set description (default: the graph's ``[data]`` and the sample count).
-            certificate: a certificate to embed; default: :func:`neuro.certify.certify` now.  An
+            certificate: a certificate to embed; default: :func:`neuro.deploy.certify.certify` now.  An
                 explicitly passed certificate is embedded as is (the verifier re-checks it).
             memory_budget: budget of the certificate's memory check, bytes.
             note: free text stored in the record.
@@ -552,8 +552,8 @@ class Registry:
         """
         from safetensors.torch import load
 
-        from neuro.certify import DEFAULT_MEMORY_BUDGET, Certificate, certify
-        from neuro.spec import dump_model
+        from neuro.deploy.certify import DEFAULT_MEMORY_BUDGET, Certificate, certify
+        from neuro.model.spec import dump_model
 
         if isinstance(private_key, str | Path):
             private_key = load_private_key(private_key)
@@ -619,7 +619,7 @@ class Registry:
     def publish_run(self, run_dir: str | Path, private_key, **kwargs: Any) -> VerifiedVersion:
         """Publish a ``neuro train`` output folder (``model.toml``, ``weights.safetensors``,
         ``metrics.json``); keyword arguments go to :meth:`publish`."""
-        from neuro.spec import load_model
+        from neuro.model.spec import load_model
 
         run_dir = Path(run_dir)
         for name in (MODEL, WEIGHTS, "metrics.json"):
@@ -653,7 +653,7 @@ def cli_sign(registry: str, run: str, key: str, *, memory_budget: int | None = N
     Certifies the run's weights, signs a new version and commits it; prints ``MODEL vN``.
     Returns 0, 1 when certification fails, 2 on unusable input.
     """
-    from neuro.certify import CertificationError
+    from neuro.deploy.certify import CertificationError
 
     try:
         v = Registry(registry).publish_run(run, key, memory_budget=memory_budget, note=note)

@@ -11,7 +11,7 @@
   :func:`neuro.rules.bptt.bptt_contribute`.
 
 Every mode allocates its buffers up front (:func:`preallocate_quires` widens each quire to the
-window :mod:`neuro.plan` assumed) and runs in :func:`neuro.train.fit`, the loop BPTT uses, so
+window :mod:`neuro.train.plan` assumed) and runs in :func:`neuro.train.loop.fit`, the loop BPTT uses, so
 metrics and output files look like those of ``neuro train``.  All modes train the model's own
 objective, the cross-entropy of the max-membrane readout.
 """
@@ -25,10 +25,10 @@ from pathlib import Path
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from neuro.graph import ModelGraph
-from neuro.network import Network, spike_fn
+from neuro.model.graph import ModelGraph
+from neuro.sim.network import Network, spike_fn
 from neuro.rules.online import ONLINE_RULES, OnlineLearner, check_online_graph
-from neuro.train import (
+from neuro.train.loop import (
     TrainResult,
     _dtype_for,
     build_engine,
@@ -48,7 +48,7 @@ QUIRE_WINDOW = (-5, 3)
 
 
 def preallocate_quires(engine, window: tuple[int, int] = QUIRE_WINDOW) -> None:
-    """Allocate every parameter's quire limbs ``[lo, hi)`` now, as :mod:`neuro.plan` assumes.
+    """Allocate every parameter's quire limbs ``[lo, hi)`` now, as :mod:`neuro.train.plan` assumes.
 
     Uses the engine's per-parameter quires (``engine._slot(p).quire.widen``): the engine has no
     public pre-allocation call yet.
@@ -200,12 +200,12 @@ def train_online(
     segment: int | None = None,
     lr_schedule: str | None = None,
 ) -> TrainResult:
-    """Train ``graph`` in a memory-bounded mode; same metrics and outputs as :func:`neuro.train.train`.
+    """Train ``graph`` in a memory-bounded mode; same metrics and outputs as :func:`neuro.train.loop.train`.
 
     Args:
         graph: the model graph; its projection rule selects the mode (``"eprop"``, ``"ottt"``)
             unless ``mode`` is given.
-        epochs, seed, out_dir, progress, max_train, lr_schedule: as in :func:`neuro.train.train`.
+        epochs, seed, out_dir, progress, max_train, lr_schedule: as in :func:`neuro.train.loop.train`.
         mode: ``"eprop"``, ``"ottt"`` or ``"bptt_checkpoint"`` (projections with rule ``eprop`` or
             ``bptt`` are trained).
         segment: steps per checkpoint segment for ``bptt_checkpoint`` (default ``ceil(sqrt(T))``).

@@ -24,10 +24,10 @@ from typing import NamedTuple
 import torch
 
 from neuro.engine import UpdateEngine
-from neuro.graph import ModelGraph
-from neuro.network import Network
+from neuro.model.graph import ModelGraph
+from neuro.sim.network import Network
 from neuro.numerics import BPOSIT32, POSIT32, PositFormat
-from neuro.params import Bounds, ParamType, Sign
+from neuro.engine.params import Bounds, ParamType, Sign
 from neuro.rules.bptt import bptt_contribute, classification_loss, readout_scores
 
 __all__ = [
@@ -178,7 +178,7 @@ def train(
     """Train ``graph`` with its declared rule (surrogate-gradient BPTT) and return its metrics.
 
     Args:
-        graph: the model graph (``neuro.spec.load_model``).
+        graph: the model graph (``neuro.model.spec.load_model``).
         epochs, seed: override the model file's training settings.
         out_dir: where to write ``metrics.json``, ``weights.safetensors``, ``model.toml`` and the
             figures; nothing is written when ``None``.
@@ -406,7 +406,7 @@ def write_outputs(out: Path, graph: ModelGraph, network: Network, metrics: dict,
     from safetensors.torch import save
 
     from neuro import plot
-    from neuro.spec import dump_model
+    from neuro.model.spec import dump_model
 
     out.mkdir(parents=True, exist_ok=True)
     weights = {name: w.detach().cpu().contiguous() for name, w in network.weights.items()}

@@ -1,7 +1,7 @@
-"""Brian2 reference simulations built from the same :class:`neuro.graph.ModelGraph` as the Norse network.
+"""Brian2 reference simulations built from the same :class:`neuro.model.graph.ModelGraph` as the Norse network.
 
 :func:`simulate_brian2` turns a graph, its weights and an input tensor into a Brian2 network, runs
-it and returns a :class:`ReferenceResult` shaped like :class:`neuro.network.RunResult` (spikes and
+it and returns a :class:`ReferenceResult` shaped like :class:`neuro.sim.network.RunResult` (spikes and
 membrane potentials ``(T, B, n)``, readout) plus the final weights of every projection.
 
 Model mapping (Brian2 equations with units; potentials are dimensionless, unit ``1``, as in the
@@ -69,8 +69,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from neuro.graph import ModelGraph, Population, Projection
-from neuro.network import RunResult
+from neuro.model.graph import ModelGraph, Population, Projection
+from neuro.sim.network import RunResult
 
 __all__ = [
     "ReferenceResult",
@@ -111,7 +111,7 @@ def _brian2():
 
 @dataclass
 class ReferenceResult(RunResult):
-    """:class:`~neuro.network.RunResult` of a Brian2 run plus its final weights.
+    """:class:`~neuro.sim.network.RunResult` of a Brian2 run plus its final weights.
 
     Attributes:
         weights: projection -> final weights, float64, same shape as the Norse weights
@@ -235,10 +235,10 @@ def simulate_brian2(
     """Run the graph in Brian2 on the given inputs and weights.
 
     Args:
-        graph: the model graph (``neuro.spec.load_model``).
+        graph: the model graph (``neuro.model.spec.load_model``).
         inputs: ``(T, B, n_in)`` for a single input population, or a dict per input population:
             0/1 spikes for spiking encodings, currents for ``current`` encodings (the same tensor
-            that is passed to :class:`neuro.network.Network`).
+            that is passed to :class:`neuro.sim.network.Network`).
         weights: projection -> weights (``Network.weights``; converted to float64).
         method: ``"euler"`` (Norse's discretisation) or ``"exact"`` (Brian2's exact integration).
         target: Brian2 code generation target, ``"numpy"`` (default; bit-identical arithmetic) or
@@ -517,11 +517,11 @@ def crosscheck_local(
     target: str = "numpy",
     record: bool = False,
 ) -> dict:
-    """A local-rule model (:class:`neuro.plasticity.LocalModel`: input -> LIF through one
+    """A local-rule model (:class:`neuro.train.local.LocalModel`: input -> LIF through one
     ``stdp_pair`` / ``stdp_triplet`` / ``rstdp`` projection) run by our closed loop and by Brian2,
     float64 weights on both sides.
 
-    Ours: :class:`neuro.plasticity.ClosedLoop` with the rule module and the exact engine, weights
+    Ours: :class:`neuro.train.local.ClosedLoop` with the rule module and the exact engine, weights
     updated (rounded once, clamped) every step -- the same discrete model as Brian2's per-event
     updates.  Then Brian2's own spike trains are replayed through the rule at the model's
     ``update_interval`` (closed-form traces over whole intervals, one engine step per interval):
@@ -545,9 +545,9 @@ def crosscheck_local(
     """
     import dataclasses
 
-    from neuro.fidelity import make_inputs
-    from neuro.network import Network
-    from neuro.plasticity import ClosedLoop, DistalReward, LocalModel, _time, local_engine, rule_for
+    from neuro.crosscheck.fidelity import make_inputs
+    from neuro.sim.network import Network
+    from neuro.train.local import ClosedLoop, DistalReward, LocalModel, _time, local_engine, rule_for
 
     model = LocalModel.from_graph(graph)
     proj = dataclasses.replace(graph.projections[model.plastic], format="float64")

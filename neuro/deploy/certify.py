@@ -24,7 +24,7 @@ belong to.  :func:`certify` runs these checks, in this order:
     Weights lie inside the projection's bounds and obey its sign (Dale's law).
 ``memory``
     A simple inference memory plan (weight bytes in the storage format + neuron state bytes for a
-    batch) is within the budget.  **This plan is a stand-in**: it defers to ``neuro.plan`` (issue 7)
+    batch) is within the budget.  **This plan is a stand-in**: it defers to ``neuro.train.plan`` (issue 7)
     as soon as that module exists (see :func:`memory_plan`).
 
 A :class:`Certificate` is JSON: graph hash, weights sha256, each check with its result and detail,
@@ -46,7 +46,7 @@ from typing import Any
 import torch
 
 from neuro import __version__
-from neuro.graph import ModelGraph
+from neuro.model.graph import ModelGraph
 
 __all__ = [
     "CHECKS",
@@ -149,18 +149,18 @@ def tensors_digest(weights: Mapping[str, torch.Tensor]) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
-# Memory plan (stand-in for neuro.plan)
+# Memory plan (stand-in for neuro.train.plan)
 # --------------------------------------------------------------------------------------------------
 
 
 def memory_plan(graph: ModelGraph, *, batch: int = 1) -> dict[str, Any]:
-    """The inference memory plan of ``graph`` for ``batch`` samples, from :mod:`neuro.plan`.
+    """The inference memory plan of ``graph`` for ``batch`` samples, from :mod:`neuro.train.plan`.
 
     Returns a dict with ``weights_bytes`` (weights in their storage formats), ``state_bytes``
     (neuron states and readout), ``delay_bytes`` (input and step buffers), ``total_bytes`` (the
     whole inference plan), ``components``, ``batch``, ``steps`` and ``source``.
     """
-    from neuro.plan import memory_plan as plan_of
+    from neuro.train.plan import memory_plan as plan_of
 
     plan = plan_of(graph, batch=batch)
     parts = plan.inference
@@ -171,7 +171,7 @@ def memory_plan(graph: ModelGraph, *, batch: int = 1) -> dict[str, Any]:
         "weights_bytes": int(weights), "state_bytes": int(state),
         "delay_bytes": int(total - weights - state), "total_bytes": int(total),
         "components": {k: int(v) for k, v in parts.items()}, "batch": batch, "steps": plan.steps,
-        "source": "neuro.plan (inference)",
+        "source": "neuro.train.plan (inference)",
     }
 
 
@@ -181,7 +181,7 @@ def memory_plan(graph: ModelGraph, *, batch: int = 1) -> dict[str, Any]:
 
 
 def _check_units(graph: ModelGraph) -> tuple[bool, str]:
-    from neuro.spec import dump_model, loads_model
+    from neuro.model.spec import dump_model, loads_model
 
     problems = []
     dt = graph.dt
@@ -383,7 +383,7 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
 
 def certify_files(model_path: str | Path, weights_path: str | Path, **kwargs: Any) -> Certificate:
     """:func:`certify` a model file (TOML) and a weights file (safetensors)."""
-    from neuro.spec import load_model
+    from neuro.model.spec import load_model
 
     return certify(load_model(model_path), load_weights(weights_path), **kwargs)
 

@@ -2,12 +2,12 @@
 
 * :func:`simulate_lif_events` -- event-driven simulation of one LIF layer driven by sparse spike
   inputs: each step touches only the weight rows of presynaptic neurons that spiked, then applies
-  Norse's LIF step in exactly ``neuro.network.lif_step``'s operation order.  Backends: a small C
+  Norse's LIF step in exactly ``neuro.sim.network.lif_step``'s operation order.  Backends: a small C
   kernel (``neuro/_kernels/lif_events.c``, compiled on first use with the system C compiler,
   without fast-math or FMA contraction; batch elements on parallel threads), or a torch loop
   (block-wise sparse products, then in-place element-wise updates) when no compiler is present.
   Only the order in which simultaneous synaptic inputs are summed can differ from the dense matmul
-  of :class:`neuro.network.Network` (ulp level; none with at most two input spikes per step).
+  of :class:`neuro.sim.network.Network` (ulp level; none with at most two input spikes per step).
 * :func:`simulate_stdp` -- our side of the plasticity cross-check: the network's neuron steps with
   weights that change during the run under pair STDP (Brian2's convention: per-neuron traces
   decayed by ``exp(-dt/tau)`` each step, the presynaptic pathway before the postsynaptic one, the
@@ -21,8 +21,8 @@ import warnings
 
 import torch
 
-from neuro.graph import ModelGraph
-from neuro.network import Network, RunResult, _norse
+from neuro.model.graph import ModelGraph
+from neuro.sim.network import Network, RunResult, _norse
 
 __all__ = ["simulate_lif_events", "simulate_stdp", "PlasticResult", "compiled_kernel"]
 
@@ -65,7 +65,7 @@ def compiled_kernel():
         if lib is None:
             if not _WARNED:
                 warnings.warn(
-                    "neuro.simulate: the compiled LIF kernel is unavailable "
+                    "neuro.sim.simulate: the compiled LIF kernel is unavailable "
                     f"({_kernels.error('lif_events')}); falling back to the slower torch loop",
                     RuntimeWarning, stacklevel=3)
                 _WARNED = True
@@ -101,9 +101,9 @@ def simulate_lif_events(
     """Run a layer of LIF neurons on sparse input spikes, event-driven.
 
     Each step adds the weight rows of the inputs that spiked (in increasing input index, onto a
-    zeroed buffer), then applies Norse's LIF step in ``neuro.network.lif_step``'s operation order.
+    zeroed buffer), then applies Norse's LIF step in ``neuro.sim.network.lif_step``'s operation order.
     With at most two spikes per step (or exactly representable sums) the results are bit-identical
-    to :class:`neuro.network.Network`; otherwise the current's summation order may differ from a
+    to :class:`neuro.sim.network.Network`; otherwise the current's summation order may differ from a
     matmul's by an ulp.  Plain LIF only (no refractoriness, no adaptation).
 
     Args:
@@ -248,7 +248,7 @@ def simulate_stdp(graph: ModelGraph, inputs: dict[str, torch.Tensor] | torch.Ten
                   weights: dict[str, torch.Tensor], *, dtype: torch.dtype = torch.float64) -> PlasticResult:
     """Run the graph step by step with pair-STDP projections learning during the run.
 
-    The neuron updates are :class:`neuro.network.Network`'s own (LIF, LIFBox, AdaptiveLIF,
+    The neuron updates are :class:`neuro.sim.network.Network`'s own (LIF, LIFBox, AdaptiveLIF,
     refractoriness); each projection's current is ``pre @ W.T`` with the weights of the start of
     the step.  ``stdp_pair`` projections then apply, in this order: traces decayed by
     ``exp(-dt/tau)``; presynaptic spikes (as delivered, delays applied): ``apre += a_plus`` and
@@ -256,7 +256,7 @@ def simulate_stdp(graph: ModelGraph, inputs: dict[str, torch.Tensor] | torch.Ten
     ``W[post, :] = clip(W[post, :] + (apre - a_plus x_tar) (1 - u)**mu)`` with ``u = (W - low) /
     (high - low)`` (``mu`` 0 additive, 1 multiplicative, else power law; nearest-spike pairing sets
     the traces to ``a_plus`` / ``-a_minus`` instead of adding) -- the arithmetic of the Brian2
-    reference's synapses (:mod:`neuro.reference`).  Batch size 1.
+    reference's synapses (:mod:`neuro.crosscheck.reference`).  Batch size 1.
 
     Args:
         graph: model graph (LI targets cannot be plastic).

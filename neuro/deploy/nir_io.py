@@ -18,7 +18,7 @@ delay d > 0         a ``Delay(delay=d seconds)`` node between the source and the
 
 plus one ``Output`` node fed by the output population.  NIR describes continuous-time dynamics; the
 discretisation is Norse's forward Euler with current jumps (``i += x``, ``v += dt/tau_mem * (v_leak -
-v + i)``, ``i -= dt/tau_syn * i``), which is what :class:`neuro.network.Network` runs.  The graph
+v + i)``, ``i -= dt/tau_syn * i``), which is what :class:`neuro.sim.network.Network` runs.  The graph
 metadata carries ``dt``, ``duration``, the readout and the input encodings (NIR has no place for
 them), so our own files round-trip to the same model graph and bit-identical spikes.  AdaptiveLIF
 populations and refractory periods have no NIR node and are refused with a clear error.
@@ -52,7 +52,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from neuro.graph import (
+from neuro.model.graph import (
     CrosscheckSpec,
     DataSpec,
     Encoding,
@@ -407,8 +407,8 @@ def import_nir(source: Any, *, dt: float | None = None, duration: float | None =
 
 def load_into_network(graph: ModelGraph, weights: Mapping[str, torch.Tensor],
                       dtype: torch.dtype | None = None):
-    """A :class:`neuro.network.Network` of ``graph`` holding ``weights`` (inference mode)."""
-    from neuro.network import Network
+    """A :class:`neuro.sim.network.Network` of ``graph`` holding ``weights`` (inference mode)."""
+    from neuro.sim.network import Network
 
     graph.require_plain("load_into_network (serve, NIR)")
     if dtype is None:
@@ -428,8 +428,8 @@ def cli_export_nir(run_or_model: str, out: str, *, weights: str | None = None) -
     """
     import sys
 
-    from neuro.certify import load_weights
-    from neuro.spec import load_model
+    from neuro.deploy.certify import load_weights
+    from neuro.model.spec import load_model
 
     try:
         p = Path(run_or_model)
@@ -454,7 +454,7 @@ def cli_import_nir(path: str, out_dir: str, *, dt: float | None = None, producer
 
     from safetensors.torch import save_file
 
-    from neuro.spec import dump_model
+    from neuro.model.spec import dump_model
 
     try:
         graph, weights = read_nir(path, dt=dt, producer=producer, name=name)

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from neuro.graph import STDP_RULES, ModelGraph
+from neuro.model.graph import STDP_RULES, ModelGraph
 
 __all__ = [
     "spike_trains",
@@ -241,9 +241,9 @@ def crosscheck(
 ) -> dict[str, Any]:
     """Run a model in our simulator and in Brian2 and compare them.
 
-    Pair-STDP projections learn on our side through :func:`neuro.simulate.simulate_stdp` (per-event
+    Pair-STDP projections learn on our side through :func:`neuro.sim.simulate.simulate_stdp` (per-event
     updates, the Brian2 reference's arithmetic); a local-rule model with triplet or reward-modulated
-    STDP runs :func:`neuro.reference.crosscheck_local` instead (our closed loop: the rule module and
+    STDP runs :func:`neuro.crosscheck.reference.crosscheck_local` instead (our closed loop: the rule module and
     the exact engine), a reward model with a seeded probe dopamine train (:data:`PROBE_REWARD`).
     Plastic models run the first :data:`PLASTIC_DURATION` seconds unless ``duration`` says otherwise.
 
@@ -264,8 +264,8 @@ def crosscheck(
         ``tolerances`` (the model's ``[crosscheck]`` table, window in seconds), ``checks`` (each
         tolerance with its value and verdict) and the run settings.
     """
-    from neuro.network import Network
-    from neuro.reference import simulate_brian2
+    from neuro.sim.network import Network
+    from neuro.crosscheck.reference import simulate_brian2
 
     changes = {}
     if dt is not None:
@@ -309,7 +309,7 @@ def crosscheck(
     if inputs is None:
         inputs = make_inputs(graph, seed, batch=1, dtype=torch.float64)
     if plastic:
-        from neuro.simulate import simulate_stdp
+        from neuro.sim.simulate import simulate_stdp
 
         ours = simulate_stdp(graph, {k: v.to(dtype) for k, v in inputs.items()},
                              {k: w.detach() for k, w in net.weights.items()}, dtype=dtype)
@@ -371,7 +371,7 @@ PROBE_REWARD = (0.02, 0.5)
 
 
 def _local_model(graph: ModelGraph):
-    from neuro.plasticity import LocalModel
+    from neuro.train.local import LocalModel
 
     try:
         return LocalModel.from_graph(graph)
@@ -399,10 +399,10 @@ def _checks(graph: ModelGraph, ours: dict, ref: dict, metrics: dict) -> tuple[fl
 
 
 def _crosscheck_local(graph: ModelGraph, local, out_dir, seed, target: str, figure: bool) -> dict[str, Any]:
-    """:func:`crosscheck` of a local-rule model: :func:`neuro.reference.crosscheck_local` (our closed
+    """:func:`crosscheck` of a local-rule model: :func:`neuro.crosscheck.reference.crosscheck_local` (our closed
     loop with the rule module and the exact engine vs Brian2's synapses, float64), scored against
     the model's ``[crosscheck]`` tolerances like any model."""
-    from neuro.reference import crosscheck_local
+    from neuro.crosscheck.reference import crosscheck_local
 
     seed = graph.training.seed if seed is None else seed
     reward = None

@@ -1,9 +1,9 @@
 """Training mode ``reversible``: a model with a ``[reversible]`` stack, trained by exact recomputation.
 
 :class:`ReversibleNetwork` runs a graph ``input -> LIF population (2 width) -> reversible blocks ->
-LI readout`` (:class:`neuro.graph.ReversibleSpec`) on the fixed-point grid of
-:mod:`neuro.reversible`: the LIF population and every block sublayer use its ``_lif_step``, the
-readout :func:`neuro.reversible.li_step`; the class score is the readout membrane's maximum over time.
+LI readout`` (:class:`neuro.model.graph.ReversibleSpec`) on the fixed-point grid of
+:mod:`neuro.sim.reversible`: the LIF population and every block sublayer use its ``_lif_step``, the
+readout :func:`neuro.sim.reversible.li_step`; the class score is the readout membrane's maximum over time.
 
 Training (:class:`_Streaming`): the forward pass keeps, besides the LIF / LI states of the current
 step, only the side records of every layer and step (spike bit, two leak bits per neuron-step, the
@@ -11,7 +11,7 @@ pre-reset membrane at spikes: :func:`side_bytes_per_step`).  The backward pass w
 it rebuilds the step's inputs from the input buffer, every layer's activity and previous state
 bottom-up from the stored bits, re-runs the step under autograd and back-propagates through it.  The
 error ``dL/dc`` of each projection's current and its presynaptic activity go to the update engine
-``chunk`` steps at a time (``accumulate_outer``, exact), like :mod:`neuro.train_online`'s BPTT; without
+``chunk`` steps at a time (``accumulate_outer``, exact), like :mod:`neuro.train.online`'s BPTT; without
 an engine the weight gradients are returned instead, equal bit for bit to ordinary autograd through
 :meth:`ReversibleNetwork.reference_scores` (tests/test_train_reversible.py).
 """
@@ -25,9 +25,9 @@ from pathlib import Path
 import torch
 
 from neuro.engine import UpdateEngine
-from neuro.graph import ModelGraph
-from neuro.params import Bounds, ParamType
-from neuro.reversible import (
+from neuro.model.graph import ModelGraph
+from neuro.engine.params import Bounds, ParamType
+from neuro.sim.reversible import (
     W_FRAC,
     W_LIMIT,
     X_FRAC,
@@ -42,7 +42,7 @@ from neuro.reversible import (
     li_step,
     quantize,
 )
-from neuro.train import TrainResult, _atomic_write, _encoder, fit, prepare_run
+from neuro.train.loop import TrainResult, _atomic_write, _encoder, fit, prepare_run
 
 __all__ = ["ReversibleNetwork", "train_reversible", "evaluate_reversible", "side_bytes_per_step", "CHUNK"]
 
@@ -81,7 +81,7 @@ class ReversibleNetwork:
     """
 
     def __init__(self, graph: ModelGraph, *, seed: int | None = None, dtype: torch.dtype = torch.float32):
-        from neuro.network import Network
+        from neuro.sim.network import Network
 
         spec = graph.reversible
         if spec is None:
@@ -336,7 +336,7 @@ class _Streaming(torch.autograd.Function):
 def build_reversible_engine(graph: ModelGraph, net: ReversibleNetwork, seed: int = 0) -> UpdateEngine:
     """An engine with one group per weight (Adam, the projections' format and quire format), every
     weight bounded to ``|w| <= W_LIMIT`` (the range the fixed-point projection assumes)."""
-    from neuro.train import accumulation_format
+    from neuro.train.loop import accumulation_format
 
     fmt = graph.projections[net.p_in].format
     groups = []
@@ -379,11 +379,11 @@ def train_reversible(
     """Train a graph with a ``[reversible]`` section through the update engine (mode ``reversible``).
 
     Arguments, metrics and ``metrics.json`` / ``weights.safetensors`` / ``model.toml`` as in
-    :func:`neuro.train.train` (``metrics["mode"] = "reversible"``, ``side_bytes`` = the side records of
+    :func:`neuro.train.loop.train` (``metrics["mode"] = "reversible"``, ``side_bytes`` = the side records of
     the last microbatch).  ``TrainResult.network`` is the :class:`ReversibleNetwork`.
     """
     from neuro.rules.bptt import classification_loss
-    from neuro.train_online import preallocate_quires
+    from neuro.train.online import preallocate_quires
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -418,7 +418,7 @@ def _write(out: Path, graph: ModelGraph, net: ReversibleNetwork, metrics: dict) 
     from safetensors.torch import save
 
     from neuro import plot
-    from neuro.spec import dump_model
+    from neuro.model.spec import dump_model
 
     out.mkdir(parents=True, exist_ok=True)
     weights = {name: w.detach().contiguous() for name, w in net.weights.items()}

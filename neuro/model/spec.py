@@ -2,7 +2,7 @@
 
 Public API:
 
-* :func:`load_model` (path) and :func:`loads_model` (text) -> :class:`~neuro.graph.ModelGraph`;
+* :func:`load_model` (path) and :func:`loads_model` (text) -> :class:`~neuro.model.graph.ModelGraph`;
 * :func:`model_from_dict` for an already parsed TOML document;
 * :func:`dump_model` -> resolved TOML (every default filled in) that re-parses to the same
   canonical hash;
@@ -36,7 +36,7 @@ from decimal import Decimal, DecimalException, localcontext
 from pathlib import Path
 from typing import Any
 
-from neuro.graph import (
+from neuro.model.graph import (
     CROSSCHECK_DEFAULTS,
     DATASETS,
     ENCODING_PARAMETERS,
@@ -1025,7 +1025,7 @@ def dump_model(graph: ModelGraph) -> str:
     ``loads_model(dump_model(g)).canonical_hash() == g.canonical_hash()`` for every graph.
     """
     lines = [
-        "# Resolved model file (all defaults filled in), written by neuro.spec.dump_model.",
+        "# Resolved model file (all defaults filled in), written by neuro.model.spec.dump_model.",
         f"# canonical hash: {graph.canonical_hash()}",
         "",
         "[model]",

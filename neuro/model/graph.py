@@ -1,7 +1,7 @@
 """The typed model graph: populations, projections, encodings, data and training settings.
 
-A :class:`ModelGraph` is what :mod:`neuro.spec` makes of a model file, and what the Norse builder
-(:mod:`neuro.network`), the Brian2 reference (:mod:`neuro.reference`), NIR exchange and the registry
+A :class:`ModelGraph` is what :mod:`neuro.model.spec` makes of a model file, and what the Norse builder
+(:mod:`neuro.sim.network`), the Brian2 reference (:mod:`neuro.crosscheck.reference`), NIR exchange and the registry
 consume.  It is plain, frozen data:
 
 * every time is a float in **seconds**, every rate a float in **hertz** (SI, see DESIGN.md);
@@ -721,7 +721,7 @@ class CrosscheckSpec:
         return dataclasses.asdict(self)
 
 
-#: Bits of the fixed-point decays of reversible blocks (``neuro.reversible``): a decay ``1 - dt/tau``
+#: Bits of the fixed-point decays of reversible blocks (``neuro.sim.reversible``): a decay ``1 - dt/tau``
 #: is rounded to ``n / 2**REVERSIBLE_DECAY_BITS`` and must lie in (1/2, 1) (one stored bit per step).
 REVERSIBLE_DECAY_BITS = 8
 #: Fraction bits of membranes in reversible blocks: v_th, v_reset, v_leak must be multiples of 2**-24.
@@ -743,7 +743,7 @@ def fixed_decay(dt: float, tau: float, key: str, bits: int = REVERSIBLE_DECAY_BI
 
 @dataclass(frozen=True)
 class ReversibleSpec:
-    """Reversible spiking blocks (:mod:`neuro.reversible`) after a LIF population.
+    """Reversible spiking blocks (:mod:`neuro.sim.reversible`) after a LIF population.
 
     The spikes of ``population`` (``size`` = 2 x width, a LIF population fed by an input) are split into
     halves ``(x1, x2)`` and pass through ``blocks`` RevNet blocks, each two LIF sublayers of ``width``
@@ -964,7 +964,7 @@ class ModelGraph:
 
     def require_plain(self, what: str) -> None:
         """Raise ValueError when ``what`` (a command or function) would run this graph without its
-        ``[reversible]`` blocks, which only :mod:`neuro.train_reversible` runs."""
+        ``[reversible]`` blocks, which only :mod:`neuro.train.reversible` runs."""
         if self.reversible is not None:
             raise ValueError(
                 f"{what}: model {self.name!r} has a [reversible] section, which {what} does not run "

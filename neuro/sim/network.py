@@ -1,4 +1,4 @@
-"""Norse networks built from a :class:`neuro.graph.ModelGraph`.
+"""Norse networks built from a :class:`neuro.model.graph.ModelGraph`.
 
 Populations keep Norse's state and parameter types (``LIFFeedForwardState``, ``LIFParameters``,
 ``LIState``; time constants as inverse seconds) and Norse's update equations.  The LIF step below
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from neuro.graph import ModelGraph, Population, Projection
+from neuro.model.graph import ModelGraph, Population, Projection
 
 __all__ = ["Network", "RunResult", "spike_fn", "lif_step", "SURROGATES"]
 
@@ -131,7 +131,7 @@ class Network(torch.nn.Module):
     """A spiking network built from a model graph.
 
     Args:
-        graph: the typed model graph (``neuro.spec.load_model``).
+        graph: the typed model graph (``neuro.model.spec.load_model``).
         seed: seed of the weight initialisation (default: the graph's training seed).
         device: torch device.
         dtype: dtype of weights and states (float32, or float64 for posit32/b-posit storage).
