@@ -28,7 +28,7 @@ from _machine import print_machine
 from neuro.engine import UpdateEngine
 from neuro.numerics import BPOSIT32
 from neuro.engine.params import Bounds, ParamType
-from neuro.rules.stdp import PairSTDP, PairSTDPParameters
+from neuro.rules import PairSTDP, PairSTDPParameters
 
 
 def trains(steps: int, n_pre: int, n_post: int, rate: float, dt: float, seed: int = 0):

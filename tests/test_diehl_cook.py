@@ -11,7 +11,7 @@ import torch
 from neuro.engine import UpdateEngine
 from neuro.numerics import POSIT32
 from neuro.engine.params import Bounds, ParamType
-from neuro.rules.stdp import PairSTDP, PairSTDPParameters, pair_delta, stdp_pair_interval
+from neuro.rules import PairSTDP, PairSTDPParameters, pair_delta, stdp_pair_interval
 
 F64 = torch.float64
 DT = 1e-3

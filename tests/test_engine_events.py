@@ -15,7 +15,7 @@ from neuro.engine import Bounds, ParamType, Sign, UpdateEngine
 from neuro.engine.exact import counter_uniform
 from neuro.numerics import BPOSIT16, BPOSIT32, POSIT8, POSIT16, PositFormat, Quire
 from neuro.numerics import quire as quire_module
-from neuro.rules.stdp import PairSTDP, PairSTDPParameters
+from neuro.rules import PairSTDP, PairSTDPParameters
 
 try:  # tests/ is on sys.path under pytest's default import mode
     from numerics_oracle import limbs_values

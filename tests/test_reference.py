@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from neuro.crosscheck.fidelity import crosscheck
-from neuro.rules.stdp import TRIPLET_PARAMETER_SETS
+from neuro.rules import TRIPLET_PARAMETER_SETS
 from neuro.model.spec import load_model
 
 

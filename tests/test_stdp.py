@@ -19,7 +19,7 @@ from neuro.rules.homeostasis import (
     lateral_inhibition,
     normalisation_contribute,
 )
-from neuro.rules.stdp import (
+from neuro.rules import (
     TRIPLET_PARAMETER_SETS,
     PairSTDP,
     PairSTDPParameters,

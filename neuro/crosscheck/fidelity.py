@@ -38,7 +38,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from neuro.model.graph import STDP_RULES, ModelGraph
+from neuro.model.graph import ModelGraph
+from neuro.rules import registry
 
 __all__ = [
     "spike_trains",
@@ -222,7 +223,7 @@ def make_inputs(graph: ModelGraph, seed: int, batch: int = 1,
 
 
 def _plastic(graph: ModelGraph) -> list[str]:
-    return [n for n, p in graph.projections.items() if p.rule in STDP_RULES]
+    return [n for n, p in graph.projections.items() if registry.get(p.rule).kind == "local"]
 
 
 def crosscheck(
@@ -264,8 +265,8 @@ def crosscheck(
         ``tolerances`` (the model's ``[crosscheck]`` table, window in seconds), ``checks`` (each
         tolerance with its value and verdict) and the run settings.
     """
-    from neuro.sim.network import Network
     from neuro.crosscheck.reference import simulate_brian2
+    from neuro.sim.network import Network
 
     changes = {}
     if dt is not None:

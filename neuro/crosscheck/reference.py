@@ -35,7 +35,7 @@ exactly (a different discrete model, for the statistical comparison).
 
 Plasticity.  Per-synapse traces, event-driven (decayed by ``exp(-dt/tau)`` per step), the
 presynaptic pathway before the postsynaptic one (a same-step pre/post pair is LTP only), the same
-conventions as :mod:`neuro.rules.stdp`.  ``stdp_pair``::
+conventions as :mod:`neuro.rules.traces`.  ``stdp_pair``::
 
     on_pre:  I_post += w; apre += a_plus; w = clip(w + apost*f_minus(w), low, high)
     on_post: apost -= a_minus; w = clip(w + apre*f_plus(w), low, high)
@@ -70,6 +70,7 @@ import numpy as np
 import torch
 
 from neuro.model.graph import ModelGraph, Population, Projection
+from neuro.rules import registry
 from neuro.sim.network import RunResult
 
 __all__ = [
@@ -79,13 +80,11 @@ __all__ = [
     "brian2_equations",
     "TARGETS",
     "METHODS",
-    "SUPPORTED_RULES",
+    "supported_rules",
 ]
 
 TARGETS = ("numpy", "cython")
 METHODS = ("euler", "exact")
-SUPPORTED_RULES = ("none", "bptt", "eprop", "ottt", "stdp_pair", "stdp_triplet", "rstdp")
-PLASTIC_RULES = ("stdp_pair", "stdp_triplet", "rstdp")
 
 #: Compiler flags of the cython target: Brian2's defaults without -ffast-math and without FMA
 #: contraction, which would change the arithmetic.
@@ -140,44 +139,19 @@ def brian2_equations(pop: Population, method: str = "euler") -> str:
     return "\n".join(lines)
 
 
-def _plastic_code(proj: Projection, dt: float) -> tuple[str, str, str, dict]:
-    """(model, on_pre, on_post, namespace) of a plastic synapse (see the module docstring)."""
-    p = proj.params
-    b2 = _brian2()
-    lo, hi = proj.bounds if proj.bounds is not None else (-np.inf, np.inf)
-    ns = {"w_low": float(lo), "w_high": float(hi)}
-    ns.update({k: float(v) * b2.second for k, v in p.items() if k.startswith("tau_")})
-    ns.update({k: float(v) for k, v in p.items() if k.startswith("a")})
-    jump = "=" if p.get("pairing") == "nearest" else "+="
+def supported_rules() -> tuple[str, ...]:
+    """The rules the reference expresses: loss-based and fixed rules run with fixed weights, local
+    rules through their registered Brian2 counterpart (:class:`~neuro.rules.registry.Brian2Synapse`)."""
+    return tuple(n for n in registry.names()
+                 if registry.get(n).kind != "local" or registry.get(n).brian2 is not None)
 
-    def traces(*pairs):
-        return "\n".join(["w : 1"] + [f"d{x}/dt = -{x}/{tau} : 1 (event-driven)" for x, tau in pairs])
 
-    if proj.rule == "stdp_triplet":
-        model = traces(("r1", "tau_plus"), ("r2", "tau_x"), ("o1", "tau_minus"), ("o2", "tau_y"))
-        ltd, ltp = "o1*(a2_minus + a3_minus*r2)", "r1*(a2_plus + a3_plus*o2)"
-        on_pre = f"I_post += w\nw = clip(w - {ltd}, w_low, w_high)\nr1 {jump} 1\nr2 {jump} 1"
-        on_post = f"w = clip(w + {ltp}, w_low, w_high)\no1 {jump} 1\no2 {jump} 1"
-        return model, on_pre, on_post, ns
-    model = traces(("apre", "tau_plus"), ("apost", "tau_minus"))
-    if proj.rule == "rstdp":
-        model += "\nc : 1\nd : 1 (shared)"
-        ns.update(
-            c_decay=float(np.exp(-dt / p["tau_eligibility"])),
-            d_decay=float(np.exp(-dt / p["tau_reward"])),
-            dt_s=float(dt),
-        )
-        return model, "I_post += w\nc -= a_minus*apost\napre += 1", "c += a_plus*apre\napost += 1", ns
-    mu = float(p.get("mu", 1.0 if p.get("mode") == "multiplicative" else 0.0))
-    if mu != 0.0 and proj.bounds is None:
-        raise ValueError(f"reference: projection {proj.name}: weight-dependent STDP needs bounds")
-    u = "((w - w_low)/(w_high - w_low))"
-    f_minus, f_plus = ("", "") if mu == 0.0 else (f"*{u}**mu", f"*(1 - {u})**mu")
-    ns["mu"] = mu
-    ns["x_tar"] = float(p.get("x_tar", 0.0))  # Diehl & Cook: post adds a_plus (x_pre - x_tar)
-    on_pre = f"I_post += w\napre {jump} a_plus\nw = clip(w + apost{f_minus}, w_low, w_high)"
-    on_post = f"apost {jump} -a_minus\nw = clip(w + (apre - a_plus*x_tar){f_plus}, w_low, w_high)"
-    return model, on_pre, on_post, ns
+def _plastic_synapse(proj: Projection, dt: float) -> tuple[registry.Brian2Synapse, dict]:
+    """A plastic projection's Brian2 synapse (its rule's declaration) and its namespace with units."""
+    rule = registry.get(proj.rule)
+    syn = rule.brian2(rule.values(proj.params, proj.bounds), proj.bounds, dt)
+    second = _brian2().second
+    return syn, {k: v * second if k in syn.seconds else v for k, v in syn.namespace.items()}
 
 
 def _dopamine(syn, reward: np.ndarray, clock, place, base: int, k: int) -> None:
@@ -258,10 +232,11 @@ def simulate_brian2(
     if target not in TARGETS:
         raise ValueError(f"reference: target must be one of {TARGETS}, got {target!r}")
     for proj in graph.projections.values():
-        if proj.rule not in SUPPORTED_RULES:
+        if proj.rule not in supported_rules():
             raise ValueError(
-                f"reference: projection {proj.name} uses rule {proj.rule!r}; the Brian2 reference "
-                f"expresses {SUPPORTED_RULES} (gradient rules run with fixed weights)"
+                f"reference: projection {proj.name} uses rule {proj.rule!r}, which has no Brian2 "
+                f"counterpart ({registry.get(proj.rule).brian2_note}); the reference expresses "
+                f"{supported_rules()} (gradient rules run with fixed weights)"
             )
         if graph.weight_shape(proj.name) not in (
             (graph.populations[proj.target].size, graph.populations[proj.source].size),
@@ -407,15 +382,15 @@ def _run_one(graph, inputs, weights, method, target, record, cache_dir, plastic,
                     place(runner, base + 100 + k_in)
                     k_in += 1
                     continue
-                stdp = plastic and proj.rule in PLASTIC_RULES
+                stdp = plastic and registry.get(proj.rule).kind == "local"
                 if stdp:
-                    model, on_pre, on_post, sns = _plastic_code(proj, dt)
+                    syn_def, sns = _plastic_synapse(proj, dt)
                     syn = b2.Synapses(
                         groups[src.name],
                         group,
-                        model,
-                        on_pre=on_pre,
-                        on_post=on_post,
+                        syn_def.model,
+                        on_pre=syn_def.on_pre,
+                        on_post=syn_def.on_post,
                         namespace=sns,
                         clock=clock,
                         name=f"syn_{proj.name}*",
@@ -444,7 +419,7 @@ def _run_one(graph, inputs, weights, method, target, record, cache_dir, plastic,
                 k_in += 1
                 if stdp:
                     place(syn.post, base + 900 + k_in)
-                if stdp and proj.rule == "rstdp":
+                if stdp and syn_def.reward:
                     _dopamine(syn, reward, clock, place, base, k_in)
                 synapses[proj.name] = syn
                 objs.append(syn)
@@ -559,7 +534,7 @@ def crosscheck_local(
     z_in = make_inputs(graph, seed)[model.source] > 0  # (T, 1, N) bool
     steps = z_in.shape[0]
     opts = dict(graph.data.options) if graph.data is not None else {}
-    is_reward = proj.rule == "rstdp"
+    is_reward = registry.get(proj.rule).reward
     protocol = None
     if is_reward and reward is None:
         protocol = DistalReward.from_options(graph.dt, opts, seed, 1)

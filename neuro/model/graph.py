@@ -16,7 +16,7 @@ is as trustworthy as one parsed from a file.  :meth:`ModelGraph.canonical_hash` 
 canonical JSON form (sorted keys, floats written with ``repr``): it does not change with key order,
 whitespace or equivalent unit spellings in the model file.
 
-This module imports nothing heavy (no torch, no Brian2).
+This module imports no simulator (no Norse, no Brian2); the rule names come from the rule registry.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from neuro.rules import registry
 
 __all__ = [
     "CROSSCHECK_DEFAULTS",
@@ -47,10 +49,8 @@ __all__ = [
     "POPULATION_PARAMETERS",
     "PROJECTION_KINDS",
     "READOUTS",
-    "RULES",
     "SIGNS",
     "SPIKING_TYPES",
-    "STDP_RULES",
     "SURROGATES",
     "CrosscheckSpec",
     "DataSpec",
@@ -84,10 +84,6 @@ FORMATS: tuple[str, ...] = (
 #: ``recurrent``: all-to-all from a population to itself, acting one step later (Norse recurrent);
 #: ``one_to_one``: neuron k to neuron k, weight (size,).
 PROJECTION_KINDS: tuple[str, ...] = ("dense", "recurrent", "one_to_one")
-#: Learning rules; ``none`` keeps the weights fixed.
-RULES: tuple[str, ...] = ("none", "bptt", "eprop", "ottt", "stdp_pair", "stdp_triplet", "rstdp")
-#: Rules that need a spiking target (they read postsynaptic spikes).
-STDP_RULES: tuple[str, ...] = ("stdp_pair", "stdp_triplet", "rstdp")
 #: Weight sign constraints.
 SIGNS: tuple[str, ...] = ("excitatory", "inhibitory")
 #: Initial weight distributions.
@@ -396,7 +392,7 @@ class Projection:
             (0, 0, 0) means ordinary real (scalar) weights.
         grades: the grades each weight may hold, sorted, each in 0..p+q+r.
         delay: synaptic delay, seconds (a whole number of time steps).
-        rule: learning rule, one of :data:`RULES`.
+        rule: learning rule, a name in :mod:`neuro.rules.registry` (``none`` keeps the weights fixed).
         rule_params: the rule's parameters (times in seconds), as (key, value) pairs sorted by key.
         bounds: (low, high) clip range of the weights after each update, or None.
         sign: ``"excitatory"`` (weights >= 0), ``"inhibitory"`` (weights <= 0) or None.
@@ -424,7 +420,7 @@ class Projection:
                 raise GraphError(f"{key}.{end}", "a population name", repr(getattr(self, end)))
         _check_choice(self.kind, PROJECTION_KINDS, f"{key}.kind")
         _check_choice(self.format, FORMATS, f"{key}.format")
-        _check_choice(self.rule, RULES, f"{key}.rule")
+        _check_choice(self.rule, registry.names(), f"{key}.rule")
         if not isinstance(self.init, Init):
             raise GraphError(f"{key}.init", "an Init", repr(self.init))
         self.init.check(f"{key}.init")
@@ -461,7 +457,6 @@ class Projection:
             if not isinstance(value, str | bool):
                 value = _finite(value, f"{key}.rule_params.{pkey}")
             params.append((pkey, value))
-        object.__setattr__(self, "rule_params", tuple(sorted(params)))
         if self.bounds is not None:
             if len(tuple(self.bounds)) != 2:
                 raise GraphError(f"{key}.bounds", "[low, high]", repr(self.bounds))
@@ -485,6 +480,20 @@ class Projection:
                         "bounds that allow negative (inhibitory) weights",
                         repr([lo, hi]),
                     )
+        object.__setattr__(self, "rule_params", tuple(sorted(self._rule_values(dict(params), key).items())))
+
+    def _rule_values(self, given: dict, key: str) -> dict:
+        """The rule's parameters with its declared defaults filled in and its cross-key checks run
+        (:meth:`neuro.rules.registry.Rule.values`), so a graph built in code is resolved like one
+        read from a model file."""
+        try:
+            return registry.get(self.rule).values(given, self.bounds)
+        except registry.RuleKeyError as err:
+            where = f"{key}.{err.key}" if err.table == "projection" else f"{key}.rule_params.{err.key}"
+            found = err.found or repr(given.get(err.key))
+            raise GraphError(where, err.expected.replace("{value}", repr(err.value)), found, err.hint) from None
+        except ValueError as err:
+            raise GraphError(f"{key}.rule_params", f"the keys of rule {self.rule!r}", str(err)) from None
 
     @property
     def n_components(self) -> int:
@@ -1017,7 +1026,7 @@ class ModelGraph:
                 f"{src.name!r} size {src.size} -> {tgt.name!r} size {tgt.size}",
                 'use kind = "dense"',
             )
-        if proj.rule in STDP_RULES and not tgt.spiking:
+        if registry.get(proj.rule).spiking_target and not tgt.spiking:
             raise GraphError(
                 f"{key}.rule",
                 f"a spiking target for rule {proj.rule}",
@@ -1080,7 +1089,7 @@ class ModelGraph:
                 )
         for proj in projs.values():
             enc = encodings.get(proj.source)
-            if enc is not None and not enc.spiking and proj.rule in STDP_RULES:
+            if enc is not None and not enc.spiking and registry.get(proj.rule).spiking_target:
                 raise GraphError(
                     f"projections.{proj.name}.rule",
                     "a rule that needs no presynaptic spikes",

@@ -50,7 +50,6 @@ from neuro.model.graph import (
     POPULATION_PARAMETERS,
     PROJECTION_KINDS,
     READOUTS,
-    RULES,
     SIGNS,
     SURROGATES,
     CrosscheckSpec,
@@ -64,11 +63,11 @@ from neuro.model.graph import (
     ReversibleSpec,
     TrainingSpec,
 )
+from neuro.rules import registry
 
 __all__ = [
     "FORMAT_HELP",
     "POPULATION_DEFAULTS",
-    "RULE_PARAMETERS",
     "ModelFileError",
     "dump_model",
     "load_model",
@@ -92,7 +91,7 @@ FORMAT_HELP = """\
                    { dist = "constant", value }), format, algebra [p, q, r] = [0, 0, 0],
                    grades = [0], delay "0 ms", rule = none | bptt | eprop | stdp_pair |
                    stdp_triplet | rstdp, bounds [low, high], sign = excitatory | inhibitory
-[projections.J.rule_params]  the rule's parameters (see RULE_PARAMETERS)
+[projections.J.rule_params]  the rule's parameters (each rule declares its keys: neuro.rules.registry)
 [inputs.P]         encoding = poisson (rate | max_rate in Hz) | latency (t_max = duration - dt,
                    or tau for the RC law; threshold 0) | current (gain 1) | spike_times | raster
 [data]             name = yinyang | randman | digits | poisson_scenario; other keys are passed
@@ -358,61 +357,6 @@ POPULATION_DEFAULTS: dict[str, _Param] = {
     "surrogate_scale": ("number", 10.0, ">0"),
 }
 
-#: Named triplet-STDP sets of Pfister & Gerstner 2006 (values in neuro.rules.stdp.TRIPLET_PARAMETER_SETS,
-#: imported only when one is named, so that reading a model file does not import torch).
-TRIPLET_SET_NAMES = (
-    "visual_cortex_all_to_all",
-    "visual_cortex_minimal",
-    "visual_cortex_nearest",
-    "hippocampal_all_to_all",
-    "hippocampal_minimal",
-    "hippocampal_nearest",
-)
-
-#: Parameters of each learning rule (``[projections.NAME.rule_params]``) with their defaults.
-#: STDP amplitudes are weight changes per spike pair (dimensionless weights); a_minus is the size
-#: of the depression (>= 0).  Pair STDP: ``mode`` additive (mu 0), multiplicative (mu 1) or
-#: power_law (``mu`` > 0 required; weight dependence on (w - low) / (high - low), needs bounds);
-#: ``x_tar`` (Diehl & Cook 2015's target trace): a post spike changes w by a_plus (x_pre - x_tar).
-#: Triplet defaults: Pfister & Gerstner 2006, visual cortex, all-to-all; ``parameter_set`` names a
-#: published set whose values fill the keys not given (a given key must agree with the set).
-RULE_PARAMETERS: dict[str, dict[str, _Param]] = {
-    "none": {},
-    "bptt": {},
-    "eprop": {"feedback": ("choice", "symmetric", ("symmetric", "random"))},
-    "ottt": {},
-    "stdp_pair": {
-        "tau_plus": ("time", "20 ms", ">0"),
-        "tau_minus": ("time", "20 ms", ">0"),
-        "a_plus": ("number", 0.01, ">=0"),
-        "a_minus": ("number", 0.0105, ">=0"),
-        "mode": ("choice", "additive", ("additive", "multiplicative", "power_law")),
-        "mu": ("number", 0.0, ">=0"),
-        "pairing": ("choice", "all_to_all", ("all_to_all", "nearest")),
-        "x_tar": ("number", 0.0, ">=0"),
-    },
-    "stdp_triplet": {
-        "parameter_set": ("choice", "custom", ("custom", *TRIPLET_SET_NAMES)),
-        "tau_plus": ("time", "16.8 ms", ">0"),
-        "tau_minus": ("time", "33.7 ms", ">0"),
-        "tau_x": ("time", "101 ms", ">0"),
-        "tau_y": ("time", "125 ms", ">0"),
-        "a2_plus": ("number", 5e-10, ">=0"),
-        "a3_plus": ("number", 6.2e-3, ">=0"),
-        "a2_minus": ("number", 7e-3, ">=0"),
-        "a3_minus": ("number", 2.3e-4, ">=0"),
-        "pairing": ("choice", "all_to_all", ("all_to_all", "nearest")),
-    },
-    "rstdp": {
-        "tau_plus": ("time", "20 ms", ">0"),
-        "tau_minus": ("time", "20 ms", ">0"),
-        "a_plus": ("number", 0.01, ">=0"),
-        "a_minus": ("number", 0.0105, ">=0"),
-        "tau_eligibility": ("time", "1 s", ">0"),
-        "tau_reward": ("time", "200 ms", ">0"),
-    },
-}
-
 _TRAINING: dict[str, _Param] = {
     "epochs": ("int", 1, 1),
     "batch_size": ("int", 32, 1),
@@ -569,6 +513,9 @@ class _Table:
     def param(self, name: str, spec: _Param) -> Any:
         """Read a schema parameter (see :data:`POPULATION_DEFAULTS`), filling in the default."""
         kind, default, extra = spec
+        if name not in self.data and kind in ("time", "rate", "number") and not isinstance(default, str):
+            self.used.add(name)  # a default given in SI units (the rule registry's), used as it is
+            return default
         if kind == "choice":
             return self.choice(name, extra, default)
         if kind == "int":
@@ -843,16 +790,17 @@ def _read_projection(table: _Table, name: str, default_format: str) -> dict[str,
     out["algebra"] = _int_list(table, "algebra", [0, 0, 0], length=3)
     out["grades"] = _int_list(table, "grades", [0])
     out["delay"] = table.quantity("delay", "time", "0 ms", ">=0")
-    rule = table.choice("rule", RULES, "none")
+    rule = table.choice("rule", registry.names(), "none")
     out["rule"] = rule
     params = table.sub("rule_params") or _Table(table.source, {}, table.path("rule_params"))
-    schema = RULE_PARAMETERS[rule]
+    declared = registry.get(rule)
+    schema = declared.keys
     out["rule_params"] = {k: params.param(k, spec) for k, spec in schema.items()}
 
     def rule_hint(key: str) -> str | None:
         if not schema:
             return f"rule {rule!r} takes no parameters"
-        owners = [r for r, ps in RULE_PARAMETERS.items() if key in ps]
+        owners = [r for r in registry.names() if key in registry.get(r).keys]
         return f"{key} is a parameter of {', '.join(owners)}, not {rule}" if owners else None
 
     params.finish(schema, rule_hint)
@@ -862,57 +810,20 @@ def _read_projection(table: _Table, name: str, default_format: str) -> dict[str,
             raise table.error("bounds", "[low, high]", _show(bounds))
         bounds = tuple(table.convert("bounds", b, "number") for b in bounds)
     out["bounds"] = bounds
-    _resolve_stdp_params(table, params, out["rule_params"], rule, bounds)
+    if declared.resolve is not None:
+        try:
+            declared.resolve(out["rule_params"], set(params.data), bounds)
+        except registry.RuleKeyError as err:
+            where = params if err.table == "rule_params" else table
+            found = err.found or (_show(where.data[err.key]) if err.key in where.data
+                                  else "nothing (the key is missing)")
+            expected = err.expected
+            if "{value}" in expected:
+                expected = expected.replace("{value}", _format_param(err.value, schema.get(err.key)))
+            raise where.error(err.key, expected, found, err.hint) from None
     out["sign"] = table.choice("sign", SIGNS, None)
     table.finish(_PROJECTION_KEYS)
     return out
-
-
-def _resolve_stdp_params(table: _Table, params: _Table, values: dict, rule: str, bounds) -> None:
-    """Cross-key rules of the STDP rules (in place): pair-STDP ``mu`` follows ``mode``; a named
-    triplet ``parameter_set`` fills the keys not given and must agree with the ones given."""
-    given = set(params.data)
-    if rule == "stdp_pair":
-        mode = values["mode"]
-        if mode == "power_law":
-            if "mu" not in given or not values["mu"] > 0:
-                raise params.error(
-                    "mu",
-                    'an exponent mu > 0 for mode = "power_law"',
-                    _show(params.data["mu"]) if "mu" in given else "nothing (the key is missing)",
-                    'mu = 0 is mode = "additive", mu = 1 mode = "multiplicative"',
-                )
-        else:
-            implied = 0.0 if mode == "additive" else 1.0
-            if "mu" in given and values["mu"] != implied:
-                raise params.error(
-                    "mu",
-                    f"mu = {implied:g} (implied by mode = {mode!r}), or no mu",
-                    _show(params.data["mu"]),
-                    'set mode = "power_law" for another exponent',
-                )
-            values["mu"] = implied
-        if mode != "additive" and bounds is None:
-            raise table.error(
-                "bounds",
-                f"[low, high] (mode = {mode!r} depends on the weight's place between the bounds)",
-                "nothing (the key is missing)",
-            )
-    if rule == "stdp_triplet" and values["parameter_set"] != "custom":
-        from neuro.rules.stdp import TRIPLET_PARAMETER_SETS
-
-        name = values["parameter_set"]
-        published = TRIPLET_PARAMETER_SETS[name]._asdict()
-        for key, value in published.items():
-            if key in given and values[key] != value:
-                shown = _format_param(value, RULE_PARAMETERS[rule][key])
-                raise params.error(
-                    key,
-                    f"{shown} (the value of parameter_set {name!r}), or no {key}",
-                    _show(params.data[key]),
-                    'set parameter_set = "custom" to choose your own values',
-                )
-            values[key] = value
 
 
 def _int_list(table: _Table, name: str, default: list[int], length: int | None = None) -> list:
@@ -1057,7 +968,7 @@ def dump_model(graph: ModelGraph) -> str:
         if proj.sign is not None:
             lines.append(f"sign = {_toml_string(proj.sign)}")
         if proj.rule_params:
-            schema = RULE_PARAMETERS.get(proj.rule, {})
+            schema = registry.get(proj.rule).keys
             lines += ["", f"[projections.{_toml_key(proj.name)}.rule_params]"]
             for key, value in proj.rule_params:
                 lines.append(f"{_toml_key(key)} = {_format_param(value, schema.get(key))}")

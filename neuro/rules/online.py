@@ -76,15 +76,21 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
-from neuro.model.graph import ModelGraph, Population
+from neuro.rules.registry import Rule, register
+
+if TYPE_CHECKING:  # the rules layer sits below the model layer: graphs are only read here
+    from neuro.model.graph import ModelGraph, Population
 
 __all__ = ["ONLINE_RULES", "OBJECTIVES", "OnlineLearner", "surrogate_derivative", "check_online_graph"]
 
 ONLINE_RULES = ("eprop", "ottt")
 OBJECTIVES = ("max_membrane", "per_step")
+#: Learning-signal feedback of e-prop: the readout weights themselves, or a fixed random matrix.
+FEEDBACKS = ("symmetric", "random")
 
 
 def surrogate_derivative(x: torch.Tensor, kind: str, scale: float) -> torch.Tensor:
@@ -190,8 +196,8 @@ class OnlineLearner:
             raise ValueError(f"OnlineLearner: rule must be one of {ONLINE_RULES}, got {rule!r}")
         if objective not in OBJECTIVES:
             raise ValueError(f"OnlineLearner: objective must be one of {OBJECTIVES}, got {objective!r}")
-        if feedback not in ("symmetric", "random"):
-            raise ValueError(f"OnlineLearner: feedback must be 'symmetric' or 'random', got {feedback!r}")
+        if feedback not in FEEDBACKS:
+            raise ValueError(f"OnlineLearner: feedback must be one of {FEEDBACKS}, got {feedback!r}")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             import norse.torch as nt
@@ -557,3 +563,48 @@ class OnlineLearner:
                 engine.accumulate(self.weights[name], s * scale)
                 s.zero_()
         return scores.clone(), loss / steps if per_step else loss
+
+
+# ==================================================================================================
+# Registration
+# ==================================================================================================
+
+
+def plan_terms(graph, *, batch: int, steps: int, mode: str, segment: int | None, dtype_bytes: int):
+    """Memory-plan terms of :class:`OnlineLearner` with the max-membrane objective (bytes): per
+    projection ``ei, ev (B, N)``; per trained projection the class snapshots ``(B, K, N)``, plus
+    ``(B, K, M)`` into a hidden population; AdaptiveLIF e-prop ``ea (B, M, N)`` and its snapshot
+    ``(B, K, M, N)``; e-prop's readout-filtered pseudo-derivatives ``2 (B, n)`` per hidden population
+    and filtered traces ``2 (B, N)`` per trained projection into one; the sensitivities ``(B, K,
+    n)`` per hidden population (step workspace).  Nothing grows with ``steps``.  Returns
+    ``(components, notes)``."""
+    d, k = dtype_bytes, graph.populations[graph.output].size
+    hidden = [p for p in graph.populations.values() if p.type not in ("input", "LI")]
+    traces = snapshots = 0
+    for name, proj in graph.projections.items():
+        shape = graph.weight_shape(name)
+        m, n = shape[0], math.prod(shape[1:])
+        traces += 2 * batch * n * d
+        if proj.rule == "none":
+            continue
+        into_hidden = proj.target != graph.output
+        snapshots += batch * k * (n + (m if into_hidden else 0)) * d
+        if mode == "eprop" and into_hidden:
+            traces += 2 * batch * n * d
+        if mode == "eprop" and graph.populations[proj.target].type == "AdaptiveLIF":
+            traces += batch * m * n * d
+            snapshots += batch * k * m * n * d
+    if mode == "eprop":
+        traces += sum(2 * batch * p.size * d for p in hidden)
+    notes = []
+    if mode == "eprop" and any(p.type == "AdaptiveLIF" for p in hidden):
+        notes.append("AdaptiveLIF e-prop keeps per-synapse threshold traces ea (B, M, N)")
+    sensitivities = sum(batch * k * p.size * d for p in hidden)
+    return {"eligibility_traces": traces, "signal_buffers": snapshots, "step_workspace": sensitivities}, notes
+
+
+register(Rule("eprop", "e-prop (Bellec et al. 2020): eligibility traces x learning signals, online", "loss",
+              mode="eprop", plan=plan_terms,
+              keys={"feedback": ("choice", "symmetric", FEEDBACKS)}))
+register(Rule("ottt", "online training through time (Xiao et al. 2022): instantaneous spatial gradient",
+              "loss", mode="ottt", plan=plan_terms))

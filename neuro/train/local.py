@@ -44,22 +44,14 @@ from pathlib import Path
 import torch
 
 from neuro.engine import UpdateEngine
-from neuro.model.graph import ModelGraph
-from neuro.sim.network import Network
-from neuro.numerics import BPOSIT32, NAMED_FORMATS, POSIT32, PositFormat
 from neuro.engine.params import Bounds, ParamType, Sign
-from neuro.rules.stdp import (
-    PairSTDP,
-    PairSTDPParameters,
-    RewardSTDP,
-    RSTDPParameters,
-    TripletSTDP,
-    TripletSTDPParameters,
-)
+from neuro.model.graph import ModelGraph
+from neuro.numerics import BPOSIT32, NAMED_FORMATS, POSIT32, PositFormat
+from neuro.rules import PairSTDP, RewardSTDP, registry
+from neuro.sim.network import Network
 
 __all__ = ["ClosedLoop", "LocalModel", "train_local", "local_engine", "rule_for", "poisson_chunk"]
 
-LOCAL_RULES = ("stdp_pair", "stdp_triplet", "rstdp")
 _F64 = torch.float64
 
 
@@ -75,37 +67,12 @@ def _time(value, default: float, parse: str = "parse_time") -> float:
 
 
 def rule_for(graph: ModelGraph, name: str):
-    """The rule module (:class:`PairSTDP`, :class:`TripletSTDP`, :class:`RewardSTDP`) of a projection."""
-    proj = graph.projections[name]
-    params = proj.params
-    lo, hi = proj.bounds if proj.bounds is not None else (0.0, 1.0)
-    if proj.rule == "stdp_pair":
-        mode = params.get("mode", "additive")
-        mu = {"additive": 0.0, "multiplicative": 1.0}.get(mode)
-        if mu is None:
-            mu = float(params.get("mu", 0.0))
-        p = PairSTDPParameters(
-            params["tau_plus"],
-            params["tau_minus"],
-            params["a_plus"],
-            params["a_minus"],
-            mu,
-            lo,
-            hi,
-            params.get("pairing", "all_to_all"),
-            float(params.get("x_tar", 0.0)),
-        )
-        return PairSTDP(p, graph.dt)
-    if proj.rule == "stdp_triplet":
-        keys = TripletSTDPParameters._fields[:-1]
-        p = TripletSTDPParameters(*(params[k] for k in keys), pairing=params.get("pairing", "all_to_all"))
-        return TripletSTDP(p, graph.dt)
-    if proj.rule == "rstdp":
-        p = RSTDPParameters(*(params[k] for k in RSTDPParameters._fields))
-        return RewardSTDP(p, graph.dt)
-    raise ValueError(
-        f"{graph.name}: projection {name} has rule {proj.rule!r}, not a local rule {LOCAL_RULES}"
-    )
+    """The local rule object of a projection, built by its registry entry (``Rule.build``)."""
+    rule = registry.get(graph.projections[name].rule)
+    if rule.kind != "local":
+        raise ValueError(f"{graph.name}: projection {name} has rule {rule.name!r}, not a local rule "
+                         f"{registry.rules_of_kind('local')}")
+    return rule.build(graph, name)
 
 
 def _accumulation(storage: str) -> PositFormat:
@@ -171,7 +138,7 @@ class LocalModel:
 
     @classmethod
     def from_graph(cls, graph: ModelGraph) -> LocalModel:
-        plastic = [n for n, p in graph.projections.items() if p.rule in LOCAL_RULES]
+        plastic = [n for n, p in graph.projections.items() if registry.get(p.rule).kind == "local"]
         if len(plastic) != 1:
             raise ValueError(
                 f"{graph.name}: the local-rule trainer runs exactly one plastic projection, found {plastic}"
@@ -312,7 +279,7 @@ def naive_pair_interval(loop: ClosedLoop, z_in: torch.Tensor, storage: PositForm
     still change once per interval, as in the engine path, so only the rounding differs."""
     out = loop.run_interval(z_in, learn=False)
     rule: PairSTDP = loop.rule
-    from neuro.rules.stdp import stdp_pair_interval
+    from neuro.rules import stdp_pair_interval
 
     if rule.state is None:
         rule.reset(z_in.shape[1], z_in.shape[2], out.shape[2])
