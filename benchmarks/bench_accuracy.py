@@ -1,7 +1,7 @@
 """Accuracy of the bundled gradient-trained models per weight storage format (BENCHMARKS.md).
 
-Trains each configuration once with the code path of ``neuro train`` (``neuro.train.loop.train`` for BPTT,
-``neuro.train.online.train_online`` for the online rules): models/yinyang_bptt.toml and
+Trains each configuration once with the code path of ``neuro train`` (``neuro.train.train`` for BPTT
+and for the online rules, each in its own mode): models/yinyang_bptt.toml and
 models/digits_bptt.toml, each with weights stored as float32, posit16, posit8 (quire + stochastic
 rounding) and bposit16, and the online models models/yinyang_eprop.toml and models/yinyang_ottt.toml
 (float32 only unless ``--formats`` says otherwise); prints test accuracy (fraction of the test set,
@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(REPO))
 
 from neuro.model.spec import load_model  # noqa: E402
-from neuro.train.loop import train  # noqa: E402
-from neuro.train.online import online_mode_of, train_online  # noqa: E402
+from neuro.train import train  # noqa: E402
+from neuro.train.modes import default_mode  # noqa: E402
 
 MODELS = ("yinyang_bptt", "digits_bptt", "yinyang_eprop", "yinyang_ottt")
 FORMATS = ("float32", "posit16", "posit8", "bposit16")
@@ -72,15 +72,15 @@ def run(
     rows = []
     for name in models:
         base = load_model(REPO / "models" / f"{name}.toml")
-        online = online_mode_of(base)
+        mode = default_mode(base)
+        online = mode if mode in ("eprop", "ottt") else None
         for fmt in formats:
             if online and fmt != "float32" and formats == list(FORMATS):
                 continue  # online rules: float32 unless formats were chosen explicitly
             graph = base.with_format(fmt)
             if lrs and fmt in lrs:
                 graph = graph.with_training(learning_rate=lrs[fmt])
-            fit = train_online if online else train
-            result = fit(graph, epochs=epochs, seed=seed, progress=False, max_train=max_train)
+            result = train(graph, epochs=epochs, seed=seed, progress=False, max_train=max_train)
             m = result.metrics
             row = {
                 "model": name,
@@ -163,14 +163,14 @@ def gradient_alignment(batch: int = 64) -> list[str]:
     initialisation, float64; also for the per-step objective against its own exact gradient."""
     import torch
 
-    from neuro.sim.network import Network
     from neuro.rules.online import OBJECTIVES, ONLINE_RULES, OnlineLearner
-    from neuro.train.loop import _encoder, _load_split
+    from neuro.sim.network import Network
+    from neuro.train.data import load_split
 
     g = load_model(REPO / "models" / "yinyang_eprop.toml").with_format("float64")
-    data = _load_split(g, "train")
+    data = load_split(g, "train")
     idx = torch.arange(batch)
-    x = data.encode(idx, 0, g.steps, g.dt, encoder=_encoder(g), dtype=torch.float64)
+    x = data.encode(idx, 0, dtype=torch.float64)
     labels = data.labels[idx]
     lines = ["| rule | objective | cos(input_hidden) | cos(hidden_readout) |", "|---|---|---:|---:|"]
     for objective in OBJECTIVES:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from _machine import print_machine
 
-from neuro.train.local import train_local
 from neuro.model.spec import load_model
+from neuro.train import train
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 FILES = ("diehl_cook_digits.toml", "diehl_cook_digits_400.toml")
@@ -40,7 +40,7 @@ def main() -> None:
             continue
         graph = load_model(MODELS / name)
         t0 = time.perf_counter()
-        r = train_local(
+        r = train(
             graph, progress=False, epochs=1 if args.quick else None, max_train=400 if args.quick else None
         )
         m = r.metrics

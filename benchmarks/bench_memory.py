@@ -113,12 +113,13 @@ def child(config: str, steps: int) -> None:
 
     import torch
 
-    from neuro.sim.network import Network
-    from neuro.train.plan import TensorBytes
-    from neuro.rules.online import OnlineLearner
     from neuro.model.spec import loads_model
-    from neuro.train.loop import build_engine
+    from neuro.rules.online import OnlineLearner
+    from neuro.sim.network import Network
+    from neuro.train.bptt import loss_trained
+    from neuro.train.engines import build_engine
     from neuro.train.online import CheckpointedBPTT, preallocate_quires
+    from neuro.train.plan import TensorBytes
 
     torch.set_num_threads(1)
     g = loads_model(MODEL)
@@ -130,7 +131,8 @@ def child(config: str, steps: int) -> None:
             import norse.torch as nt
     rev = config in BASE
     if rev:
-        from neuro.train.reversible import ReversibleNetwork, build_reversible_engine, side_bytes_per_step
+        from neuro.sim.reversible_network import ReversibleNetwork, side_bytes_per_step
+        from neuro.train.reversible import reversible_engine
 
         g = loads_model(REV_MODEL)
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -144,7 +146,7 @@ def child(config: str, steps: int) -> None:
             if config == "rev_inference":
                 net.scores(x)
             else:
-                engine = build_reversible_engine(g, net)
+                engine = reversible_engine(g, net)
                 preallocate_quires(engine)
                 scores = net.train_scores(x, engine, -1.0 / BATCH)
                 torch.nn.functional.cross_entropy(scores, labels, reduction="sum").backward()
@@ -167,7 +169,7 @@ def child(config: str, steps: int) -> None:
                 with torch.no_grad():
                     OnlineLearner(g, dict(net.weights), batch=BATCH, learn=False).run(x)
             else:
-                engine = build_engine(g, net, rule="eprop")
+                engine = build_engine(g, net.weights, loss_trained(g), seed=0)
                 preallocate_quires(engine)
                 if config in ("eprop", "ottt"):
                     learner = OnlineLearner(g, dict(net.weights), batch=BATCH, rule=config)
@@ -195,8 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         child(args.child[0], int(args.child[1]))
         return 0
-    from neuro.train.plan import memory_plan
     from neuro.model.spec import loads_model
+    from neuro.train.plan import memory_plan
 
     g, g_rev = loads_model(MODEL), loads_model(REV_MODEL)
     print(f"machine: {platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpus, "

@@ -42,9 +42,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _machine import print_machine  # noqa: E402
 
 from neuro.data import poisson_trains  # noqa: E402
+from neuro.model.spec import loads_model  # noqa: E402
 from neuro.sim.network import Network  # noqa: E402
 from neuro.sim.simulate import compiled_kernel, simulate_lif_events  # noqa: E402
-from neuro.model.spec import loads_model  # noqa: E402
 
 MODEL = """
 [model]

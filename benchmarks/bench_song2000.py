@@ -3,7 +3,8 @@
 Prints the final weight histogram (the figure, as text bars) and the shares of weights below 10% /
 above 90% of g_max for: float32 storage; posit8 and bposit16 storage with the quire and ONE rounding
 per update interval (nearest, and stochastic); and the naive baseline that rounds the weight to
-storage after every 0.1 ms step (updates below half an ulp vanish).  Same Poisson inputs for all.
+storage after every 0.1 ms step (``update_interval = dt``: updates below half an ulp vanish).  Same
+Poisson inputs for all.
 
     python benchmarks/bench_song2000.py                  # 100 s of simulated time per variant
     python benchmarks/bench_song2000.py --duration 10    # quicker
@@ -20,8 +21,8 @@ import torch
 from _machine import print_machine
 
 from neuro.model.graph import ModelGraph
-from neuro.train.local import train_local
 from neuro.model.spec import load_model
+from neuro.train import train
 
 MODEL = Path(__file__).resolve().parent.parent / "models" / "song2000_stdp.toml"
 
@@ -35,9 +36,12 @@ VARIANTS = [
 ]
 
 
-def graph_for(fmt: str, duration: float) -> ModelGraph:
+def graph_for(fmt: str, duration: float, rounding: str, naive: bool) -> ModelGraph:
     d = load_model(MODEL).to_dict()
     d["duration"] = duration
+    d["data"]["options"]["rounding"] = rounding
+    if naive:  # the engine rounds after every step
+        d["data"]["options"]["update_interval"] = d["dt"]
     return ModelGraph.from_dict(d).with_format(fmt)
 
 
@@ -61,9 +65,7 @@ def main() -> None:
         if args.only and fmt not in args.only.split(","):
             continue
         t0 = time.perf_counter()
-        r = train_local(
-            graph_for(fmt, args.duration), progress=False, rounding=rounding, naive_rounding=naive
-        )
+        r = train(graph_for(fmt, args.duration, rounding, naive), progress=False)
         m = r.metrics
         w = r.network.weights["synapses"].detach().double()
         hist = torch.histc(w, bins=10, min=0, max=m["g_max"]).tolist()

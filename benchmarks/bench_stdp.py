@@ -26,8 +26,8 @@ import torch
 from _machine import print_machine
 
 from neuro.engine import UpdateEngine
-from neuro.numerics import BPOSIT32
 from neuro.engine.params import Bounds, ParamType
+from neuro.numerics import BPOSIT32
 from neuro.rules import PairSTDP, PairSTDPParameters
 
 

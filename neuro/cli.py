@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from neuro import __version__
+from neuro.train.modes import MODES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,11 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=None, help="override training.seed")
     train.add_argument("--max-train", type=int, default=None, help="use only the first N training samples")
     train.add_argument("--device", default="cpu", help="torch device: cpu (default), cuda, cuda:N")
-    train.add_argument("--mode", default=None,
-                       choices=("bptt", "bptt_checkpoint", "eprop", "ottt", "reversible"),
-                       help="training mode for loss-based models (default: the model's rule; reversible "
-                       "for models with a [reversible] section); bptt_checkpoint, eprop, ottt and "
-                       "reversible bound memory in the number of steps")
+    train.add_argument("--mode", default=None, choices=MODES,
+                       help="training mode (default: the one the model's rules name; reversible for "
+                       "models with a [reversible] section, local for STDP-family rules); "
+                       "bptt_checkpoint, eprop, ottt and reversible bound memory in the number of steps")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(func=_cmd_train)
 
@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
                       "(default: all the model allows)")
     plan.add_argument("--budget", default=None, help="e.g. 2x (of inference) or 512MiB; exit 1 if over")
     plan.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    plan.set_defaults(func=lambda a: _call("neuro.train.plan", "plan_main", str(_resolve_model(a.model)), a.batch,
+    plan.set_defaults(func=lambda a: _call("neuro.train.plan", "plan_main", str(_resolve_model(a.model)),
+                                           a.batch,
                                            a.steps, a.mode, a.budget, a.json))
     _add_registry_commands(sub)
     return parser
@@ -178,7 +179,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from neuro.model.spec import ModelFileError, load_model
-    from neuro.train.loop import train
+    from neuro.train import train
 
     path = _resolve_model(args.model)
     try:
@@ -189,29 +190,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(f"neuro train: {err}", file=sys.stderr)
         return 2
     out = Path(args.out) if args.out else Path("runs") / graph.name
-    local_rules = {"stdp_pair", "stdp_triplet", "rstdp"}
-    kwargs = dict(epochs=args.epochs, seed=args.seed, out_dir=out, progress=not args.quiet,
-                  max_train=args.max_train)
     _init_distributed(args.device)
     try:
-        rules = {p.rule for p in graph.projections.values()}
-        if graph.reversible is not None or args.mode == "reversible":
-            if args.mode not in (None, "reversible"):
-                raise ValueError(f"{graph.name} has a [reversible] section: it trains in mode "
-                                 "reversible only")
-            from neuro.train.reversible import train_reversible
-
-            result = train_reversible(graph, **kwargs)
-        elif rules & local_rules:
-            from neuro.train.local import train_local
-
-            result = train_local(graph, **kwargs)
-        elif (args.mode not in (None, "bptt")) or (args.mode is None and rules & {"eprop", "ottt"}):
-            from neuro.train.online import train_online
-
-            result = train_online(graph, mode=args.mode, **kwargs)
-        else:
-            result = train(graph, device=args.device, **kwargs)
+        result = train(graph, mode=args.mode, epochs=args.epochs, seed=args.seed, out_dir=out,
+                       progress=not args.quiet, max_train=args.max_train, device=args.device)
     except ValueError as err:
         print(f"neuro train: {err}", file=sys.stderr)
         return 2

@@ -5,11 +5,12 @@ Every function draws with matplotlib's Agg backend and saves a PNG; none needs a
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
 
-__all__ = ["learning_curve", "raster", "weights_hist"]
+__all__ = ["learning_curve", "raster", "receptive_fields", "weights_hist", "weights_over_time"]
 
 
 def _pyplot():
@@ -87,3 +88,50 @@ def weights_hist(weights: dict[str, torch.Tensor], path: str | Path, bins: int =
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def weights_over_time(history: dict, graph, path: str | Path) -> None:
+    """Weight histogram over time (image: time x weight bin, share of synapses) and the final one
+    (``history`` of a local-rule scenario: ``time_s``, ``hist_edges``, ``hist``)."""
+    plt = _pyplot()
+    h = torch.tensor(history["hist"], dtype=torch.float64)
+    h = h / h.sum(1, keepdim=True).clamp(min=1)
+    edges, t = history["hist_edges"], history["time_s"]
+    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(10, 3.6))
+    im = ax0.imshow(h.T.numpy(), aspect="auto", origin="lower", extent=[t[0], t[-1], edges[0], edges[-1]],
+                    cmap="viridis")
+    ax0.set_xlabel("time (s)")
+    ax0.set_ylabel("weight")
+    ax0.set_title("weight distribution over time")
+    fig.colorbar(im, ax=ax0, label="share of synapses")
+    centers = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:])]
+    ax1.bar(centers, h[-1].numpy(), width=edges[1] - edges[0])
+    ax1.set_xlabel("weight")
+    ax1.set_ylabel("share of synapses")
+    ax1.set_title(f"at the end ({t[-1]:g} s)")
+    fig.suptitle(f"{graph.name}: plastic weights ({_formats(graph)})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def receptive_fields(w: torch.Tensor, graph, path: str | Path, limit: int = 100) -> None:
+    """Input weights of up to ``limit`` neurons as square images (inputs must be a square number)."""
+    plt = _pyplot()
+    w = w[:limit].detach().to(torch.float64).cpu()
+    n, side = w.shape[0], round(w.shape[1] ** 0.5)
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.7, rows * 0.7 + 0.5), squeeze=False)
+    for k, ax in enumerate(axes.reshape(-1)):
+        ax.axis("off")
+        if k < n:
+            ax.imshow(w[k].reshape(side, side).numpy(), cmap="hot")
+    fig.suptitle(f"{graph.name}: input weights of {n} neurons ({_formats(graph)})", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _formats(graph) -> str:
+    return ", ".join(sorted({p.format for p in graph.projections.values()}))

@@ -27,7 +27,8 @@ GRADIENT = ("digits_bptt", "yinyang_bptt", "yinyang_eprop", "yinyang_ottt", "yin
 #: case name -> (model, CLI options, shortened duration of a plastic scenario or None)
 QUICK: dict[str, tuple[str, list[str], str | None]] = {
     **{m: (m, ["--epochs", "1", "--max-train", "64"], None) for m in GRADIENT},
-    "digits_bptt@posit16": ("digits_bptt", ["--epochs", "1", "--max-train", "64", "--format", "posit16"], None),
+    "digits_bptt@posit16": ("digits_bptt", ["--epochs", "1", "--max-train", "64", "--format", "posit16"],
+                            None),
     "yinyang_eprop@posit16": ("yinyang_eprop", ["--epochs", "1", "--max-train", "64", "--format", "posit16"],
                               None),
     "yinyang_bptt@bptt_checkpoint": ("yinyang_bptt", ["--epochs", "1", "--max-train", "64", "--mode",
@@ -57,7 +58,8 @@ def model_file(model: str, duration: str | None, folder: Path) -> Path:
     return out
 
 
-def command(case: tuple[str, list[str], str | None], folder: Path, launcher: list[str] | None = None) -> list[str]:
+def command(case: tuple[str, list[str], str | None], folder: Path,
+            launcher: list[str] | None = None) -> list[str]:
     model, options, duration = case
     path = model_file(model, duration, folder)
     head = launcher or [sys.executable, "-m", "neuro"]

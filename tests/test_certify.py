@@ -18,8 +18,8 @@ from neuro.deploy.certify import (
     memory_plan,
     tensors_digest,
 )
-from neuro.numerics import POSIT16
 from neuro.model.spec import load_model, loads_model
+from neuro.numerics import POSIT16
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = """

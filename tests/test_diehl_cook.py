@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from neuro.engine import UpdateEngine
-from neuro.numerics import POSIT32
 from neuro.engine.params import Bounds, ParamType
+from neuro.numerics import POSIT32
 from neuro.rules import PairSTDP, PairSTDPParameters, pair_delta, stdp_pair_interval
 
 F64 = torch.float64
@@ -108,43 +108,42 @@ def test_inhibition_spares_the_spiking_neuron_when_lateral_self_is_false():
 
 
 def test_quiet_digits_are_presented_again_at_a_higher_rate():
-    from neuro.data import load_dataset
+    from neuro.data import Encoder
     from neuro.sim.network import Network
-    from neuro.train.local import ClosedLoop, _digits_run, _retry_options
-    from neuro.train.loop import _encoder
+    from neuro.train.data import load_split
+    from neuro.train.local import ClosedLoop
+    from neuro.train.protocols import PROTOCOL_KEYS, count_spikes, retry_options
 
     g = _digits_graph(size=10)
-    data = load_dataset("digits", "test").subset(torch.arange(12))
-    enc = _encoder(g)
-    enc = type(enc)(kind="poisson", max_rate_hz=10.0, seed=0)  # too slow to make 5 spikes
+    data = load_split(g, "test", max_samples=12, ignore=PROTOCOL_KEYS)
+    data = data.with_encoder(Encoder(kind="poisson", max_rate_hz=10.0, seed=0))  # too slow to make 5 spikes
     loop = ClosedLoop(g, Network(g, seed=0, dtype=F64), None, None)
     theta = torch.zeros(10, dtype=F64)
-    run = dict(learn=False, interval=g.steps, normalise=None, theta=theta)
-    once, _ = _digits_run(loop, data, g, enc, 0, 4, **run)
-    again, _ = _digits_run(loop, data, g, enc, 0, 4, retry=(5, 40.0, 10), **run)
+    once = count_spikes(loop, data, 0, theta, (0, 0.0, 1), batch=4)
+    again = count_spikes(loop, data, 0, theta, (5, 40.0, 10), batch=4)
     assert int((once.sum(1) < 5).sum()) > 6
     assert bool((again.sum(1) >= 5).all())
     assert torch.equal(again[once.sum(1) >= 5], once[once.sum(1) >= 5])  # first showing kept when enough
-    assert _retry_options("m", {"min_spikes": 5, "rate_step": "32 Hz"}) == (5, 32.0, 10)
+    assert retry_options("m", {"min_spikes": 5, "rate_step": "32 Hz"}) == (5, 32.0, 10)
     with pytest.raises(ValueError, match="rate_step"):
-        _retry_options("m", {"min_spikes": 5})
+        retry_options("m", {"min_spikes": 5})
     with pytest.raises(ValueError, match="min_spikes must be an integer"):
-        _retry_options("m", {"min_spikes": 2.5, "rate_step": "32 Hz"})
+        retry_options("m", {"min_spikes": 2.5, "rate_step": "32 Hz"})
 
 
 @pytest.mark.slow
 def test_reduced_diehl_cook_learns_digits():
-    from neuro.train.local import train_local
+    from neuro.train import train
 
-    r = train_local(_digits_graph(size=100), epochs=1, max_train=500, progress=False)
+    r = train(_digits_graph(size=100), epochs=1, max_train=500, progress=False)
     m = r.metrics
     assert m["silent_test_samples"] == 0 and m["responsive_neurons"] >= 80
     assert m["test_accuracy"] >= 0.6  # chance 0.1; measured 0.697 (100 neurons, 1 epoch, 500 digits)
 
 
 def test_target_trace_in_the_model_file():
-    from neuro.train.local import rule_for
     from neuro.model.spec import ModelFileError, loads_model
+    from neuro.train.local import rule_for
 
     text = open("models/diehl_cook_digits.toml").read()
     assert 'mode = "additive"' in text

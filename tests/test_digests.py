@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from digest_cases import FIXTURE, FULL, QUICK, digest
 
 RECORD = json.loads(FIXTURE.read_text())

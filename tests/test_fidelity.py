@@ -72,9 +72,9 @@ def test_spike_trains_layout():
 
 def test_event_driven_lif_matches_network():
     from neuro.data import poisson_trains
+    from neuro.model.spec import loads_model
     from neuro.sim.network import Network
     from neuro.sim.simulate import simulate_lif_events
-    from neuro.model.spec import loads_model
 
     g = loads_model("""
 [model]

@@ -7,8 +7,8 @@ import warnings
 import pytest
 import torch
 
-from neuro.sim.network import SURROGATES, Network, lif_step, spike_fn
 from neuro.model.spec import loads_model
+from neuro.sim.network import SURROGATES, Network, lif_step, spike_fn
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from neuro.sim.network import Network
 from neuro.deploy.nir_io import NIRError, export_nir, import_nir, load_into_network, read_nir, write_nir
 from neuro.model.spec import load_model, loads_model
+from neuro.sim.network import Network
 
 ROOT = Path(__file__).resolve().parent.parent
 MIXED = """

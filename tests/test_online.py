@@ -1,5 +1,5 @@
 """Online rules: forward = Network, exact readout gradient, e-prop/OTTT vs BPTT direction,
-checkpointed BPTT = plain BPTT contributions, train_online smoke run."""
+checkpointed BPTT = plain BPTT contributions, online and checkpointed training smoke runs."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import math
 import pytest
 import torch
 
-from neuro.sim.network import Network, spike_fn
-from neuro.rules.online import OnlineLearner, surrogate_derivative
 from neuro.model.spec import load_model, loads_model
-from neuro.train.online import CheckpointedBPTT, train_online
+from neuro.rules.online import OnlineLearner, surrogate_derivative
+from neuro.sim.network import Network, spike_fn
+from neuro.train import train
+from neuro.train.online import CheckpointedBPTT
 from tests.test_plan import model_text
 
 F64 = torch.float64
@@ -203,9 +204,9 @@ def test_checkpointed_bptt_equals_plain_bptt():
 
 def test_train_online_smoke(tmp_path):
     g = load_model("models/yinyang_eprop.toml").with_training(epochs=1, batch_size=16)
-    result = train_online(g, max_train=64, progress=False, out_dir=tmp_path)
+    result = train(g, max_train=64, progress=False, out_dir=tmp_path)
     m = result.metrics
     assert m["mode"] == "eprop" and 0.0 <= m["test_accuracy"] <= 1.0
     assert (tmp_path / "metrics.json").exists()
-    res = train_online(g, max_train=32, progress=False, mode="bptt_checkpoint", segment=8)
+    res = train(g, max_train=32, progress=False, mode="bptt_checkpoint", segment=8)
     assert res.metrics["segment"] == 8

@@ -7,7 +7,12 @@ import json
 import pytest
 import torch
 
+from neuro.model.spec import loads_model
+from neuro.rules.online import OnlineLearner
 from neuro.sim.network import Network
+from neuro.train.bptt import loss_trained
+from neuro.train.engines import build_engine
+from neuro.train.online import CheckpointedBPTT, preallocate_quires
 from neuro.train.plan import (
     ACCUMULATE_OUTER_PER_WEIGHT,
     ENGINE_WORKSPACE_PER_WEIGHT,
@@ -20,10 +25,6 @@ from neuro.train.plan import (
     plan_main,
     reversible_side_bytes,
 )
-from neuro.rules.online import OnlineLearner
-from neuro.model.spec import loads_model
-from neuro.train.loop import build_engine
-from neuro.train.online import CheckpointedBPTT, preallocate_quires
 
 
 def model_text(n: int = 10, n_in: int = 4, hidden_type: str = "LIF", recurrent: bool = False,
@@ -156,7 +157,7 @@ def _measure(g, mode: str, steps: int, batch: int = 8) -> int:
     with TensorBytes() as tb:
         net = Network(g, seed=0)
         x = x0.clone()
-        engine = build_engine(g, net, rule="eprop")
+        engine = build_engine(g, net.weights, loss_trained(g), seed=0)
         preallocate_quires(engine)
         if mode in ("eprop", "ottt"):
             learner = OnlineLearner(g, dict(net.weights), batch=batch, rule=mode)
@@ -255,7 +256,8 @@ def _measure_reversible(g, steps: int, batch: int = 8) -> tuple[int, int, float]
 
 
 def _run_reversible(g, steps: int, batch: int) -> tuple[int, int, float]:
-    from neuro.train.reversible import ReversibleNetwork, build_reversible_engine, side_bytes_per_step
+    from neuro.sim.reversible_network import ReversibleNetwork, side_bytes_per_step
+    from neuro.train.reversible import reversible_engine
 
     gen = torch.Generator().manual_seed(0)
     with TensorBytes() as inference:
@@ -265,7 +267,7 @@ def _run_reversible(g, steps: int, batch: int) -> tuple[int, int, float]:
         x = torch.rand(steps, batch, g.inputs()[0].size, generator=gen)
         labels = torch.randint(0, 3, (batch,), generator=gen)
         net = ReversibleNetwork(g, seed=0)
-        engine = build_reversible_engine(g, net)
+        engine = reversible_engine(g, net)
         preallocate_quires(engine)
         for _ in range(2):
             scores = net.train_scores(x, engine, -1.0 / batch)

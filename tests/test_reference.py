@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from neuro.crosscheck.fidelity import crosscheck
-from neuro.rules import TRIPLET_PARAMETER_SETS
 from neuro.model.spec import load_model
+from neuro.rules import TRIPLET_PARAMETER_SETS
 
 
 def _ff():
@@ -65,8 +65,8 @@ def test_criterion1_float64_euler_is_bit_identical(model):
 
 def test_reference_returns_runresult_structures():
     from neuro.crosscheck.fidelity import make_inputs
-    from neuro.sim.network import Network
     from neuro.crosscheck.reference import simulate_brian2
+    from neuro.sim.network import Network
 
     g = dataclasses.replace(load_model("models/crosscheck_recurrent.toml"), duration=0.05)
     net = Network(g, seed=0, dtype=torch.float64)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from neuro.train.plan import TensorBytes
 from neuro.sim.reversible import ReversibleStack
+from neuro.train.plan import TensorBytes
 
 
 @pytest.fixture(autouse=True)

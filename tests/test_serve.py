@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from safetensors.torch import save
 
-from neuro.sim.network import Network
 from neuro.deploy.registry import Registry, generate_key
 from neuro.deploy.serve import ModelService, RotationError, make_server, smoke_evaluate
 from neuro.model.spec import load_model
+from neuro.sim.network import Network
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "test-token"

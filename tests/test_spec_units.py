@@ -88,7 +88,8 @@ def test_quantity_kind_must_be_known():
 
 
 def test_importing_spec_and_graph_does_not_import_a_simulator():
-    code = "import sys, neuro.model.graph, neuro.model.spec; print('brian2' in sys.modules, 'norse' in sys.modules)"
+    code = ("import sys, neuro.model.graph, neuro.model.spec; "
+            "print('brian2' in sys.modules, 'norse' in sys.modules)")
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.split()

@@ -11,14 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from neuro.engine import UpdateEngine
-from neuro.numerics import POSIT32
 from neuro.engine.params import Bounds, ParamType
-from neuro.rules.homeostasis import (
-    AdaptiveThresholdParameters,
-    adaptive_threshold_step,
-    lateral_inhibition,
-    normalisation_contribute,
-)
+from neuro.numerics import POSIT32
 from neuro.rules import (
     TRIPLET_PARAMETER_SETS,
     PairSTDP,
@@ -38,6 +32,12 @@ from neuro.rules import (
     triplet_delta,
     triplet_init,
     triplet_window,
+)
+from neuro.rules.homeostasis import (
+    AdaptiveThresholdParameters,
+    adaptive_threshold_step,
+    lateral_inhibition,
+    normalisation_contribute,
 )
 
 F64 = torch.float64

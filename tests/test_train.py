@@ -1,7 +1,7 @@
 """Training through the engine: BPTT factors equal autograd, same seed = same bits, 1 worker = 2 workers.
 
 The two-worker run uses torch.distributed (gloo on 127.0.0.1, a free port) started with
-torch.multiprocessing; each worker calls :func:`neuro.train.loop.train` on its share of the microbatches.
+torch.multiprocessing; each worker calls :func:`neuro.train.train` on its share of the microbatches.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from neuro.engine import ParamType, UpdateEngine
-from neuro.sim.network import Network
+from neuro.model.spec import load_model, loads_model
 from neuro.numerics import BPOSIT32, POSIT32
 from neuro.rules.bptt import bptt_contribute, classification_loss, readout_scores
-from neuro.model.spec import load_model, loads_model
-from neuro.train.loop import train
+from neuro.sim.network import Network
+from neuro.train import train
 
 F64 = torch.float64
 MODELS = os.path.join(os.path.dirname(__file__), "..", "models")
@@ -200,11 +200,11 @@ def test_plain_float32_gradients_depend_on_the_split():
     """Without the quire, the same 16 samples as 1 x 16 or 2 x 8 give different float32 bits."""
     graph = _graph()
     net = Network(graph)
-    from neuro.train.loop import _encoder, _load_split
+    from neuro.train.data import load_split
 
-    data = _load_split(graph, "train")
+    data = load_split(graph, "train")
     idx = torch.arange(16)
-    x = data.encode(idx, 0, graph.steps, graph.dt, encoder=_encoder(graph))
+    x = data.encode(idx, 0)
     labels = data.labels[idx]
 
     def grad(parts):
@@ -224,7 +224,7 @@ def test_cuda_training_runs_and_is_reproducible():
     """On a GPU a tiny run trains, and two runs with the same seed give identical weight bits
     (float kernels differ from the CPU's, so weights are not compared across devices)."""
     from neuro.model.spec import load_model
-    from neuro.train.loop import train
+    from neuro.train import train
 
     graph = load_model(os.path.join(os.path.dirname(__file__), "..", "models", "digits_bptt.toml"))
     result = train(graph, epochs=1, max_train=64, progress=False, device="cuda")

@@ -10,12 +10,9 @@ import pytest
 import torch
 
 from neuro.model.spec import ModelFileError, load_model, loads_model
-from neuro.train.reversible import (
-    ReversibleNetwork,
-    build_reversible_engine,
-    side_bytes_per_step,
-    train_reversible,
-)
+from neuro.sim.reversible_network import ReversibleNetwork, side_bytes_per_step
+from neuro.train import train
+from neuro.train.reversible import reversible_engine
 
 MODEL = Path(__file__).resolve().parent.parent / "models" / "yinyang_reversible.toml"
 
@@ -100,7 +97,7 @@ def test_engine_receives_the_exact_gradient_and_side_bytes_match_the_formula():
     x, labels = _inputs(graph, steps=20)
     leaves = [w.detach().double().requires_grad_() for w in net.weights.values()]
     torch.nn.functional.cross_entropy(net.train_scores(x, leaves=leaves), labels, reduction="sum").backward()
-    engine = build_reversible_engine(graph, net)
+    engine = reversible_engine(graph, net)
     scores = net.train_scores(x, engine, 1.0, chunk=3)  # 20 steps: 6 full chunks and a partial one
     torch.nn.functional.cross_entropy(scores, labels, reduction="sum").backward()
     for w, leaf in zip(net.weights.values(), leaves):
@@ -132,7 +129,7 @@ def test_neuro_train_reversible_writes_metrics(tmp_path):
 def test_reversible_training_learns_yinyang():
     """Two epochs on 960 samples (~40 s of CPU): the loss falls and test accuracy is well above chance
     (1/3; measured 0.49; the full 6-epoch run reaches 0.82)."""
-    result = train_reversible(load_model(MODEL), epochs=2, max_train=960, progress=False)
+    result = train(load_model(MODEL), epochs=2, max_train=960, progress=False)
     history = result.metrics["history"]
     assert history["loss"][1] < history["loss"][0] and result.metrics["test_accuracy"] > 0.42, history
 

@@ -522,7 +522,9 @@ def crosscheck_local(
 
     from neuro.crosscheck.fidelity import make_inputs
     from neuro.sim.network import Network
-    from neuro.train.local import ClosedLoop, DistalReward, LocalModel, _time, local_engine, rule_for
+    from neuro.train.engines import build_engine
+    from neuro.train.local import ClosedLoop, LocalModel, rule_for
+    from neuro.train.protocols import DistalReward, option_seconds
 
     model = LocalModel.from_graph(graph)
     proj = dataclasses.replace(graph.projections[model.plastic], format="float64")
@@ -552,9 +554,8 @@ def crosscheck_local(
 
     def loop_of():
         net = Network(graph, seed=seed, dtype=torch.float64)
-        return ClosedLoop(
-            graph, net, local_engine(graph, net, [model.plastic]), rule_for(graph, model.plastic)
-        )
+        engine = build_engine(graph, net.weights, [model.plastic], seed=seed, local=True)
+        return ClosedLoop(graph, net, engine, rule_for(graph, model.plastic))
 
     w0 = loop_of().weight.detach().clone()
     ours = loop_of()
@@ -572,14 +573,12 @@ def crosscheck_local(
     z_ref = ref.spikes[model.target] > 0
     same_step = torch.einsum("tm,tn->mn", z_ref[:, 0].double(), z_in[:, 0].double()) > 0
     w_ref = ref.weights[model.plastic]
-    interval = max(1, round(_time(opts.get("update_interval"), 10e-3) / graph.dt))
+    interval = max(1, round(option_seconds(opts.get("update_interval"), 10e-3) / graph.dt))
     replay = loop_of()
     replay.reset(1)
     for s in range(0, steps, interval):
-        extra = (released[s : s + interval],) if is_reward else ()
-        replay.rule.interval(
-            replay.engine, replay.weight, z_in[s : s + interval], z_ref[s : s + interval], *extra
-        )
+        replay.rule.interval(replay.engine, replay.weight, z_in[s : s + interval], z_ref[s : s + interval],
+                             reward=released[s : s + interval] if is_reward else None)
         replay.engine.step()
     out = {
         "spikes_equal": bool(torch.equal(z_out, z_ref)),

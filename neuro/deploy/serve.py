@@ -46,6 +46,7 @@ from typing import Any
 import torch
 
 from neuro.deploy.registry import Registry, RegistryError, VerificationError
+from neuro.train.data import encoder_for
 
 __all__ = ["LoadedVersion", "ModelService", "RotationError", "ServiceServer", "cli_serve", "load_version",
            "make_server"]
@@ -93,12 +94,6 @@ class LoadedVersion:
                 "test_accuracy": self.record.get("metrics", {}).get("test_accuracy"), "smoke": self.smoke}
 
 
-def _encoder(graph):
-    from neuro.train.loop import _encoder as encoder_of
-
-    return encoder_of(graph)
-
-
 def _test_set(graph):
     """The first samples of the model's test split (cached per data set description)."""
     from neuro.data import load_dataset
@@ -134,7 +129,7 @@ def smoke_evaluate(graph, network, record: dict[str, Any], *, samples: int = 64,
     data = _test_set(graph)
     n = min(samples, len(data))
     idx = torch.arange(n)
-    x = data.encode(idx, 0, graph.steps, graph.dt, encoder=_encoder(graph), dtype=network.dtype)
+    x = data.encode(idx, 0, graph.steps, graph.dt, encoder=encoder_for(graph), dtype=network.dtype)
     readout = network(x).readout
     if not bool(torch.isfinite(readout).all()):
         raise RotationError("smoke", "the network's readout is not finite")
@@ -159,7 +154,7 @@ def load_version(registry: Registry, model: str, version: int | None, trusted_ke
         RotationError: naming the failing check.
     """
     from neuro.deploy.nir_io import load_into_network
-    from neuro.train.loop import _dtype_for
+    from neuro.train.data import compute_dtype
 
     try:
         v = registry.verify(model, version, trusted_keys)
@@ -168,7 +163,7 @@ def load_version(registry: Registry, model: str, version: int | None, trusted_ke
     except RegistryError as exc:
         raise RotationError("load", str(exc)) from None
     try:
-        network = load_into_network(v.graph, v.weights, dtype=_dtype_for(v.graph))
+        network = load_into_network(v.graph, v.weights, dtype=compute_dtype(v.graph))
     except (ValueError, RuntimeError, KeyError) as exc:
         raise RotationError("load", f"cannot build the network of {model} v{v.version}: {exc}") from None
     smoke = smoke_evaluate(v.graph, network, v.record, samples=smoke_samples, tolerance=smoke_tolerance)
@@ -278,7 +273,7 @@ class ModelService:
                 raise ValueError(f"{key}: expected {inp.size} values per sample, got {f.shape[1]}")
             seed = int(body.get("seed", 0))
             if key == "features":
-                enc = _encoder(graph)
+                enc = encoder_for(graph)
                 x = torch.stack([enc.encode_sample(s, graph.steps, graph.dt, ("serve", seed, i),
                                                    dtype=net.dtype) for i, s in enumerate(f)], dim=1)
             else:

@@ -75,8 +75,6 @@ from neuro.engine.exact import (
     stream_key,
 )
 from neuro.engine.fast import estimate_float, estimate_limbs, round_nearest_fast, round_stochastic_fast
-from neuro.numerics import POSIT16, POSIT32, PositFormat, Quire
-from neuro.numerics.quire import compiled_kernels
 from neuro.engine.params import (
     Bounds,
     ParamType,
@@ -86,6 +84,8 @@ from neuro.engine.params import (
     storage_name,
     storage_to_json,
 )
+from neuro.numerics import POSIT16, POSIT32, PositFormat, Quire
+from neuro.numerics.quire import compiled_kernels
 
 __all__ = [
     "UpdateEngine",

@@ -14,7 +14,15 @@ import torch
 
 from neuro.rules.registry import Brian2Synapse, Rule, register
 from neuro.rules.stdp_pair import PairSTDPParameters, PairSTDPState, stdp_pair_interval
-from neuro.rules.traces import active_rows, as_spikes, decay_factor, rows_of, spikes_times, trace_interval
+from neuro.rules.traces import (
+    TraceRule,
+    active_rows,
+    as_spikes,
+    decay_factor,
+    rows_of,
+    spikes_times,
+    trace_interval,
+)
 
 __all__ = ["RSTDPParameters", "RSTDPState", "RewardSTDP", "rstdp_init", "rstdp_interval"]
 
@@ -125,24 +133,18 @@ def rstdp_interval(
     return RSTDPState(pair_state.x_pre, pair_state.x_post, elig, dop[-1])
 
 
-class RewardSTDP:
-    """Reward-modulated STDP on one projection; ``interval(contributions, w, z_pre, z_post, reward (L, B))``
-    (no reward: no dopamine)."""
+class RewardSTDP(TraceRule):
+    """Reward-modulated STDP on one projection (see :class:`~neuro.rules.traces.TraceRule`); ``reward``
+    ``(L, B)``: dopamine released at each step (None: none)."""
 
-    def __init__(self, params: RSTDPParameters, dt: float):
-        self.params, self.dt = params, float(dt)
-        self.state: RSTDPState | None = None
+    def init(self, batch: int, n_pre: int, n_post: int) -> RSTDPState:
+        return rstdp_init(batch, n_pre, n_post)
 
-    def reset(self, batch: int, n_pre: int, n_post: int) -> None:
-        self.state = rstdp_init(batch, n_pre, n_post)
-
-    def interval(self, contributions, weight, z_pre, z_post, reward=None) -> RSTDPState:
-        if self.state is None or self.state.x_pre.shape[0] != z_pre.shape[1]:
-            self.reset(z_pre.shape[1], z_pre.shape[2], z_post.shape[2])
+    def advance(self, contributions, weight, z_pre, z_post, reward):
         if reward is None:
             reward = torch.zeros(z_pre.shape[:2], dtype=_F64)
-        self.state = rstdp_interval(contributions, weight, z_pre, z_post, reward, self.state, self.params, self.dt)
-        return self.state
+        state = rstdp_interval(contributions, weight, z_pre, z_post, reward, self.state, self.params, self.dt)
+        return state, state
 
 
 # ==================================================================================================
@@ -164,7 +166,8 @@ def _brian2(params, bounds, dt: float) -> Brian2Synapse:
     ns = {"w_low": float(lo), "w_high": float(hi), "tau_plus": float(params["tau_plus"]),
           "tau_minus": float(params["tau_minus"]), "a_plus": float(params["a_plus"]),
           "a_minus": float(params["a_minus"]),
-          "c_decay": math.exp(-dt / params["tau_eligibility"]), "d_decay": math.exp(-dt / params["tau_reward"]),
+          "c_decay": math.exp(-dt / params["tau_eligibility"]),
+          "d_decay": math.exp(-dt / params["tau_reward"]),
           "dt_s": float(dt)}
     return Brian2Synapse(model, "I_post += w\nc -= a_minus*apost\napre += 1", "c += a_plus*apre\napost += 1",
                          ns, seconds=("tau_plus", "tau_minus"), reward=True)

@@ -20,6 +20,7 @@ import torch
 from neuro.rules.registry import Brian2Synapse, Rule, RuleKeyError, register
 from neuro.rules.traces import (
     PAIRINGS,
+    TraceRule,
     active_rows,
     as_spikes,
     check_pairing,
@@ -206,30 +207,17 @@ def pair_window(lags: torch.Tensor, p: PairSTDPParameters) -> torch.Tensor:
     )
 
 
-class PairSTDP:
-    """Pair STDP on one projection: keeps the traces, hands contributions to the engine.
+class PairSTDP(TraceRule):
+    """Pair STDP on one projection (:class:`~neuro.rules.traces.TraceRule`): keeps the traces,
+    hands each interval's contributions on; ``params``: :class:`PairSTDPParameters`, ``dt``: step (s)."""
 
-    Args:
-        params: :class:`PairSTDPParameters`.
-        dt: step (s).
-    Use ``rule.interval(contributions, weight, z_pre (L,B,N), z_post (L,B,M))`` once per update
-    interval, then ``engine.step()``.
-    """
+    def init(self, batch: int, n_pre: int, n_post: int) -> PairSTDPState:
+        return pair_init(batch, n_pre, n_post)
 
-    def __init__(self, params: PairSTDPParameters, dt: float):
-        check_pairing(params.pairing)
-        self.params, self.dt = params, float(dt)
-        self.state: PairSTDPState | None = None
-
-    def reset(self, batch: int, n_pre: int, n_post: int) -> None:
-        self.state = pair_init(batch, n_pre, n_post)
-
-    def interval(self, contributions, weight, z_pre, z_post, reward=None) -> PairTerms:
-        if self.state is None or self.state.x_pre.shape[0] != z_pre.shape[1]:
-            self.reset(z_pre.shape[1], z_pre.shape[2], z_post.shape[2])
-        terms, self.state = stdp_pair_interval(z_pre, z_post, self.state, self.params, self.dt)
+    def advance(self, contributions, weight, z_pre, z_post, reward):
+        terms, state = stdp_pair_interval(z_pre, z_post, self.state, self.params, self.dt)
         pair_contribute(contributions, weight, terms, self.params)
-        return terms
+        return terms, state
 
 
 # ==================================================================================================

@@ -17,6 +17,7 @@ import torch
 from neuro.rules.registry import Brian2Synapse, Rule, RuleKeyError, register
 from neuro.rules.traces import (
     PAIRINGS,
+    TraceRule,
     active_rows,
     as_spikes,
     check_pairing,
@@ -147,7 +148,8 @@ def stdp_triplet_interval(
     return terms, TripletSTDPState(r1[-1], r2_after[-1], o1_after[-1], o2_after[-1])
 
 
-def triplet_contribute(contributions, weight: torch.Tensor, terms: TripletTerms, p: TripletSTDPParameters) -> None:
+def triplet_contribute(contributions, weight: torch.Tensor, terms: TripletTerms,
+                       p: TripletSTDPParameters) -> None:
     """Two outer-product contributions: ``z_post (a2+ + a3+ o2) x r1`` and ``-o1 x z_pre (a2- + a3-
     r2)``, over the rows that hold a spike; each factor entry is rounded once to the engine's
     format, products and sums are exact."""
@@ -194,23 +196,16 @@ def triplet_window(
     return (ltp - ltd).reshape(-1)
 
 
-class TripletSTDP:
-    """Triplet STDP on one projection (see :class:`PairSTDP` for the calling pattern)."""
+class TripletSTDP(TraceRule):
+    """Triplet STDP on one projection (see :class:`~neuro.rules.traces.TraceRule`)."""
 
-    def __init__(self, params: TripletSTDPParameters, dt: float):
-        check_pairing(params.pairing)
-        self.params, self.dt = params, float(dt)
-        self.state: TripletSTDPState | None = None
+    def init(self, batch: int, n_pre: int, n_post: int) -> TripletSTDPState:
+        return triplet_init(batch, n_pre, n_post)
 
-    def reset(self, batch: int, n_pre: int, n_post: int) -> None:
-        self.state = triplet_init(batch, n_pre, n_post)
-
-    def interval(self, contributions, weight, z_pre, z_post, reward=None) -> TripletTerms:
-        if self.state is None or self.state.r1.shape[0] != z_pre.shape[1]:
-            self.reset(z_pre.shape[1], z_pre.shape[2], z_post.shape[2])
-        terms, self.state = stdp_triplet_interval(z_pre, z_post, self.state, self.params, self.dt)
+    def advance(self, contributions, weight, z_pre, z_post, reward):
+        terms, state = stdp_triplet_interval(z_pre, z_post, self.state, self.params, self.dt)
         triplet_contribute(contributions, weight, terms, self.params)
-        return terms
+        return terms, state
 
 
 # ==================================================================================================
@@ -257,7 +252,8 @@ RULE = register(Rule(
     keys={
         "parameter_set": ("choice", "custom", ("custom", *TRIPLET_PARAMETER_SETS)),
         **{k: ("time", getattr(_DEFAULT, k), ">0") for k in ("tau_plus", "tau_minus", "tau_x", "tau_y")},
-        **{k: ("number", getattr(_DEFAULT, k), ">=0") for k in ("a2_plus", "a3_plus", "a2_minus", "a3_minus")},
+        **{k: ("number", getattr(_DEFAULT, k), ">=0")
+           for k in ("a2_plus", "a3_plus", "a2_minus", "a3_minus")},
         "pairing": ("choice", "all_to_all", PAIRINGS),
     },
 ))

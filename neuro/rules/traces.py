@@ -25,6 +25,7 @@ engine's clamp), ``mu = 1`` multiplicative (soft bounds), other ``mu`` power law
 
 from __future__ import annotations
 
+import abc
 import functools
 import math
 
@@ -32,6 +33,7 @@ import torch
 
 __all__ = [
     "PAIRINGS",
+    "TraceRule",
     "active_rows",
     "as_spikes",
     "check_pairing",
@@ -163,3 +165,36 @@ def active_rows(z: torch.Tensor, *factors: torch.Tensor) -> torch.Tensor:
     for f in factors:
         keep &= (f.reshape(-1, f.shape[-1]) != 0).any(-1)
     return keep.nonzero().squeeze(-1)
+
+
+class TraceRule(abc.ABC):
+    """The module shape of a trace-based local rule (Norse style: a thin module over pure functions).
+
+    Keeps the rule's state (its traces; the first field is ``(B, N)``) between update intervals;
+    ``interval(contributions, weight, z_pre (L, B, N), z_post (L, B, M), reward=None)`` advances it
+    over one interval and hands the weight change to ``contributions`` (subclasses define ``init``
+    and ``advance``).  Traces restart at rest when the batch changes.
+    """
+
+    def __init__(self, params, dt: float):
+        if hasattr(params, "pairing"):
+            check_pairing(params.pairing)
+        self.params, self.dt = params, float(dt)
+        self.state = None
+
+    @abc.abstractmethod
+    def init(self, batch: int, n_pre: int, n_post: int):
+        """The state at rest of ``batch`` trials."""
+
+    @abc.abstractmethod
+    def advance(self, contributions, weight, z_pre, z_post, reward):
+        """``(what the interval returns, new state)``."""
+
+    def reset(self, batch: int, n_pre: int, n_post: int) -> None:
+        self.state = self.init(batch, n_pre, n_post)
+
+    def interval(self, contributions, weight, z_pre, z_post, reward=None):
+        if self.state is None or self.state[0].shape[0] != z_pre.shape[1]:
+            self.reset(z_pre.shape[1], z_pre.shape[2], z_post.shape[2])
+        out, self.state = self.advance(contributions, weight, z_pre, z_post, reward)
+        return out

@@ -39,7 +39,8 @@ population, ``M x N``: a projection's weight, ``d``: bytes of the compute dtype,
   projection (plus ``(B, K, M)`` into a hidden population, ``(B, K, M, N)`` for AdaptiveLIF e-prop),
   handed to the engine once the sequence is over; the step workspace adds the sensitivities
   ``(B, K, n)`` per hidden population.
-* ``saved_activations`` (bptt, bptt_checkpoint): autograd keeps ``SAVED_PER_NEURON_STEP`` tensors of
+* ``saved_activations`` (bptt, bptt_checkpoint; :func:`neuro.rules.bptt.plan_terms`): autograd
+  keeps ``SAVED_PER_NEURON_STEP`` tensors of
   ``(B, n)`` per population and step; checkpointing keeps one segment's worth plus the states at
   segment boundaries (``ceil(T / S) x 3 B n d``).  Measured: 4.0 per neuron-step.
 * ``reversible`` (graphs with a ``[reversible]`` section only, :mod:`neuro.train.reversible`): float64
@@ -71,7 +72,12 @@ import sys
 import weakref
 from dataclasses import dataclass, field
 
+import torch
+
 from neuro.model.graph import ModelGraph
+from neuro.rules import registry
+from neuro.train.data import compute_dtype
+from neuro.train.modes import LOSS_MODES
 
 __all__ = [
     "MODES",
@@ -88,8 +94,8 @@ __all__ = [
     "format_table",
 ]
 
-MODES = ("bptt", "bptt_checkpoint", "reversible", "ottt", "eprop")
-MODE_PREFERENCE = MODES
+#: The loss-based training modes, in the order of preference of :func:`pick_mode`.
+MODES = MODE_PREFERENCE = LOSS_MODES
 #: Assumed fraction of LIF neuron-steps that spike, for the reversible side records (4 bytes a spike).
 REVERSIBLE_SPIKE_RATE = 0.1
 #: Transient float64 ``(B, n)`` tensors per neuron of a reversible model: a forward step (inference),
@@ -111,8 +117,6 @@ REVERSIBLE_CHUNK = 8
 QUIRE_LIMBS = 8
 #: Bytes of transient engine memory per entry of the largest weight during ``step`` (Adam).
 ENGINE_WORKSPACE_PER_WEIGHT = 181 + 40 * QUIRE_LIMBS  # 501 bytes for 8 limbs
-#: ``(B, n)`` tensors autograd saves per population and time step in the BPTT step loop.
-SAVED_PER_NEURON_STEP = 4
 #: Transient components by phase: the forward/backward pass frees its activations before
 #: ``UpdateEngine.step`` allocates its workspace, so a training peak adds the larger phase only.
 PHASES = {
@@ -179,8 +183,7 @@ class MemoryPlan:
 
 
 def _dtype_bytes(graph: ModelGraph) -> int:
-    wide = {"float64", "posit32", "bposit16", "bposit32"}
-    return 8 if any(p.format in wide for p in graph.projections.values()) else 4
+    return 8 if compute_dtype(graph) == torch.float64 else 4
 
 
 def _rows_cols(graph: ModelGraph, name: str) -> tuple[int, int]:
@@ -329,49 +332,13 @@ def memory_plan(graph: ModelGraph, *, batch: int | None = None, steps: int | Non
     d = _dtype_bytes(graph)
     inference = _base(graph, batch, steps)
     training = dict(inference)
-    trained = _trained(graph)
-    hidden = [p for p in graph.populations.values() if p.type not in ("input",)]
-    neurons = sum(p.size for p in hidden)
-    notes: list[str] = []
-    if mode in ("eprop", "ottt"):
-        # neuro.rules.online.OnlineLearner with the max-membrane objective (the default): per
-        # projection ei, ev (B, N); per trained projection the class snapshots (B, K, N), plus
-        # (B, K, M) into a hidden population; AdaptiveLIF e-prop ea (B, M, N) and its snapshot
-        # (B, K, M, N); e-prop's readout-filtered pseudo-derivatives 2 (B, n) per hidden population
-        # and filtered traces 2 (B, N) per trained projection into one; sensitivities (B, K, n).
-        k = graph.populations[graph.output].size
-        traces, snapshots = 0, 0
-        for name in graph.projections:
-            m, n = _rows_cols(graph, name)
-            traces += 2 * batch * n * d
-            if name in trained:
-                into_hidden = graph.projections[name].target != graph.output
-                snapshots += batch * k * (n + (m if into_hidden else 0)) * d
-                if mode == "eprop" and into_hidden:
-                    traces += 2 * batch * n * d
-                target_type = graph.populations[graph.projections[name].target].type
-                if mode == "eprop" and target_type == "AdaptiveLIF":
-                    traces += batch * m * n * d
-                    snapshots += batch * k * m * n * d
-        if mode == "eprop":
-            traces += sum(2 * batch * p.size * d for p in hidden if p.type != "LI")
-        training["eligibility_traces"] = traces
-        training["signal_buffers"] = snapshots
-        training["step_workspace"] += sum(batch * k * p.size * d for p in hidden if p.type != "LI")
-        training.update(_engine(graph))
-        training["outer_workspace"] = _outer_workspace(graph)
-        if mode == "eprop" and any(p.type == "AdaptiveLIF" for p in hidden):
-            notes.append("AdaptiveLIF e-prop keeps per-synapse threshold traces ea (B, M, N)")
-    elif mode in ("bptt", "bptt_checkpoint"):
-        per_step = SAVED_PER_NEURON_STEP * batch * neurons * d
-        if mode == "bptt":
-            training["saved_activations"] = steps * per_step
-        else:
-            segment = segment or math.ceil(math.sqrt(steps))
-            boundaries = math.ceil(steps / segment) * 3 * batch * neurons * d
-            training["saved_activations"] = min(segment, steps) * per_step + boundaries
-        training.update(_engine(graph))
-        training["outer_workspace"] = _outer_workspace(graph)
+    segment = (segment or math.ceil(math.sqrt(steps))) if mode == "bptt_checkpoint" else None
+    rule = registry.get("bptt" if mode == "bptt_checkpoint" else mode)  # the algorithm the mode runs
+    terms, notes = rule.plan(graph, batch=batch, steps=steps, mode=mode, segment=segment, dtype_bytes=d)
+    for key, value in terms.items():  # the rule's own terms add to the shared components
+        training[key] = training.get(key, 0) + value
+    training.update(_engine(graph))
+    training["outer_workspace"] = _outer_workspace(graph)
     return MemoryPlan(model=graph.name, mode=mode, batch=batch, steps=steps, inference=inference,
                       training=training, segment=segment if mode == "bptt_checkpoint" else None,
                       notes=notes)
