@@ -77,7 +77,8 @@ from neuro.engine import state as engine_state
 from neuro.engine.params import ParamType
 from neuro.engine.slot import Slot
 from neuro.engine.step import step_dense, step_entries
-from neuro.numerics import POSIT16, ROUNDINGS, PositFormat, Quire, resolve_storage
+from neuro.numerics import POSIT16, ROUNDINGS, PositFormat, Quire
+from neuro.numerics.formats import resolve_storage
 
 __all__ = ["UpdateEngine"]
 

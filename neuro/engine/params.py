@@ -8,7 +8,7 @@ A :class:`ParamType` says
   trailing axis of size 1, and the engine treats both identically.
 * ``grades``: the grades the values may hold; every other coefficient is exactly 0 after each update.
 * ``constraint``: ``None``; ``"rotor"`` (each multivector is a unit element of the even
-  subalgebra, ``R R~ = 1``); :class:`Bounds` ``(lo, hi)`` (every coefficient clamped, e.g. STDP weight
+  subalgebra, ``R R~ = 1``); :class:`Bounds` ``(lo, hi)`` (every coefficient clamped, e.g. weight
   bounds); :class:`Sign` (Dale's law: ``"excitatory"`` values are >= 0, ``"inhibitory"`` <= 0).
 * ``storage``: the number format of the stored values: ``"float32"``, ``"float64"`` or a
   :class:`~neuro.numerics.PositFormat` (``None``: the format of the parameter's engine group).

@@ -9,21 +9,11 @@ sum to storage, nearest or stochastic), :mod:`~.streams` (keyed random numbers),
 :mod:`~.kernels` (the compiled integer kernels), :mod:`~.threads` (intra-op thread control).
 
 ``NAMED_FORMATS`` maps the names used in model files to formats; ``"float32"`` and ``"float64"``
-(``FLOAT_STORAGE``) are plain IEEE storage.  This package imports nothing from neuro but itself
-and ``neuro._kernels``.
+are plain IEEE storage (the storage vocabulary: :mod:`neuro.numerics.formats`).  This package
+imports nothing from neuro but itself and ``neuro._kernels``.
 """
 
-from neuro.numerics.formats import (
-    FLOAT_STORAGE,
-    NAMED_FORMATS,
-    STORAGE_BYTES,
-    STORAGE_FORMATS,
-    Storage,
-    resolve_storage,
-    storage_from_json,
-    storage_name,
-    storage_to_json,
-)
+from neuro.numerics.formats import NAMED_FORMATS, STORAGE_BYTES
 from neuro.numerics.posit import BPOSIT16, BPOSIT32, POSIT8, POSIT16, POSIT32, PositFormat
 from neuro.numerics.quire import Quire
 from neuro.numerics.rounding import ROUNDINGS, next_value, round_nearest, round_quire, round_sum_nearest
@@ -37,14 +27,7 @@ __all__ = [
     "BPOSIT16",
     "BPOSIT32",
     "NAMED_FORMATS",
-    "FLOAT_STORAGE",
-    "STORAGE_FORMATS",
     "STORAGE_BYTES",
-    "Storage",
-    "resolve_storage",
-    "storage_name",
-    "storage_to_json",
-    "storage_from_json",
     "Quire",
     "ROUNDINGS",
     "next_value",

@@ -3,8 +3,8 @@
 The ``(K, M, N)`` products are never materialised: each factor's exact fixed-point form is cut
 into a few digit planes of at most ``c`` bits; a float64 matmul of two planes is exact as long as
 every partial sum stays below 2**53, which holds by the choice of ``c`` and of the chunk of ``K``;
-the integer result is folded into the limbs (:meth:`Quire.fold`).  A spike train (0/1) is one
-plane, so STDP and gradient updates cost a handful of GEMMs.  Real x real factors span more bits
+the integer result is folded into the limbs (:meth:`Quire.fold`).  A 0/1 event train is one
+plane, so such updates cost a handful of GEMMs.  Real x real factors span more bits
 than one GEMM can hold, but mostly because of a few values far below the rest: each factor is cut
 at a planned bit (``_plan_split``), the bits at or above the cuts make one GEMM per chunk of K,
 and the rare values with bits below a cut are added through a sparse path (``index_add`` of exact
@@ -228,22 +228,14 @@ def _outer_fast(q, post: torch.Tensor, pre: torch.Tensor) -> bool:
     for start in range(0, k, rows):
         stop = min(k, start + rows)
         with one_thread():
-            if split is not None and split_a:
-                da = _pipe_split(
-                    q, post[start:stop], buf_a[: stop - start], kind_a, lo_a, hi_a, start, sparse_a
-                )
-            else:
-                da = _pipe_planes(
-                    q, post[start:stop], buf_a[: stop - start], kind_a, lo_a, width_a, count_a
-                )
-            if split is not None and split_b:
-                db = _pipe_split(
-                    q, pre[start:stop], buf_b[: stop - start], kind_b, lo_b, hi_b, start, sparse_b
-                )
-            else:
-                db = _pipe_planes(
-                    q, pre[start:stop], buf_b[: stop - start], kind_b, lo_b, width_b, count_b
-                )
+            da = _pipe_rows(
+                q, post[start:stop], buf_a[: stop - start], (kind_a, lo_a, hi_a, width_a, count_a),
+                start, sparse_a if split is not None and split_a else None,
+            )  # fmt: skip
+            db = _pipe_rows(
+                q, pre[start:stop], buf_b[: stop - start], (kind_b, lo_b, hi_b, width_b, count_b),
+                start, sparse_b if split is not None and split_b else None,
+            )  # fmt: skip
         with gemm_threads():
             acc.addmm_(da.T, db)
         done += stop - start
@@ -259,6 +251,16 @@ def _outer_fast(q, post: torch.Tensor, pre: torch.Tensor) -> bool:
             acc.zero_()
             done = 0
     return True
+
+def _pipe_rows(q, x, buf, plan: tuple, row0: int, found: list | None) -> torch.Tensor:
+    """One block of rows of a factor for :func:`_outer_fast`, ``plan = (kind, lo, hi, width,
+    count)``: with ``found``, its multiples of ``2**lo`` (the cut) into ``buf`` and its remainders
+    into ``found`` (:func:`_pipe_split`); else its ``count`` digit planes (:func:`_pipe_planes`)."""
+    kind, lo, hi, width, count = plan
+    if found is not None:
+        return _pipe_split(q, x, buf, kind, lo, hi, row0, found)
+    return _pipe_planes(q, x, buf, kind, lo, width, count)
+
 
 @single_threaded
 def _flush_sparse(

@@ -134,12 +134,12 @@ class FloatPlanes:
 
 
 def as_factor(x, device: torch.device, what: str) -> torch.Tensor:
-    """Validate a quire input: a float tensor, or a bool tensor (spikes, exactly 0/1), on ``device``."""
+    """Validate a quire input: a float tensor, or a bool tensor (0/1 events, exact), on ``device``."""
     if not isinstance(x, torch.Tensor):
         x = torch.as_tensor(x, dtype=torch.float64)
     if not (x.dtype.is_floating_point or x.dtype == torch.bool):
         raise ValueError(
-            f"Quire.{what}: expected a floating-point (or bool spike) tensor, got dtype {x.dtype}"
+            f"Quire.{what}: expected a floating-point (or bool 0/1) tensor, got dtype {x.dtype}"
         )
     return x.to(device)
 
@@ -147,7 +147,7 @@ def as_factor(x, device: torch.device, what: str) -> torch.Tensor:
 def _quantized(fmt: PositFormat, x: torch.Tensor, tail: int) -> tuple[torch.Tensor, torch.Tensor, int]:
     """``(round(x) as float64 with NaR -> 0, NaR mask over the last `tail` dims, sig bits)``.
 
-    Bool tensors are spike trains: exactly 0/1, no rounding needed (1 significant bit).
+    Bool tensors are event trains: exactly 0/1, no rounding needed (1 significant bit).
     """
     tail_shape = x.shape[x.dim() - tail :]
     if x.dtype == torch.bool:

@@ -357,8 +357,8 @@ class Quire:
         """Add ``sum_k round(scale) * round(post[k, :])^T round(pre[k, :])`` exactly.
 
         Args:
-            post: ``(K, M)`` (or ``(M,)`` for K = 1), e.g. postsynaptic errors or spikes.
-            pre: ``(K, N)`` (or ``(N,)``), e.g. presynaptic spikes or traces.
+            post: ``(K, M)`` (or ``(M,)`` for K = 1), e.g. errors or 0/1 events (bool).
+            pre: ``(K, N)`` (or ``(N,)``), e.g. 0/1 events or traces.
             scale: optional scalar, or a tensor broadcastable to ``post`` (per-sample or per-row
                 factors such as a learning rate or ``A_plus``); rounded to the format.
         The quire's shape must be ``(M, N)``.  A handful of exact float64 GEMMs of digit planes
@@ -604,7 +604,7 @@ def _times(limbs: torch.Tensor, factor: int) -> torch.Tensor:
     """Normalised limbs ``(*shape, L)`` (L >= 1) times an integer ``0 < factor <= 2**31``, normalised,
     in a new tensor of ``L`` limbs, or ``L + 1`` when the product may need them: every partial
     product and carry stays below 2**63, and with ``|top| <= t`` the new top lies in
-    ``[-t * factor, (t + 1) * factor)``, which fits a signed 32-bit limb when ``(t + 1) * factor <= 2**31``."""
+    ``[-t * factor, (t + 1) * factor)``: a signed 32-bit limb when ``(t + 1) * factor <= 2**31``."""
     top = int(limbs[..., -1].abs().amax()) if limbs.numel() else 0
     extra = 0 if (top + 1) * factor <= 1 << 31 else 1
     zeros = torch.zeros(*limbs.shape[:-1], extra, dtype=torch.int64, device=limbs.device)

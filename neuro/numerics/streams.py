@@ -7,7 +7,7 @@ process.  Two forms, each with its own key derivation (the recorded weight diges
 so neither may change):
 
 * :func:`sample_generator` -- a fresh :class:`torch.Generator` seeded with :func:`derive_seed`, for
-  the data layer's draws (Poisson spikes, shuffles, generated data sets) through torch's samplers::
+  the data layer's draws (Poisson inputs, shuffles, generated data sets) through torch's samplers::
 
       h = BLAKE2b(digest_size=8, person=b"neuro.data.v1")
       for key in (seed, *keys):
