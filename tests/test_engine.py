@@ -15,17 +15,26 @@ from hypothesis import strategies as st
 
 from neuro.algebra import Algebra
 from neuro.engine import Bounds, ParamType, Sign, UpdateEngine, flatten_state_dict, unflatten_state_dict
-from neuro.engine.exact import (
-    _nearest,
+from neuro.numerics import (
+    BPOSIT16,
+    BPOSIT32,
+    POSIT8,
+    POSIT16,
+    POSIT32,
+    PositFormat,
+    Quire,
     counter_uniform,
-    quire_from_float64,
+    round_nearest,
     round_quire,
     round_sum_nearest,
-    scale_quire,
     stream_key,
 )
-from neuro.engine.fast import estimate_float, estimate_limbs, round_nearest_fast, round_stochastic_fast
-from neuro.numerics import BPOSIT16, BPOSIT32, POSIT8, POSIT16, POSIT32, PositFormat, Quire
+from neuro.numerics.fast_rounding import (
+    estimate_float,
+    estimate_limbs,
+    round_nearest_fast,
+    round_stochastic_fast,
+)
 
 # ----------------------------------------------------------------------------- oracles
 
@@ -85,20 +94,20 @@ def frac(t: torch.Tensor) -> list[Fraction]:
 # ----------------------------------------------------------------------------- exact helpers
 
 
-def test_quire_from_float64_and_scale_are_exact():
+def test_quire_from_float64_and_scaled_are_exact():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(500, generator=g, dtype=torch.float64) * torch.exp2(
         torch.randint(-60, 60, (500,), generator=g).double()
     )
     x[7] = 0.0
-    q = quire_from_float64(POSIT16, x)
+    q = Quire.from_float64(POSIT16, x)
     assert torch.equal(q.to_float(), x)
     for sig, e in [(3, -7), (-1023, 45), (2**29 - 1, -100), (1, 0)]:
-        s = scale_quire(q, sig, e)
+        s = q.scaled(sig, e)
         exact = [v * sig * Fraction(2) ** e for v in frac(x)]
         got = [Fraction(float(v)) for v in s.to_float()]
         assert got == [Fraction(float(v)) for v in exact]  # values fit float64: no rounding involved
-    nan = quire_from_float64(POSIT16, torch.tensor([1.0, float("nan"), float("inf")], dtype=torch.float64))
+    nan = Quire.from_float64(POSIT16, torch.tensor([1.0, float("nan"), float("inf")], dtype=torch.float64))
     assert nan.nar.tolist() == [False, True, True]
 
 
@@ -106,8 +115,8 @@ def test_round_quire_float32_is_a_single_rounding():
     # 1 + 2**-24 is the float32 midpoint between 1 and 1 + 2**-23; a tail of 2**-54 decides, but is
     # lost when the exact value is first read to float64 (double rounding would give 1.0).
     for base, tail in [(1.0, 2.0**-54), (1.0 + 2.0**-23, -(2.0**-54)), (1.0, -(2.0**-54)), (1.0, 0.0)]:
-        q = quire_from_float64(POSIT16, torch.tensor([base + 2.0**-24], dtype=torch.float64))
-        q.merge(quire_from_float64(POSIT16, torch.tensor([tail], dtype=torch.float64)))
+        q = Quire.from_float64(POSIT16, torch.tensor([base + 2.0**-24], dtype=torch.float64))
+        q.merge(Quire.from_float64(POSIT16, torch.tensor([tail], dtype=torch.float64)))
         exact = Fraction(base) + Fraction(2) ** -24 + Fraction(tail)
         got = float(round_quire(q, "float32")[0])
         assert Fraction(got) == float32_round(exact), (base, tail)
@@ -116,7 +125,7 @@ def test_round_quire_float32_is_a_single_rounding():
 def test_stochastic_rounding_is_unbiased_and_reproducible():
     n = 20000
     x = torch.full((n,), 1.0 + 2.0**-13, dtype=torch.float64)  # between 1 and 1 + 2**-11 (posit16)
-    q = quire_from_float64(POSIT16, x)
+    q = Quire.from_float64(POSIT16, x)
     u = counter_uniform(stream_key(1, 2, 3), (n,))
     r = round_quire(q, POSIT16, "stochastic", u)
     assert set(r.unique().tolist()) == {1.0, 1.0 + 2.0**-11}
@@ -127,7 +136,7 @@ def test_stochastic_rounding_is_unbiased_and_reproducible():
     assert torch.equal(r, round_quire(q, POSIT16, "stochastic", same))
     assert not torch.equal(r, round_quire(q, POSIT16, "stochastic", other))
     onehalf = torch.full((n,), 1.5, dtype=torch.float64)
-    assert torch.equal(round_quire(quire_from_float64(POSIT16, onehalf), POSIT16, "stochastic", u), onehalf)
+    assert torch.equal(round_quire(Quire.from_float64(POSIT16, onehalf), POSIT16, "stochastic", u), onehalf)
 
 
 @pytest.mark.parametrize(
@@ -156,13 +165,13 @@ def test_fast_rounding_of_w_plus_q_equals_the_exact_path(storage):
             target = torch.where(torch.isnan(target), torch.zeros_like(target), target)
         else:
             target = w * (1 + 2.0**-29)
-        q = quire_from_float64(fmt, target)
-        q.merge(quire_from_float64(fmt, -w))
+        q = Quire.from_float64(fmt, target)
+        q.merge(Quire.from_float64(fmt, -w))
         tiny = torch.randint(-1, 2, (n,), generator=g).double() * 2.0 ** -(90 * trial)
-        q.merge(quire_from_float64(fmt, tiny))
+        q.merge(Quire.from_float64(fmt, tiny))
         exact = q.clone()
-        exact.merge(quire_from_float64(fmt, w))
-        assert torch.equal(round_sum_nearest(w, q, storage), _nearest(exact, storage))
+        exact.merge(Quire.from_float64(fmt, w))
+        assert torch.equal(round_sum_nearest(w, q, storage), round_nearest(exact, storage))
 
 
 # ----------------------------------------------------------------------------- engine vs oracle
@@ -537,17 +546,17 @@ def _check_fast_rounding(data):
         )
         d[:10] = 0
         d[10:20] = fmt.quantize(d[10:20])  # few bits: exact sums and ties
-        q = quire_from_float64(fmt, d)
+        q = Quire.from_float64(fmt, d)
         est = estimate_float(d, sig * 2.0**e)
     else:
         q = _random_sums(fmt, n, g, kind, lo_limb, width)
         est = estimate_limbs(q.limbs.reshape(n, -1), q.offset, sig * 2.0**e, top_bit)
-    lr_d = scale_quire(q, sig, e)
+    lr_d = q.scaled(sig, e)
     u = torch.rand(n, generator=g, dtype=torch.float64)
     if rounding == "nearest":
         want = round_sum_nearest(w, lr_d, storage)
     else:
-        total = quire_from_float64(fmt, w)
+        total = Quire.from_float64(fmt, w)
         total.merge(lr_d)
         want = round_quire(total, storage, "stochastic", u)
     if est is None:
@@ -617,7 +626,7 @@ def _engine_run(storage, rounding, opt, constraint, fmt):
 @pytest.mark.parametrize("storage", [POSIT8, POSIT16, BPOSIT16, "float32", "float64", POSIT32])
 def test_step_bits_do_not_depend_on_the_fast_path_or_the_blocks(storage, monkeypatch):
     """The fast path and any block size give the bits of the exact path in one block."""
-    import neuro.engine.engine as engine_module
+    import neuro.engine.step as engine_module
 
     cases = [
         ("nearest", "plain", None),
@@ -641,7 +650,7 @@ def test_step_bits_do_not_depend_on_the_fast_path_or_the_blocks(storage, monkeyp
 
 def test_step_workspace_does_not_grow_with_the_parameter(monkeypatch):
     """Peak temporary bytes of step() (TensorBytes) are one block's, whatever the number of rows."""
-    import neuro.engine.engine as engine_module
+    import neuro.engine.step as engine_module
     from neuro.train.plan import TensorBytes
 
     monkeypatch.setattr(engine_module, "STEP_WORKSPACE_BYTES", 1 << 16)

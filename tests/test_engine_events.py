@@ -11,10 +11,11 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import neuro.engine.engine as engine_module
 from neuro.engine import Bounds, ParamType, Sign, UpdateEngine
-from neuro.engine.exact import counter_uniform
-from neuro.numerics import BPOSIT16, BPOSIT32, POSIT8, POSIT16, PositFormat, Quire
-from neuro.numerics import quire as quire_module
+from neuro.engine.step import step_entries
+from neuro.numerics import BPOSIT16, BPOSIT32, POSIT8, POSIT16, PositFormat, Quire, counter_uniform
+from neuro.numerics import kernels as kernels_module
 from neuro.rules import PairSTDP, PairSTDPParameters
 
 try:  # tests/ is on sys.path under pytest's default import mode
@@ -56,12 +57,12 @@ def test_events_equal_the_dense_outer_product_and_the_fraction_sum(
 ):
     """Same limbs (after trim, a canonical form) as ``add_outer``, and the exact Fraction sum, with
     the compiled kernel (neuro/_kernels/quire.c) and with the torch path."""
-    saved = quire_module._USE_KERNEL
-    quire_module._USE_KERNEL = compiled
+    saved = kernels_module.ENABLED
+    kernels_module.ENABLED = compiled
     try:
         _check_events(FORMATS[fmt], seed, k, m, n, calls, boolean)
     finally:
-        quire_module._USE_KERNEL = saved
+        kernels_module.ENABLED = saved
 
 
 def _check_events(fmt, seed, k, m, n, calls, boolean):
@@ -133,11 +134,9 @@ def test_compiled_carry_pass_equals_the_torch_one(length, monkeypatch):
     raw[0, 0, -1] = (1 << 62) - 5  # forces a wider window
     results = []
     for compiled in (True, False):
-        monkeypatch.setattr(quire_module, "_USE_KERNEL", compiled)
-        q = Quire(BPOSIT32, (50, 7))
-        q._limbs, q._offset, q._pending = raw.clone(), -2, 1
-        q.normalize()
-        results.append((q.offset, q._limbs, limbs_values(q._limbs, q.offset)))
+        monkeypatch.setattr(kernels_module, "ENABLED", compiled)
+        q = Quire.from_limbs(BPOSIT32, raw, -2)  # a copy of the raw limbs, normalised
+        results.append((q.offset, q.limbs, limbs_values(q.limbs, q.offset)))
     assert results[0][0] == results[1][0] and torch.equal(results[0][1], results[1][1])
     assert results[0][2] == limbs_values(raw, -2)  # the values are the raw limbs' values
     assert results[0][1].shape[-1] > length
@@ -185,30 +184,34 @@ def _stdp_run(dense: bool, storage, rounding, constraint, fmt, *, tamper=None, s
         type=ParamType(constraint=constraint, storage=storage),
     )
     quire, counts = eng._slots[0].quire, {"events": 0, "entries": []}
+    stepped = engine_module.step_entries
     if dense:
         quire.add_outer_events = lambda *a, **k: None
     else:
-        added, stepped = quire.add_outer_events, eng._step_entries
+        added = quire.add_outer_events
 
         def add(*a, **k):
             hit = added(*a, **k)
             counts["events"] += hit is not None
             return hit
 
-        def step(slot, index):
+        def step(slot, index, seed):
             counts["entries"].append(index.numel())
-            return stepped(slot, index)
+            return stepped(slot, index, seed)
 
-        quire.add_outer_events, eng._step_entries = add, step
+        quire.add_outer_events, engine_module.step_entries = add, step
     rule = PairSTDP(PairSTDPParameters(a_plus=0.02, a_minus=0.021), 1e-3)
-    for s in range(steps):
-        rate = 0.005 if s % 4 else 0.05  # every 4th interval too busy for the event path
-        z_pre = torch.rand(8, 1, n, generator=g) < rate
-        z_post = torch.rand(8, 1, m, generator=g) < rate
-        if tamper is not None and s == steps // 2:
-            tamper(w)
-        rule.interval(eng, w, z_pre, z_post)
-        eng.step()
+    try:
+        for s in range(steps):
+            rate = 0.005 if s % 4 else 0.05  # every 4th interval too busy for the event path
+            z_pre = torch.rand(8, 1, n, generator=g) < rate
+            z_post = torch.rand(8, 1, m, generator=g) < rate
+            if tamper is not None and s == steps // 2:
+                tamper(w)
+            rule.interval(eng, w, z_pre, z_post)
+            eng.step()
+    finally:
+        engine_module.step_entries = stepped
     return w, counts
 
 
@@ -225,7 +228,7 @@ def _stdp_run(dense: bool, storage, rounding, constraint, fmt, *, tamper=None, s
 )
 @pytest.mark.parametrize("compiled", [True, False])
 def test_engine_event_path_gives_the_dense_paths_bits(storage, rounding, constraint, compiled, monkeypatch):
-    monkeypatch.setattr(quire_module, "_USE_KERNEL", compiled)
+    monkeypatch.setattr(kernels_module, "ENABLED", compiled)
     for fmt in (BPOSIT32, POSIT16):
         ref, _ = _stdp_run(True, storage, rounding, constraint, fmt)
         got, counts = _stdp_run(False, storage, rounding, constraint, fmt)
@@ -283,8 +286,8 @@ def _step_both_ways(w0, deltas, lr, storage, constraint=None):
     """``w0`` after one event step (every entry) with the compiled rounding and with the torch one."""
     results = []
     for compiled in (True, False):
-        saved = quire_module._USE_KERNEL
-        quire_module._USE_KERNEL = compiled
+        saved = kernels_module.ENABLED
+        kernels_module.ENABLED = compiled
         try:
             w = w0.clone()
             eng = UpdateEngine(
@@ -293,11 +296,11 @@ def _step_both_ways(w0, deltas, lr, storage, constraint=None):
             for d in deltas:
                 eng.accumulate(w, d)
             slot = eng._slots[0]
-            eng._step_entries(slot, torch.arange(w.numel()))
+            step_entries(slot, torch.arange(w.numel()), eng.seed)
             assert slot.step == 1 and not bool(slot.quire.limbs.any())
             results.append(w)
         finally:
-            quire_module._USE_KERNEL = saved
+            kernels_module.ENABLED = saved
     return results
 
 

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from neuro.algebra import Algebra
-from neuro.engine.params import Bounds, ParamType, Sign, storage_from_json, storage_to_json
+from neuro.engine.params import Bounds, ParamType, Sign
 from neuro.numerics import BPOSIT16, POSIT16
+from neuro.numerics.formats import storage_from_json, storage_to_json
 
 
 def test_defaults_and_rotor_grades():

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from neuro.numerics import BPOSIT16, BPOSIT32, POSIT8, POSIT16, POSIT32, PositFormat, Quire
-from neuro.numerics import quire as quire_module
+from neuro.numerics import outer as outer_module
 
 try:  # tests/ is on sys.path under pytest's default import mode
     from numerics_oracle import RefPosit, limbs_of, limbs_values, pow2
@@ -271,7 +271,7 @@ def test_hyp_add_outer_tiny_outliers(data):
     rpre = [rounded(ref, row) for row in pre.double().tolist()]
     q = Quire(fmt, (m, n))
     cost = data.draw(st.sampled_from([0, 1, 10]), label="sparse cost")
-    plans, real_plan = [], quire_module._plan_split
+    plans, real_plan = [], outer_module._plan_split
 
     def spy(*args):
         plans.append(real_plan(*args))
@@ -279,9 +279,9 @@ def test_hyp_add_outer_tiny_outliers(data):
 
     held = data.draw(st.sampled_from([1, 100, 1 << 22]), label="sparse products held")
     with (
-        mock.patch.object(quire_module, "_SPARSE_COST", cost),
-        mock.patch.object(quire_module, "_SPARSE_ELEMS", held),
-        mock.patch.object(quire_module, "_plan_split", spy),
+        mock.patch.object(outer_module, "_SPARSE_COST", cost),
+        mock.patch.object(outer_module, "_SPARSE_ELEMS", held),
+        mock.patch.object(outer_module, "_plan_split", spy),
     ):
         q.add_outer(post, pre)
     assert plans and plans[0] is not None, "add_outer did not split off the outliers"
@@ -852,7 +852,7 @@ def test_trim_of_empty_and_zero_quires_is_canonical():
 def test_gemm_threads_inside_one_thread():
     """The quire's GEMMs get torch's thread count back inside its one-thread pipeline, unless the
     machine is oversubscribed; the count is restored afterwards."""
-    from neuro.numerics._threads import _CORES, gemm_threads, one_thread
+    from neuro.numerics.threads import CORES, gemm_threads, one_thread
 
     saved = torch.get_num_threads()
     torch.set_num_threads(2)
@@ -863,7 +863,7 @@ def test_gemm_threads_inside_one_thread():
             with gemm_threads():
                 assert torch.get_num_threads() == before
             assert torch.get_num_threads() == 1
-    with mock.patch("os.getloadavg", return_value=(_CORES + 1.0, 0.0, 0.0)):
+    with mock.patch("os.getloadavg", return_value=(CORES + 1.0, 0.0, 0.0)):
         with gemm_threads():
             assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before

@@ -102,7 +102,7 @@ def test_engine_receives_the_exact_gradient_and_side_bytes_match_the_formula():
     torch.nn.functional.cross_entropy(scores, labels, reduction="sum").backward()
     for w, leaf in zip(net.weights.values(), leaves):
         # the engine rounds each error signal to bposit32 (~2**-24 relative) and sums the products exactly
-        exact = engine._slot(w).quire.to_float().reshape(w.shape)
+        exact = engine.accumulated(w).reshape(w.shape)
         assert leaf.grad.abs().max() > 0
         torch.testing.assert_close(exact, leaf.grad, rtol=1e-6, atol=1e-6 * float(leaf.grad.abs().max()))
     zero = side_bytes_per_step(x.shape[1], net.sizes, 0) * x.shape[0]

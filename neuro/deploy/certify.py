@@ -58,7 +58,6 @@ __all__ = [
     "memory_plan",
     "run_checks",
     "DEFAULT_MEMORY_BUDGET",
-    "STORAGE_BYTES",
     "cli_certify",
 ]
 
@@ -66,10 +65,6 @@ __all__ = [
 CHECKS: tuple[str, ...] = ("units", "shapes", "grades", "representable", "bounds", "sign", "memory")
 #: Default memory budget of the inference plan, bytes (1 GiB).
 DEFAULT_MEMORY_BUDGET = 1 << 30
-#: Bytes per stored coefficient of each storage format.
-STORAGE_BYTES: dict[str, float] = {
-    "float32": 4, "float64": 8, "posit8": 1, "posit16": 2, "posit32": 4, "bposit16": 2, "bposit32": 4,
-}
 CERTIFICATE_TYPE = "https://neuro.dev/certificate/v1"
 
 

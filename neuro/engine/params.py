@@ -8,7 +8,7 @@ A :class:`ParamType` says
   trailing axis of size 1, and the engine treats both identically.
 * ``grades``: the grades the values may hold; every other coefficient is exactly 0 after each update.
 * ``constraint``: ``None``; ``"rotor"`` (each multivector is a unit element of the even
-  subalgebra, ``R R~ = 1``); :class:`Bounds` ``(lo, hi)`` (every coefficient clamped, e.g. STDP weight
+  subalgebra, ``R R~ = 1``); :class:`Bounds` ``(lo, hi)`` (every coefficient clamped, e.g. weight
   bounds); :class:`Sign` (Dale's law: ``"excitatory"`` values are >= 0, ``"inhibitory"`` <= 0).
 * ``storage``: the number format of the stored values: ``"float32"``, ``"float64"`` or a
   :class:`~neuro.numerics.PositFormat` (``None``: the format of the parameter's engine group).
@@ -26,13 +26,9 @@ from typing import Any
 import torch
 
 from neuro.algebra import Algebra
-from neuro.numerics import NAMED_FORMATS, PositFormat
+from neuro.numerics.formats import Storage, resolve_storage, storage_from_json, storage_name, storage_to_json
 
-__all__ = ["Bounds", "Sign", "ParamType", "Storage", "resolve_storage", "storage_to_json",
-           "storage_from_json", "storage_name"]
-
-Storage = PositFormat | str  # a PositFormat, or "float32" / "float64"
-_FLOAT_STORAGE = {"float32": torch.float32, "float64": torch.float64}
+__all__ = ["Bounds", "Sign", "ParamType"]
 
 
 @dataclass(frozen=True)
@@ -63,42 +59,6 @@ class Sign:
     def __post_init__(self) -> None:
         if self.kind not in ("excitatory", "inhibitory"):
             raise ValueError(f"Sign: kind must be 'excitatory' or 'inhibitory', got {self.kind!r}")
-
-
-def resolve_storage(storage: Any) -> Storage | None:
-    """Normalise a storage spec: ``None``, a PositFormat, ``torch.float32/64`` or a format name."""
-    if storage is None or isinstance(storage, PositFormat):
-        return storage
-    if storage in (torch.float32, torch.float64):
-        return "float32" if storage == torch.float32 else "float64"
-    if isinstance(storage, str):
-        if storage in _FLOAT_STORAGE:
-            return storage
-        if storage in NAMED_FORMATS:
-            return NAMED_FORMATS[storage]
-    raise ValueError(
-        f"storage must be 'float32', 'float64', torch.float32/float64, a PositFormat or one of "
-        f"{sorted(NAMED_FORMATS)}, got {storage!r}"
-    )
-
-
-def storage_name(storage: Storage) -> str:
-    """Display name of a storage format (``"float32"``, ``"posit16"``...)."""
-    return storage if isinstance(storage, str) else storage.name
-
-
-def storage_to_json(storage: Storage | None) -> Any:
-    """JSON-able description of a storage format (inverse: :func:`storage_from_json`)."""
-    if storage is None or isinstance(storage, str):
-        return storage
-    return {"nbits": storage.nbits, "es": storage.es, "rs": storage.rs, "name": storage.name}
-
-
-def storage_from_json(obj: Any) -> Storage | None:
-    """Rebuild a storage format written by :func:`storage_to_json`."""
-    if obj is None or isinstance(obj, str):
-        return resolve_storage(obj)
-    return PositFormat(int(obj["nbits"]), int(obj["es"]), obj.get("rs"), name=obj.get("name"))
 
 
 class ParamType:

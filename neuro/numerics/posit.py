@@ -26,7 +26,7 @@ from fractions import Fraction
 
 import torch
 
-from neuro.numerics._threads import single_threaded
+from neuro.numerics.threads import single_threaded
 
 __all__ = ["PositFormat", "POSIT8", "POSIT16", "POSIT32", "BPOSIT16", "BPOSIT32"]
 
@@ -135,6 +135,17 @@ class PositFormat:
     def quire_integer_bits(self) -> int:
         """Integer bits of the standard-layout quire: enough for maxpos**2 (its top carry aside)."""
         return _ceil_log2(self.maxpos_exact**2)
+
+    @property
+    def quire_top_bit(self) -> int:
+        """A quire sum of this format is NaR once ``|sum| >= 2**quire_top_bit`` (the integer bits
+        plus the 31 carry-guard bits)."""
+        return self.quire_integer_bits + 31
+
+    @property
+    def max_significand_bits(self) -> int:
+        """Significant bits of the widest value (fraction bits plus the hidden bit)."""
+        return self.max_fraction_bits + 1
 
     @property
     def quire_fraction_bits(self) -> int:
@@ -356,7 +367,7 @@ class PositFormat:
         return tables
 
     def _magic_table(self, device: torch.device, single: bool = False) -> torch.Tensor:
-        """Rounding constants for :meth:`_quantize_block`, indexed by ``((|x|_bits - 1) >> m) + 1``
+        """Rounding constants for :meth:`quantize_block`, indexed by ``((|x|_bits - 1) >> m) + 1``
         (``m`` = 52 mantissa bits for float64, 23 for float32 when ``single``).
 
         Index 0 holds exact zero, index ``i >= 1`` the interval ``(2**(s-1), 2**s]`` with
@@ -397,15 +408,16 @@ class PositFormat:
         self._magic_tables[key] = out
         return out
 
-    def _single_ok(self, x: torch.Tensor) -> bool:
-        """Whether a block of ``x`` may be rounded in float32 (see :meth:`_magic_table`)."""
+    def rounds_in_float32(self, x: torch.Tensor) -> bool:
+        """Whether :meth:`quantize_block` rounds a block of ``x`` in float32 (``x`` not float64 and
+        at most 21 fraction bits; see :meth:`_magic_table`)."""
         return x.dtype != torch.float64 and self.max_fraction_bits <= 21
 
-    def _quantize_block(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    def quantize_block(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """``quantize`` of a 1-D block (any float dtype), written into the float64 ``out`` if given
         (and returned).  Without ``out`` the result is float32 where every value of the format
         is a float32 (:attr:`fits_float32`) and ``x`` is not float64, float64 otherwise."""
-        single = self._single_ok(x)
+        single = self.rounds_in_float32(x)
         if single:
             x32 = x if x.dtype == torch.float32 else x.to(torch.float32)
             magic = self._magic_table(x.device, single=True)
@@ -434,18 +446,18 @@ class PositFormat:
         return out
 
     @single_threaded
-    def _quantize_into(self, x: torch.Tensor, out: torch.Tensor) -> None:
+    def quantize_into(self, x: torch.Tensor, out: torch.Tensor) -> None:
         """``out.copy_(quantize(x))`` for a contiguous float ``x`` and a contiguous float64 ``out``
         of the same number of elements, without temporaries the size of ``x``."""
         flat, dest = x.reshape(-1), out.view(-1)
         step = _BLOCK if x.device.type == "cpu" else max(1, flat.numel())
         for start in range(0, flat.numel(), step):
-            self._quantize_block(flat[start : start + step], dest[start : start + step])
+            self.quantize_block(flat[start : start + step], dest[start : start + step])
 
     def _quantize(self, x: torch.Tensor) -> torch.Tensor:
         x = self._check_float_dtype(x, "quantize").contiguous()
         out = torch.empty(x.shape, dtype=torch.float64, device=x.device)
-        self._quantize_into(x, out)
+        self.quantize_into(x, out)
         return out
 
     @single_threaded

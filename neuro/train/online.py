@@ -38,13 +38,9 @@ QUIRE_WINDOW = (-5, 3)
 
 
 def preallocate_quires(engine, window: tuple[int, int] = QUIRE_WINDOW) -> None:
-    """Allocate every parameter's quire limbs ``[lo, hi)`` now, as :mod:`neuro.train.plan` assumes.
-
-    Uses the engine's per-parameter quires (``engine._slot(p).quire.widen``): the engine has no
-    public pre-allocation call yet.
-    """
+    """Allocate every parameter's quire limbs ``[lo, hi)`` now, as :mod:`neuro.train.plan` assumes."""
     for p in engine.parameters():
-        engine._slot(p).quire.widen(*window)
+        engine.reserve_window(p, window)
 
 
 class _Project(torch.autograd.Function):

@@ -28,7 +28,7 @@ population, ``M x N``: a projection's weight, ``d``: bytes of the compute dtype,
   decoded moments, the exact ``lr * D`` and ``w + lr * D`` quires), measured with
   :class:`TensorBytes` and constant over shapes (128x128 .. 512x64).  ``accumulate_outer``'s
   transient (``outer_workspace``) never overlaps it.  ``step`` works in row blocks of a fixed
-  byte budget (:func:`neuro.engine.engine.step_block_rows`), so this is bounded whatever the size.
+  byte budget (:func:`neuro.engine.step.step_block_rows`), so this is bounded whatever the size.
 * ``outer_workspace`` (every training mode): ``accumulate_outer``'s transient on the largest weight,
   ``ACCUMULATE_OUTER_PER_WEIGHT`` bytes per entry (measured); every mode hands contributions to the
   engine while its forward/backward state is alive, so it belongs to that phase.
@@ -78,6 +78,7 @@ from neuro.model.graph import ModelGraph
 from neuro.rules import registry
 from neuro.train.data import compute_dtype
 from neuro.train.modes import LOSS_MODES
+from neuro.numerics import STORAGE_BYTES
 
 __all__ = [
     "MODES",
@@ -125,8 +126,6 @@ PHASES = {
     "update": ("engine_workspace",),
 }
 _STATE_SLOTS = {"LIF": 3, "LIFBox": 3, "AdaptiveLIF": 4, "LI": 3}
-_STORAGE_BYTES = {"float32": 4, "float64": 8, "posit8": 1, "posit16": 2, "posit32": 4,
-                  "bposit16": 2, "bposit32": 4}
 
 
 @dataclass
@@ -199,7 +198,7 @@ def _trained(graph: ModelGraph) -> list[str]:
 
 def _base(graph: ModelGraph, batch: int, steps: int) -> dict[str, int]:
     d = _dtype_bytes(graph)
-    weights = sum(math.prod(graph.weight_shape(n)) * _STORAGE_BYTES[p.format]
+    weights = sum(math.prod(graph.weight_shape(n)) * STORAGE_BYTES[p.format]
                   for n, p in graph.projections.items())
     resident = sum(math.prod(graph.weight_shape(n)) * d for n in graph.projections)
     states, work = 0, 0
@@ -228,7 +227,7 @@ def _engine(graph: ModelGraph, extra: tuple[tuple[int, int], ...] = ()) -> dict[
     if not numel:
         return {}
     biggest = max(trained, key=lambda n: math.prod(graph.weight_shape(n)))
-    from neuro.engine.engine import step_block_rows
+    from neuro.engine.step import step_block_rows
     m, n = max([_rows_cols(graph, biggest), *extra], key=math.prod)
     buf = 8  # Adam moments: float64 for the 32-bit quire formats neuro.train.loop uses
     return {
@@ -281,7 +280,7 @@ def _reversible(graph: ModelGraph, batch: int, steps: int, spike_rate: float, ch
     sizes, blocks = _reversible_layers(graph)
     shapes = [_rows_cols(graph, n) for n in graph.projections] + blocks
     numel = sum(m * n for m, n in shapes)
-    storage = _STORAGE_BYTES[graph.projections[next(iter(graph.projections))].format]
+    storage = STORAGE_BYTES[graph.projections[next(iter(graph.projections))].format]
     neurons = sum(sizes)
     n_in = sum(p.size for p in graph.inputs())
     out = {

@@ -26,7 +26,7 @@ from typing import TypeVar
 import torch
 
 _lock = threading.Lock()
-_CORES = os.cpu_count() or 1
+CORES = os.cpu_count() or 1
 _depth = 0
 _saved = 1
 
@@ -67,7 +67,7 @@ def single_threaded(fn: F) -> F:
 def gemm_threads():
     """Context for one matrix product: torch's original thread count, also inside
     :func:`one_thread`, unless the machine is busy (then one thread)."""
-    if hasattr(os, "getloadavg") and os.getloadavg()[0] > _CORES:
+    if hasattr(os, "getloadavg") and os.getloadavg()[0] > CORES:
         with one_thread():
             yield
         return

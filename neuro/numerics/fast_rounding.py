@@ -1,4 +1,4 @@
-"""Fast, provably exact rounding of ``w + lr * S`` for most entries (the common case of ``step``).
+"""Fast, provably exact rounding of ``w + lr * S`` for most entries (an engine step's common case).
 
 A quire holds ``S`` exactly in int64 limbs; reading it to float64 exactly (``Quire.to_float``) costs
 dozens of passes. Here ``S`` is read *approximately*, with a rigorous error bound, in a few passes:
@@ -12,6 +12,9 @@ near 0 when ``w`` is 0) are left to the exact path. Stochastic rounding takes th
 exact nearest value and the side of ``x`` are decided as above, and the draw ``u < p`` is decided
 when ``u`` lies outside the bounds on ``p``. Every decided entry has exactly the bits of the exact
 path (tests/test_engine.py checks both against each other).
+
+:func:`round_entries` rounds chosen entries to float storage in the compiled kernel instead (exact
+integer arithmetic on the limbs, ``quire_step_entries`` in ``neuro/_kernels/quire.c``).
 """
 
 from __future__ import annotations
@@ -20,10 +23,12 @@ import math
 
 import torch
 
-from neuro.engine.exact import next_value
-from neuro.numerics import PositFormat
+from neuro.numerics.kernels import compiled_kernels
+from neuro.numerics.posit import PositFormat
+from neuro.numerics.quire import Quire
+from neuro.numerics.rounding import next_value
 
-__all__ = ["estimate_limbs", "estimate_float", "round_nearest_fast", "round_stochastic_fast"]
+__all__ = ["estimate_limbs", "estimate_float", "round_nearest_fast", "round_stochastic_fast", "round_entries"]
 
 _LIMB = 32
 _B = float(2**_LIMB)
@@ -178,7 +183,7 @@ def round_stochastic_fast(
     uniform: torch.Tensor,
 ):
     """``(out, ok)`` as :func:`round_nearest_fast` for stochastic rounding with ``uniform`` (same
-    bits as ``exact.round_quire(..., "stochastic", uniform)``: the exact remainder ``x - c``, read
+    bits as ``round_quire(..., "stochastic", uniform)``: the exact remainder ``x - c``, read
     to float64, over the gap to the neighbour on its side is the probability of moving there)."""
     if storage == "float64":
         return w, torch.zeros_like(w, dtype=torch.bool)
@@ -211,3 +216,29 @@ def round_stochastic_fast(
         gmin = torch.where(gaps > 0, gaps, torch.full_like(gaps, float("inf"))).amin(0)
         decided[i] = uniform[i] >= (a[i].abs() + delta[i]) / gmin * (1 + 2.0**-50)
     return torch.where(take & ~exact, nb, c), ok & decided
+
+
+def round_entries(
+    q: Quire, index: torch.Tensor, lr: tuple[int, int], w: torch.Tensor, lo: float, hi: float
+) -> torch.Tensor | None:
+    """Nearest rounding of ``w + sig * 2**exp * S`` (``lr = (sig, exp)``) at flat entries ``index``
+    to ``w``'s IEEE storage (float32 or float64, C-contiguous, flat entries as the quire's),
+    clamped to ``[lo, hi]`` and written into ``w``; the decided entries' accumulators are zeroed.
+
+    Exact integer arithmetic in the compiled kernel, straight from the limbs (pending carries
+    allowed).  Returns the entries left undecided (results that would be subnormal or overflow,
+    or sums too wide for the kernel's buffers: round them with
+    :func:`~neuro.numerics.rounding.round_sum_nearest`), or None, with nothing done, when the
+    compiled kernel is unavailable or ``q`` is not on the CPU.
+    """
+    kernel = compiled_kernels() if q.device.type == "cpu" else None
+    if kernel is None:
+        return None
+    sig, exp = lr
+    limbs = q.writable_limbs()
+    left = torch.empty_like(index)
+    count = kernel.quire_step_entries(
+        index.data_ptr(), index.numel(), limbs.data_ptr(), limbs.shape[-1], q.offset,
+        sig, exp, w.data_ptr(), int(w.dtype == torch.float64), lo, hi, left.data_ptr(),
+    )  # fmt: skip
+    return left[:count]

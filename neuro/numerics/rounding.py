@@ -1,8 +1,11 @@
-"""Exact helpers around :class:`~neuro.numerics.Quire`: load float64 values, scale by a posit,
-round once to a storage format (nearest-even or stochastic), and a counter-based random stream.
+"""Rounding exact quire sums once to a storage format: nearest-even or stochastic.
 
-Everything here is integer arithmetic on quire limbs except where a float64 result is returned, and
-every function is element-wise (vectorised torch code, no Python loop over elements).
+A storage is a :class:`~neuro.numerics.PositFormat` or ``"float32"`` / ``"float64"``
+(:mod:`neuro.numerics.formats`).  :func:`round_quire` is the definition (an exact quire read once);
+:func:`round_sum_nearest` rounds ``w + q`` for a float64 ``w`` with a rounding test that leaves
+the exact path to the few entries near a rounding boundary; :mod:`neuro.numerics.fast_rounding`
+decides most entries of ``w + lr * S`` straight from the limbs.  Every function is element-wise
+(vectorised torch code, no Python loop over elements).
 """
 
 from __future__ import annotations
@@ -11,114 +14,19 @@ import functools
 
 import torch
 
-from neuro.numerics import PositFormat, Quire
+from neuro.numerics.posit import PositFormat
+from neuro.numerics.quire import Quire
 
-__all__ = [
-    "quire_from_float64",
-    "scale_quire",
-    "round_quire",
-    "next_value",
-    "counter_uniform",
-    "stream_key",
-    "quire_sign",
-    "round_sum_nearest",
-]
+__all__ = ["ROUNDINGS", "next_value", "round_nearest", "round_quire", "round_sum_nearest"]
 
-_LIMB = 32
-_MASK = (1 << _LIMB) - 1
-_U64 = (1 << 64) - 1
-
-
-# ----------------------------------------------------------------------------- exact loading
-def quire_from_float64(fmt: PositFormat, x: torch.Tensor) -> Quire:
-    """A quire of shape ``x.shape`` holding the float64 values ``x`` *exactly*.
-
-    Unlike ``Quire.add`` (which first rounds its input to ``fmt``) any finite float64 value is kept
-    bit for bit: ``x = sig * 2**e`` with a 53-bit integer ``sig`` is scattered into 32-bit limbs.
-    NaN and infinities become NaR.  ``fmt`` only names the quire's format (for later rounding).
-    """
-    x = x.to(torch.float64)
-    shape = x.shape
-    flat = x.reshape(-1)
-    finite = torch.isfinite(flat)
-    nar = ~finite
-    flat = torch.where(finite, flat, torch.zeros((), dtype=torch.float64, device=flat.device))
-    mant, ex = torch.frexp(flat)
-    sig = (mant * float(1 << 53)).to(torch.int64)  # exact: |mant| in [0.5, 1) has 53 bits
-    exp = ex.to(torch.int64) - 53
-    nonzero = sig != 0
-    if not bool(nonzero.any()):
-        q = Quire(fmt, shape, device=x.device)
-        if bool(nar.any()):
-            q = Quire.from_limbs(
-                fmt, torch.zeros(*shape, 1, dtype=torch.int64, device=x.device), 0, nar.reshape(shape)
-            )
-        return q
-    lo = int(exp[nonzero].min())
-    hi = int(exp[nonzero].max()) + 53
-    off = lo // _LIMB
-    length = -(-hi // _LIMB) - off + 2
-    pos = torch.where(nonzero, exp - _LIMB * off, torch.zeros_like(exp))
-    j = pos // _LIMB
-    b = pos % _LIMB
-    mag = sig.abs()
-    one = torch.ones_like(b)
-    low = (mag & ((one << (_LIMB - b)) - 1)) << b  # < 2**32
-    rest = mag >> (_LIMB - b)  # < 2**53
-    limbs = torch.zeros(flat.numel(), length, dtype=torch.int64, device=x.device)
-    limbs.scatter_add_(1, j.unsqueeze(1), low.unsqueeze(1))
-    limbs.scatter_add_(1, (j + 1).unsqueeze(1), (rest & _MASK).unsqueeze(1))
-    limbs.scatter_add_(1, (j + 2).unsqueeze(1), (rest >> _LIMB).unsqueeze(1))
-    limbs = torch.where((sig < 0).unsqueeze(1), -limbs, limbs)
-    return Quire.from_limbs(fmt, limbs.reshape(*shape, length), off, nar.reshape(shape))
-
-
-def scale_quire(q: Quire, sig: int, exp: int) -> Quire:
-    """A new quire holding ``q * sig * 2**exp`` exactly (``|sig| < 2**30``, e.g. a posit's significand).
-
-    The normalised limbs (each below 2**32 in magnitude) are multiplied by the integer ``sig``
-    (products below 2**62, so int64 is exact), then shifted by ``exp`` bits: whole limbs move the
-    window's offset, the remaining ``b < 32`` bits split each limb into a part that stays and a part
-    that carries into the next limb.  NaR entries stay NaR.
-    """
-    sig, exp = int(sig), int(exp)
-    if abs(sig) >= 1 << 30:
-        raise ValueError(f"scale_quire: |sig| must be below 2**30, got {sig}")
-    limbs = q.limbs
-    nar = q.nar
-    length = limbs.shape[-1]
-    if length == 0 or sig == 0:
-        out = Quire(q.fmt, q.shape, device=q.device)
-        if bool(nar.any()):
-            out = Quire.from_limbs(
-                q.fmt, torch.zeros(*q.shape, 1, dtype=torch.int64, device=q.device), 0, nar
-            )
-        return out
-    whole, b = divmod(exp, _LIMB)
-    prod = limbs * sig
-    if b:
-        out = torch.zeros(*q.shape, length + 1, dtype=torch.int64, device=q.device)
-        out[..., :length] += (prod & ((1 << (_LIMB - b)) - 1)) << b
-        out[..., 1:] += prod >> (_LIMB - b)
-    else:
-        out = prod
-    return Quire.from_limbs(q.fmt, out, q.offset + whole, nar)
-
-
-def quire_sign(q: Quire) -> torch.Tensor:
-    """Exact sign (-1, 0, +1; int64) of every accumulator (NaR reads as 0)."""
-    limbs = q.limbs
-    if limbs.shape[-1] == 0:
-        return torch.zeros(q.shape, dtype=torch.int64, device=q.device)
-    neg = limbs[..., -1] < 0
-    nonzero = (limbs != 0).any(-1) & ~q.nar
-    return torch.where(neg, -1, torch.where(nonzero, 1, 0)).to(torch.int64)
+#: The rounding modes of a step: to nearest (ties to even) or stochastic.
+ROUNDINGS: tuple[str, ...] = ("nearest", "stochastic")
 
 
 def _minus(q: Quire, c: torch.Tensor) -> Quire:
     """``q - c`` exactly (``c`` float64 of q's shape)."""
     r = q.clone()
-    r.merge(quire_from_float64(q.fmt, -c))
+    r.merge(Quire.from_float64(q.fmt, -c))
     return r
 
 
@@ -147,8 +55,9 @@ def next_value(x: torch.Tensor, storage: PositFormat | str, direction: torch.Ten
 
 
 # ----------------------------------------------------------------------------- rounding
-def _nearest(q: Quire, storage: PositFormat | str) -> torch.Tensor:
-    """``q``'s exact values rounded once, to nearest (ties to even), to ``storage``; float64 out."""
+def round_nearest(q: Quire, storage: PositFormat | str) -> torch.Tensor:
+    """``q``'s exact values rounded once, to nearest (ties to even), to ``storage``; float64 of
+    ``q.shape`` (NaR -> NaN).  Posits saturate at +-maxpos and never round a non-zero value to 0."""
     if isinstance(storage, PositFormat):
         if storage == q.fmt:
             bits = q.to_bits()
@@ -160,7 +69,7 @@ def _nearest(q: Quire, storage: PositFormat | str) -> torch.Tensor:
             false_nar = (bits == storage.nar) & ~q.nar
             if bool(false_nar.any()):
                 n = storage.nbits
-                sat = torch.where(quire_sign(q) < 0, (1 << n) - storage.maxpos_bits, storage.maxpos_bits)
+                sat = torch.where(q.sign() < 0, (1 << n) - storage.maxpos_bits, storage.maxpos_bits)
                 bits = torch.where(false_nar, sat, bits)
         return storage.decode(bits)
     v64 = q.to_float()
@@ -177,7 +86,7 @@ def _nearest(q: Quire, storage: PositFormat | str) -> torch.Tensor:
     at_mid = finite & torch.isfinite(nb) & (v64 == mid) & (v64 != c0.to(torch.float64))
     out = c0.to(torch.float64)
     if bool(at_mid.any()):
-        s = quire_sign(_minus(q, v64))  # sign of exact - midpoint
+        s = _minus(q, v64).sign()  # sign of exact - midpoint
         even_c0 = (c0.view(torch.int32) & 1) == 0
         pick_nb = (s == toward) | ((s == 0) & ~even_c0)
         out = torch.where(at_mid & pick_nb, nb.to(torch.float64), out)
@@ -203,16 +112,16 @@ def round_quire(
         uniform: float64 numbers in [0, 1) of ``q.shape`` (required for ``"stochastic"``).
     NaR entries give NaN.
     """
-    c = _nearest(q, storage)
+    c = round_nearest(q, storage)
     if rounding == "nearest":
         return c
     if rounding != "stochastic":
-        raise ValueError(f"round_quire: rounding must be 'nearest' or 'stochastic', got {rounding!r}")
+        raise ValueError(f"round_quire: rounding must be one of {ROUNDINGS}, got {rounding!r}")
     if uniform is None or uniform.shape != q.shape:
         raise ValueError("round_quire: stochastic rounding needs uniform numbers of the quire's shape")
     cf = torch.where(torch.isfinite(c), c, torch.zeros_like(c))
     rq = _minus(q, cf)
-    direction = quire_sign(rq)
+    direction = rq.sign()
     r = rq.to_float()
     nb = next_value(cf, storage, direction)
     gap = (nb - cf).abs()
@@ -223,62 +132,7 @@ def round_quire(
     return torch.where(torch.isfinite(c), out, c)
 
 
-# ----------------------------------------------------------------------------- random stream
-def _mix64(z: int) -> int:
-    """SplitMix64 finaliser on a Python int (mod 2**64)."""
-    z &= _U64
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _U64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _U64
-    return z ^ (z >> 31)
-
-
-def stream_key(*parts: int) -> int:
-    """A 64-bit key from integers (e.g. seed, step, parameter index), order-sensitive."""
-    key = 0x6A09E667F3BCC909
-    for p in parts:
-        key = _mix64(key ^ _mix64(int(p) & _U64))
-    return key
-
-
-def _to_i64(u: int) -> int:
-    return u - (1 << 64) if u >= 1 << 63 else u
-
-
-def _srl(z: torch.Tensor, k: int) -> torch.Tensor:
-    """Logical right shift of int64 bit patterns."""
-    return (z >> k) & ((1 << (64 - k)) - 1)
-
-
-def counter_uniform(
-    key: int,
-    shape: tuple[int, ...] | torch.Size,
-    device=None,
-    start: int = 0,
-    index: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Counter-based uniform numbers in [0, 1): element ``i`` (row-major) is ``f(key, start + i)``;
-    with ``index`` (long, of ``shape``), element ``j`` is ``f(key, start + index[j])`` -- the numbers
-    of scattered elements, equal to those of the whole tensor at the same places.
-
-    ``f`` is SplitMix64 of ``key + (i + 1) * golden``: the same (key, shape) gives the same numbers on
-    any machine and in any order of calls; float64 with 53 random bits.
-    """
-    n = 1
-    for s in shape:
-        n *= int(s)
-    gamma = _to_i64(0x9E3779B97F4A7C15)
-    if index is not None:
-        i = index.to(device=device, dtype=torch.int64).reshape(-1) + (start + 1)
-    else:
-        i = torch.arange(start + 1, start + n + 1, dtype=torch.int64, device=device)
-    z = i * gamma + _to_i64(key)  # wraps mod 2**64
-    z = (z ^ _srl(z, 30)) * _to_i64(0xBF58476D1CE4E5B9)
-    z = (z ^ _srl(z, 27)) * _to_i64(0x94D049BB133111EB)
-    z = z ^ _srl(z, 31)
-    return (_srl(z, 11).to(torch.float64) * 2.0**-53).reshape(tuple(shape))
-
-
-# ----------------------------------------------------------------------------- fast w + q
+# ----------------------------------------------------------------------------- w + q
 @functools.cache
 def _wider(fmt: PositFormat) -> PositFormat:
     """The (n+1)-bit format whose extra patterns are ``fmt``'s rounding points (one instance per
@@ -325,9 +179,9 @@ def round_sum_nearest(w: torch.Tensor, q: Quire, storage: PositFormat | str) -> 
     if isinstance(storage, PositFormat) and storage.quire_integer_bits > fmt.quire_integer_bits:
         fmt = storage  # exact fallbacks below need a quire range that holds every storage value
     if isinstance(storage, PositFormat) and storage.nbits >= 32:  # no (n+1)-bit format to test against
-        total = quire_from_float64(fmt, w)
+        total = Quire.from_float64(fmt, w)
         total.merge(Quire.from_limbs(fmt, q.limbs, q.offset, q.nar))
-        return _nearest(total, storage)
+        return round_nearest(total, storage)
     v = q.to_float()
     s = w + v
     bb = s - w
@@ -350,7 +204,7 @@ def round_sum_nearest(w: torch.Tensor, q: Quire, storage: PositFormat | str) -> 
     flat_limbs = q.limbs.reshape(-1, q.limbs.shape[-1])
     sel = bad.reshape(-1)
     sub = Quire.from_limbs(fmt, flat_limbs[sel], q.offset, q.nar.reshape(-1)[sel])
-    sub.merge(quire_from_float64(fmt, w.reshape(-1)[sel]))
+    sub.merge(Quire.from_float64(fmt, w.reshape(-1)[sel]))
     out = c.clone().reshape(-1)
-    out[bad.reshape(-1)] = _nearest(sub, storage)
+    out[bad.reshape(-1)] = round_nearest(sub, storage)
     return out.reshape(c.shape)
