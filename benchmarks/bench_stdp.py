@@ -58,7 +58,7 @@ def run_norse(z_pre, z_post, dt):
 class _NoEngine:
     """Takes the rule's contributions and drops them: times the rule side alone."""
 
-    def accumulate_outer(self, *args) -> None:
+    def accumulate_events(self, *args) -> None:
         pass
 
     def step(self) -> None:

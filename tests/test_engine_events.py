@@ -273,9 +273,9 @@ def test_a_nan_contribution_next_to_events_still_raises_and_leaves_the_weight():
     eng = UpdateEngine([w], format=POSIT16, type=ParamType(storage="float32"))
     post = torch.zeros(1, 20, dtype=F64)
     post[0, 3] = 0.25
-    eng.accumulate_outer(w, post, torch.rand(1, 40, dtype=F64))
+    eng.accumulate_events(w, post, torch.rand(1, 40, dtype=F64))
     assert bool(eng._slots[0].event_rows[3]) and not eng._slots[0].dense
-    eng.accumulate_outer(w, post, torch.full((1, 40), float("nan"), dtype=F64))
+    eng.accumulate_events(w, post, torch.full((1, 40), float("nan"), dtype=F64))
     before = w.clone()
     with pytest.raises(FloatingPointError, match="NaR"):
         eng.step()

@@ -33,7 +33,7 @@ class Oja:
     def interval(self, contributions, weight, z_pre, z_post, reward=None):
         self.intervals += 1
         post = z_post.reshape(-1, z_post.shape[-1]).double() * self.eta
-        contributions.accumulate_outer(weight, post, z_pre.reshape(-1, z_pre.shape[-1]))
+        contributions.accumulate_events(weight, post, z_pre.reshape(-1, z_pre.shape[-1]))
         contributions.accumulate(weight, -post.sum(0)[:, None] * weight.detach().double())
 
 

@@ -42,8 +42,8 @@ What ``step()`` computes, for a parameter ``w`` with accumulated exact sum ``S``
    then rounded once to storage; see :func:`~neuro.engine.slot.rotor_norm_bound` for the
    ``|R R~ - 1|`` guarantee.
 
-Event path (same bits, less work).  An unscaled ``accumulate_outer`` whose rows hold few non-zeros
-on one side (events: 0/1 rows times real rows) is added term by term
+Event path (same bits, less work).  ``accumulate_events``, an outer product whose rows hold few
+non-zeros on one side (events: 0/1 rows times real rows), is added term by term
 (:meth:`Quire.add_outer_events`), and the engine notes the rows and columns those terms reached.
 If nothing else arrived before ``step()``, the parameter is a plain scalar without momentum/Adam
 and currently inside its type (storage values, finite, within bounds/sign, no -0: a few passes
@@ -56,8 +56,10 @@ Layout: :mod:`neuro.engine.slot` (one parameter: storage, type, constraints), :m
 distributed merge).  The engine knows number formats (:mod:`neuro.numerics`) and grades
 (:mod:`neuro.algebra`); it knows nothing of neurons or of the rules that send contributions.
 
-Contributions are values of the group's format: ``accumulate`` / ``accumulate_outer`` round each
-factor to the group's format (as any quire operation does) and then sum products exactly.
+Contributions are values of the group's format: ``accumulate`` / ``accumulate_outer`` /
+``accumulate_events`` (the :class:`~neuro.engine.contributions.Contributions` protocol every rule
+receives) round each factor to the group's format (as any quire operation does) and then sum
+products exactly.
 
 Parameters stay ordinary tensors (``nn.Parameter`` or not) updated in place through ``p.data``;
 after registration and after every step their values are exactly representable in their storage
@@ -101,6 +103,9 @@ class UpdateEngine:
         type: the group's :class:`~neuro.engine.params.ParamType` (default: plain scalars).
         process_group: the ``torch.distributed`` group whose workers' contributions are merged at
             each step (default: the whole world, when torch.distributed is initialised).
+        merge: merge the workers' contributions at each step (default); ``False`` for a replicated
+            run, in which every worker computes the same contributions itself (sequential local
+            rules) and nothing needs to travel.
     """
 
     def __init__(
@@ -117,6 +122,7 @@ class UpdateEngine:
         eps: float = 1e-8,
         type: ParamType | None = None,
         process_group: Any = None,
+        merge: bool = True,
     ) -> None:
         self.defaults: dict[str, Any] = dict(
             format=format,
@@ -130,6 +136,7 @@ class UpdateEngine:
         )
         self.seed = int(seed)
         self.process_group = process_group
+        self.merge = bool(merge)
         self.param_groups: list[dict] = []
         self._slots: list[Slot] = []
         self._by_id: dict[int, Slot] = {}
@@ -242,10 +249,30 @@ class UpdateEngine:
             scale: None, a scalar, or a tensor broadcastable to ``post`` (e.g. ``A_plus``, a reward
                 per sample); rounded to the group's format, the three-factor product is exact.
         """
+        slot, post, pre = self._outer_factors(param, post, pre, "accumulate_outer")
+        slot.touched = slot.dense = True
+        slot.quire.add_outer(post, pre, scale)
+
+    def accumulate_events(self, param: torch.Tensor, post: torch.Tensor, pre: torch.Tensor) -> None:
+        """:meth:`accumulate_outer` without a scale for factors of which one is 0/1 events (spikes)
+        on few rows: the terms are added one by one (:meth:`Quire.add_outer_events`) and the rows
+        and columns they reached are noted, so that ``step()`` visits only those (see the module
+        docstring); too many terms, or a factor that is not finite, take the dense path."""
+        slot, post, pre = self._outer_factors(param, post, pre, "accumulate_events")
+        slot.touched = True
+        hit = slot.quire.add_outer_events(post, pre)
+        if hit is None:
+            slot.quire.add_outer(post, pre)
+            slot.dense = True
+        elif not slot.dense:
+            slot.note_events(*hit)
+
+    def _outer_factors(self, param, post, pre, what: str) -> tuple[Slot, torch.Tensor, torch.Tensor]:
+        """``(slot, post (K, M), pre (K, N))`` of an outer-product contribution, shapes checked."""
         slot = self._slot(param)
         if len(slot.qshape) != 2:
             raise ValueError(
-                f"{slot.name}: accumulate_outer needs a parameter with at least 2 value "
+                f"{slot.name}: {what} needs a parameter with at least 2 value "
                 f"axes (M, N...), got shape {tuple(param.shape)}"
             )
         post = post if isinstance(post, torch.Tensor) else torch.as_tensor(post, dtype=torch.float64)
@@ -263,20 +290,11 @@ class UpdateEngine:
             or pre.shape[0] != post.shape[0]
         ):
             raise ValueError(
-                f"{slot.name}: accumulate_outer expects post (K, {slot.qshape[0]}) and pre "
+                f"{slot.name}: {what} expects post (K, {slot.qshape[0]}) and pre "
                 f"(K, {', '.join(map(str, rest))}), got post {tuple(post.shape)} and pre "
                 f"{tuple(pre.shape)}"
             )
-        pre = pre.reshape(pre.shape[0], -1)
-        slot.touched = True
-        if scale is None:  # few events on one side: add the terms one by one, note where they went
-            hit = slot.quire.add_outer_events(post, pre)
-            if hit is not None:
-                if not slot.dense:
-                    slot.note_events(*hit)
-                return
-        slot.quire.add_outer(post, pre, scale)
-        slot.dense = True
+        return slot, post, pre.reshape(pre.shape[0], -1)
 
     def clear(self) -> None:
         """Drop every pending contribution (like ``zero_grad``); quire windows stay allocated."""
@@ -344,7 +362,7 @@ class UpdateEngine:
         """
         import torch.distributed as dist
 
-        distributed = dist.is_available() and dist.is_initialized()
+        distributed = self.merge and dist.is_available() and dist.is_initialized()
         if distributed:
             self._all_reduce()
         for slot in self._slots:

@@ -91,7 +91,7 @@ def rstdp_interval(
     With ``dc = exp(-dt/tau_eligibility)`` and ``G[s] = dt sum_{t>=s} d[t] dc**(t-s)``:
     ``sum_t dt d[t] c[t] = g0 * c0 + sum_s G[s] e[s]`` where ``c0`` is the eligibility before the
     interval, ``g0 = dt sum_t d[t] dc**(t+1)`` and ``e[s]`` the STDP events of step ``s``.  The event
-    part goes to the engine as exact three-factor products ``accumulate_outer(w, z_post, x_pre,
+    part goes to the engine as exact three-factor products ``accumulate_events(w, z_post, x_pre,
     a_plus * G)`` (and the LTD twin); the ``c0`` part, a real matrix, per sample through
     ``accumulate`` (one rounding per entry).
     """
@@ -114,13 +114,13 @@ def rstdp_interval(
     rows = active_rows(terms.z_post, scale, terms.x_pre)
     if rows.numel():
         sc = rows_of(scale.expand(*terms.z_post.shape))[rows] * p.a_plus
-        contributions.accumulate_outer(
+        contributions.accumulate_events(
             weight, spikes_times(rows_of(terms.z_post)[rows], sc), rows_of(terms.x_pre)[rows]
         )
     rows = active_rows(terms.z_pre, scale, terms.x_post)
     if rows.numel():
         sc = rows_of(scale)[rows] * -p.a_minus  # (K, 1): one factor per row
-        contributions.accumulate_outer(
+        contributions.accumulate_events(
             weight, rows_of(terms.x_post)[rows], spikes_times(rows_of(terms.z_pre)[rows], sc)
         )
     if bool((state.eligibility != 0).any()) and bool((g0 != 0).any()):

@@ -146,8 +146,8 @@ def stdp_pair_step(
 def pair_contribute(contributions, weight: torch.Tensor, terms: PairTerms, p: PairSTDPParameters) -> None:
     """Hand the interval's pair-STDP weight change to ``contributions``.
 
-    Additive (``mu == 0``): ``accumulate_outer(w, z_post, x_pre, a_plus)`` and
-    ``accumulate_outer(w, x_post, z_pre, -a_minus)`` over the ``L * B`` rows that hold a spike
+    Additive (``mu == 0``): ``accumulate_events(w, z_post, x_pre, a_plus)`` and
+    ``accumulate_events(w, x_post, z_pre, -a_minus)`` over the ``L * B`` rows that hold a spike
     (the others add zero), all in one call with the amplitudes on the spike factor; every product
     is exact; ``x_tar`` adds a row ``post spike counts x (-a_plus x_tar)``.  Weight-dependent
     (``mu != 0``): per sample ``a_plus f+(w) * sum_t z_post (x_pre - x_tar) - a_minus f-(w) *
@@ -169,7 +169,7 @@ def pair_contribute(contributions, weight: torch.Tensor, terms: PairTerms, p: Pa
             post.append(rows_of(terms.x_post)[rows])
             pre.append(spikes_times(rows_of(terms.z_pre)[rows], -p.a_minus))
         if post:
-            contributions.accumulate_outer(weight, torch.cat(post), torch.cat(pre))
+            contributions.accumulate_events(weight, torch.cat(post), torch.cat(pre))
         return
     if not (bool(terms.z_post.any()) or bool(terms.z_pre.any())):
         return

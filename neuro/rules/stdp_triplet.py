@@ -156,11 +156,11 @@ def triplet_contribute(contributions, weight: torch.Tensor, terms: TripletTerms,
     ltp = spikes_times(terms.z_post, p.a2_plus + p.a3_plus * terms.o2)
     rows = active_rows(ltp, terms.r1)
     if rows.numel():
-        contributions.accumulate_outer(weight, rows_of(ltp)[rows], rows_of(terms.r1)[rows])
+        contributions.accumulate_events(weight, rows_of(ltp)[rows], rows_of(terms.r1)[rows])
     ltd = spikes_times(terms.z_pre, -(p.a2_minus + p.a3_minus * terms.r2))
     rows = active_rows(ltd, terms.o1)
     if rows.numel():
-        contributions.accumulate_outer(weight, rows_of(terms.o1)[rows], rows_of(ltd)[rows])
+        contributions.accumulate_events(weight, rows_of(terms.o1)[rows], rows_of(ltd)[rows])
 
 
 def triplet_delta(terms: TripletTerms, p: TripletSTDPParameters) -> torch.Tensor:

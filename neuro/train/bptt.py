@@ -85,14 +85,14 @@ class BPTTDriver(NetworkDriver):
         super().__init__(graph, run, device=device)
         self.spiking = spiking_sources(graph, self.trained)
 
-    def microbatch(self, x, labels, contributions, scale, step):
+    def microbatch(self, x, labels, engine, scale):
         spec = self.graph.training
         result = self.network(x, track=True)
         scores = readout_scores(result.readout, spec.readout)
         hidden = {k: v for k, v in result.spikes.items() if self.graph.populations[k].type != "input"}
         loss = classification_loss(scores, labels.to(scores.device), hidden, spec.rate_regularisation)
         loss.backward()
-        bptt_contribute(contributions, self.network, result, self.trained, scale, self.spiking)
+        bptt_contribute(engine, self.network, result, self.trained, scale, self.spiking)
         return scores.detach(), float(loss.detach())
 
 
@@ -112,8 +112,8 @@ class CheckpointDriver(NetworkDriver):
         segment = segment or math.ceil(math.sqrt(graph.steps))
         self.learner = CheckpointedBPTT(graph, self.network, segment=segment)
 
-    def microbatch(self, x, labels, contributions, scale, step):
-        scores = self.learner.run(x, contributions, self.trained, scale)
+    def microbatch(self, x, labels, engine, scale):
+        scores = self.learner.run(x, engine, self.trained, scale)
         loss = classification_loss(scores, labels)
         loss.backward()
         for w in self.network.weights.values():

@@ -43,7 +43,7 @@ def accumulation_format(storage: str) -> PositFormat:
 
 def build_engine(graph, weights: Mapping[str, torch.Tensor], names: list[str], *, seed: int,
                  local: bool = False, rounding: str | None = None, constraint=None,
-                 storage: str | None = None) -> UpdateEngine:
+                 storage: str | None = None, merge: bool = True) -> UpdateEngine:
     """One parameter group per trained weight.
 
     Args:
@@ -58,6 +58,7 @@ def build_engine(graph, weights: Mapping[str, torch.Tensor], names: list[str], *
             each projection's bounds / sign.
         storage: the storage format of weights that are not projections of the graph (reversible
             block weights).
+        merge: merge the workers' contributions at each step (False: a replicated run).
     """
     if not names:
         raise ValueError(f"{graph.name}: no projection is trained by this mode; nothing to train "
@@ -79,4 +80,4 @@ def build_engine(graph, weights: Mapping[str, torch.Tensor], names: list[str], *
             "rounding": rounding or ("stochastic" if fmt == "posit8" and not local else "nearest"),
             "type": ParamType(constraint=own, storage=fmt),
         })
-    return UpdateEngine(groups, seed=seed)
+    return UpdateEngine(groups, seed=seed, merge=merge)

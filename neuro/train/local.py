@@ -224,20 +224,6 @@ class Scenario:
         return 1
 
 
-class _Stepper:
-    """The closed loop's view of the engine: contributions go to ``sink`` (the engine, or nowhere on
-    replicated workers), and ``step`` is the engine's step (every worker steps)."""
-
-    def __init__(self, sink, step) -> None:
-        self.sink, self.step = sink, step
-
-    def accumulate(self, param, delta) -> None:
-        self.sink.accumulate(param, delta)
-
-    def accumulate_outer(self, param, post, pre, scale=None) -> None:
-        self.sink.accumulate_outer(param, post, pre, scale)
-
-
 class LocalDriver(Driver):
     """Mode ``local`` (see the module docstring)."""
 
@@ -283,8 +269,8 @@ class LocalDriver(Driver):
         return {"mode": self.mode, "rule": self.proj.rule, "rounding": self.rounding, "dt_s": self.graph.dt,
                 "update_interval_s": self.interval_s}
 
-    def microbatch(self, x, labels, contributions, scale, step):
-        self.loop.engine = _Stepper(contributions, step)
+    def microbatch(self, x, labels, engine, scale):
+        self.loop.engine = engine
         if self.scenario:
             self._scenario_epoch(self.epoch)
         else:

@@ -13,8 +13,8 @@ So one worker and two workers, or two runs with the same seed, produce identical
 Worker ``rank`` of ``world`` runs microbatches ``rank, rank + world, ...`` of each global batch (a
 worker may get none); the engine's step merges every worker's quires.  A driver whose rule is
 sequential in time (a local rule: each presentation changes the weights the next one sees) is
-``replicated``: every worker runs every microbatch, only rank 0 hands contributions to the engine,
-and the merge gives every worker the same weights.
+``replicated``: every worker runs every microbatch with an engine that does not merge (each worker
+computes the same contributions itself, so nothing travels), and only rank 0 writes.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from neuro.train.data import load_split
 from neuro.train.engines import accumulation_format
 from neuro.train.outputs import weights_digest
 
-__all__ = ["Driver", "Run", "fit", "prepare_run", "world_of", "NullContributions", "evaluate"]
+__all__ = ["Driver", "Run", "fit", "prepare_run", "world_of", "evaluate"]
 
 
 class Run(NamedTuple):
@@ -73,16 +73,6 @@ def world_of() -> tuple[int, int]:
     return 0, 1
 
 
-class NullContributions:
-    """Contributions that go nowhere: what a replicated driver hands on ranks other than 0."""
-
-    def accumulate(self, param, delta) -> None:
-        pass
-
-    def accumulate_outer(self, param, post, pre, scale=None) -> None:
-        pass
-
-
 class Driver(abc.ABC):
     """One training mode: the network it trains and how a microbatch reaches the engine.
 
@@ -113,17 +103,17 @@ class Driver(abc.ABC):
         from neuro.train.engines import build_engine
 
         return build_engine(self.graph, self.weights, self.trained, seed=seed, local=self.local,
-                            rounding=getattr(self, "rounding", None))
+                            rounding=getattr(self, "rounding", None), merge=not self.replicated)
 
     def encode(self, dataset, idx: torch.Tensor, epoch: int) -> torch.Tensor:
         """The inputs ``(T, B, n_in)`` of samples ``idx`` in ``epoch``."""
         return dataset.encode(idx, epoch, dtype=self.dtype)
 
     @abc.abstractmethod
-    def microbatch(self, x, labels, contributions, scale: float, step) -> tuple[torch.Tensor | None, float]:
+    def microbatch(self, x, labels, engine, scale: float) -> tuple[torch.Tensor | None, float]:
         """Run one microbatch and hand the engine its contributions (``scale``: the factor of a
-        gradient, ``-1 / global batch``; ``step``: the engine's step, for drivers that step within a
-        microbatch); return ``(scores (B, C) or None, summed loss)``."""
+        gradient, ``-1 / global batch``); a local driver also steps it, once per update interval.
+        Return ``(scores (B, C) or None, summed loss)``."""
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         """Class scores ``(B, C)`` of inputs ``x`` (no learning); drivers that classify otherwise
@@ -187,7 +177,6 @@ def fit(graph, driver: Driver, engine, run: Run, *, progress: bool = True, rank:
         raise ValueError(f"{graph.name}: {len(train_set)} training samples make no batch of "
                          f"training.batch_size = {spec.batch_size}; use more samples or a smaller batch")
     mine = range(per_batch) if driver.replicated else range(rank, per_batch, world)
-    sink = NullContributions() if driver.replicated and rank else engine
     history = {"epoch": [], "loss": [], "train_accuracy": [], "test_accuracy": []}
     driver.history = history
     total_steps, done = max(1, run.epochs * n_batches), 0
@@ -205,7 +194,7 @@ def fit(graph, driver: Driver, engine, run: Run, *, progress: bool = True, rank:
                 idx = batch[mb * spec.microbatch : (mb + 1) * spec.microbatch]
                 x = driver.encode(train_set, idx, epoch)
                 labels = train_set.labels[idx]
-                scores, loss = driver.microbatch(x, labels, sink, scale, engine.step)
+                scores, loss = driver.microbatch(x, labels, engine, scale)
                 loss_sum += loss
                 if scores is not None:
                     correct += int((scores.argmax(-1).cpu() == labels).sum())

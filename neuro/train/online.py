@@ -186,5 +186,5 @@ class OnlineDriver(NetworkDriver):
                                      seed=run.seed)
 
     @torch.no_grad()
-    def microbatch(self, x, labels, contributions, scale, step):
-        return self.learner.run(x, labels, contributions, scale)
+    def microbatch(self, x, labels, engine, scale):
+        return self.learner.run(x, labels, engine, scale)

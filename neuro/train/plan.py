@@ -75,10 +75,10 @@ from dataclasses import dataclass, field
 import torch
 
 from neuro.model.graph import ModelGraph
+from neuro.numerics import STORAGE_BYTES
 from neuro.rules import registry
 from neuro.train.data import compute_dtype
 from neuro.train.modes import LOSS_MODES
-from neuro.numerics import STORAGE_BYTES
 
 __all__ = [
     "MODES",

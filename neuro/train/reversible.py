@@ -43,8 +43,8 @@ class ReversibleDriver(Driver):
     def engine(self, seed: int):
         return reversible_engine(self.graph, self.network, seed)
 
-    def microbatch(self, x, labels, contributions, scale, step):
-        scores = self.network.train_scores(x, contributions, scale)
+    def microbatch(self, x, labels, engine, scale):
+        scores = self.network.train_scores(x, engine, scale)
         loss = classification_loss(scores, labels)
         loss.backward()
         return scores, float(loss.detach())
