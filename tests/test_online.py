@@ -8,10 +8,12 @@ import math
 import pytest
 import torch
 
-from neuro.sim.network import Network, spike_fn
-from neuro.rules.online import OnlineLearner, surrogate_derivative
 from neuro.model.spec import load_model, loads_model
-from neuro.train.online import CheckpointedBPTT, train_online
+from neuro.neurons import spike_fn, surrogate_derivative
+from neuro.rules.online import OnlineLearner
+from neuro.sim.checkpointed import CheckpointedBPTT
+from neuro.sim.network import Network
+from neuro.train.online import train_online
 from tests.test_plan import model_text
 
 F64 = torch.float64

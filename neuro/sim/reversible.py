@@ -70,7 +70,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as tnf
 
-from neuro.sim.network import spike_fn
+from neuro.neurons import spike_fn
 
 __all__ = [
     "X_FRAC",
