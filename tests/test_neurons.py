@@ -3,6 +3,7 @@ three step flavours agree."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -20,50 +21,19 @@ from neuro.sim.network import Network
 from neuro.sim.plastic import ClosedLoop
 from neuro.sim.simulate import simulate_lif_events, simulate_stdp
 from neuro.train.local import poisson_chunk
+from tests.test_online import Collect
+from tests.test_plan import model_text
 
 F64 = torch.float64
 
-CLASSIFIER = """
-[model]
-name = "classifier"
-dt = "1 ms"
-duration = "30 ms"
-output = "out"
-format = "float64"
-[populations.inp]
-type = "input"
-size = 6
-[populations.h]
-type = "{hidden}"
-size = 12
-{extra}
-[populations.out]
-type = "LI"
-size = 3
-[inputs.inp]
-encoding = "current"
-[projections.in_h]
-source = "inp"
-target = "h"
-init = {{ dist = "normal", mean = 0.3, std = 0.5 }}
-rule = "{rule}"
-[projections.h_out]
-source = "h"
-target = "out"
-init = {{ dist = "normal", mean = 0.0, std = 0.5 }}
-rule = "{rule}"
-"""
-
-ADAPT = 'tau_adapt = "50 ms"\nadapt_increment = 0.3'
-
-
-def _classifier(hidden: str = "LIF", rule: str = "bptt", extra: str = "") -> ModelGraph:
-    return loads_model(CLASSIFIER.format(hidden=hidden, rule=rule, extra=extra))
+def _classifier(rule: str = "bptt", hidden: str = "LIF") -> ModelGraph:
+    """inp (4 currents) -> h (12 neurons of type ``hidden``) -> out (3 LI), float64."""
+    return loads_model(model_text(n=12, hidden_type=hidden, rule=rule)).with_format("float64")
 
 
 def _currents(g: ModelGraph, batch: int = 4, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
-    x = torch.rand(g.steps, batch, g.inputs()[0].size, generator=gen, dtype=F64) * 2.0
+    x = torch.rand(g.steps, batch, g.inputs()[0].size, generator=gen, dtype=F64) * 3.0
     return x, torch.randint(0, 3, (batch,), generator=gen)
 
 
@@ -71,19 +41,6 @@ def _song(duration: float = 0.2) -> ModelGraph:
     d = load_model("models/song2000_stdp.toml").to_dict()
     d["duration"] = duration
     return ModelGraph.from_dict(d).with_format("float64")
-
-
-class _Collect:
-    """A stand-in engine summing contributions in float64."""
-
-    def __init__(self):
-        self.sums = {}
-
-    def accumulate_outer(self, w, post, pre, scale):
-        self.sums[id(w)] = self.sums.get(id(w), 0) + scale * (post.to(F64).T @ pre.to(F64))
-
-    def accumulate(self, w, delta):
-        self.sums[id(w)] = self.sums.get(id(w), 0) + delta.to(F64)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -116,7 +73,7 @@ def _online(rule: str):
         g = _classifier(rule=rule)
         net = Network(g, seed=1, dtype=F64)
         x, labels = _currents(g)
-        eng = _Collect()
+        eng = Collect()
         learner = OnlineLearner(g, dict(net.weights), batch=4, rule=rule, dtype=F64)
         scores, _ = learner.run(x, labels, eng, 1.0)
         return torch.cat([scores.flatten(), *(eng.sums[id(w)].flatten() for w in net.weights.values())])
@@ -350,11 +307,12 @@ def test_network_and_closed_loop_agree_on_adaptive_refractory_neurons():
 
 
 def test_parameters_from_a_population_description():
-    g = _classifier("AdaptiveLIF", extra=ADAPT + '\nrefractory = "3 ms"\nsurrogate = "triangle"')
-    p = neurons.neuron_parameters(g.populations["h"], g.dt)
+    g = _classifier(hidden="AdaptiveLIF")
+    h = dataclasses.replace(g.populations["h"], refractory=3e-3, surrogate="triangle")
+    p = neurons.neuron_parameters(h, g.dt)
     assert isinstance(p, neurons.AdaptiveLIFParameters)
-    assert p.rho_reset == 3 and p.surrogate == "triangle" and p.tau_adapt == 0.05
-    assert p.tau_mem_inv == 1.0 / g.populations["h"].tau_mem
+    assert p.rho_reset == 3 and p.surrogate == "triangle" and p.scale == 10.0 and p.tau_adapt == h.tau_adapt
+    assert p.tau_mem_inv == 1.0 / h.tau_mem and p.v_th == h.v_th
     t = neurons.neuron_parameters(g.populations["out"], g.dt, dtype=torch.float32)
     assert isinstance(t, neurons.LIParameters) and t.tau_mem_inv.dtype == torch.float32
     assert set(neurons.SPIKING_TYPES) < set(neurons.NEURON_TYPES)

@@ -507,7 +507,7 @@ class ReversibleStack(torch.nn.Module):
         n_blocks: depth.
         width: neurons per half; the stack maps ``(x1, x2)``, each ``(T, B, width)``, to ``(y1, y2)``.
         params: :class:`LIFFixedParameters` shared by every sublayer.
-        surrogate, scale: the surrogate gradient of :func:`neuro.sim.network.spike_fn`.
+        surrogate, scale: the surrogate gradient of :func:`neuro.neurons.spike_fn`.
         reversible: ``True``: the memory-saving backward (:class:`_ReversibleFunction`); ``False``: the
             same arithmetic under ordinary autograd (stores every activation), the reference.
         weight_scale, seed: initialisation (N(0, weight_scale**2 / width)).
