@@ -203,9 +203,9 @@ def li_step(current: torch.Tensor, state: LIState, p: LIParameters,
 
 def _membrane(current: torch.Tensor, state: SpikingState, p: SpikingParameters, dt: float):
     """``(v_dec, i_dec, threshold)`` of a spiking population."""
-    box = isinstance(state, LIFBoxState)
-    v_dec, i_dec = integrate(current, state.v, None if box else state.i, p, dt)
-    threshold = p.v_th + state.b if isinstance(state, AdaptiveLIFState) else p.v_th
+    kind = type(state)
+    v_dec, i_dec = integrate(current, state.v, None if kind is LIFBoxState else state.i, p, dt)
+    threshold = p.v_th + state.b if kind is AdaptiveLIFState else p.v_th
     return v_dec, i_dec, threshold
 
 
@@ -221,9 +221,11 @@ def _adapted(b: torch.Tensor, z: torch.Tensor | None, p: AdaptiveLIFParameters, 
 
 
 def _next(state: SpikingState, v: torch.Tensor, i: torch.Tensor | None, b, rho) -> SpikingState:
-    if isinstance(state, LIFState):
+    """A state of ``state``'s type from the new values (``b`` only for AdaptiveLIF)."""
+    kind = type(state)
+    if kind is LIFState:
         return LIFState(v, i, rho)
-    if isinstance(state, AdaptiveLIFState):
+    if kind is AdaptiveLIFState:
         return AdaptiveLIFState(v, i, b, rho)
     return LIFBoxState(v, rho)
 
@@ -242,7 +244,7 @@ def _step(current, state, p, dt, with_psi: bool):
         v_dec = torch.where(blocked, p.v_reset, v_dec)
         rho = _countdown(z > 0, rho, p)
     v = (1 - z) * v_dec + z * p.v_reset
-    b = _adapted(state.b, z, p, dt) if isinstance(state, AdaptiveLIFState) else None
+    b = _adapted(state.b, z, p, dt) if type(state) is AdaptiveLIFState else None
     new = _next(state, v, i_dec, b, rho)
     if with_psi:
         return z, surrogate_derivative(x, p.surrogate, p.scale), new
@@ -293,7 +295,7 @@ def lif_step_events(current: torch.Tensor, state: SpikingState, p: SpikingParame
     fired = bool(spikes.any())
     v = torch.where(spikes, p.v_reset, v_dec) if fired else v_dec  # = (1 - z) v' + z v_reset
     b = None
-    if isinstance(state, AdaptiveLIFState):
+    if type(state) is AdaptiveLIFState:
         b = _adapted(state.b, spikes.to(v.dtype) if fired else None, p, dt)
     return (spikes if fired else None), _next(state, v, i_dec, b, rho)
 

@@ -339,7 +339,7 @@ class OnlineLearner:
                 z, new = neurons.li_step(total, st.state, st.params, self.dt)
             else:
                 z, psis[pop.name], new = neurons.lif_step_psi(total, st.state, st.params, self.dt)
-            for buf, value in zip(st.state, new):
+            for buf, value in zip(st.state, new):  # the buffers keep their storage
                 if buf is not None:
                     buf.copy_(value)
             st.out.copy_(z)
