@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from neuro.model.graph import ModelGraph
-from neuro.sim.network import Network
-from neuro.numerics import POSIT8
-from neuro.train.local import ClosedLoop, poisson_chunk, train_local
 from neuro.model.spec import load_model
+from neuro.numerics import POSIT8
+from neuro.sim.network import Network
+from neuro.sim.plastic import ClosedLoop
+from neuro.train.local import poisson_chunk, train_local
 
 
 def _song(duration: float, fmt: str | None = None) -> ModelGraph:

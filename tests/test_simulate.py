@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from neuro import _kernels
+from neuro.model.spec import loads_model
 from neuro.sim import simulate as sim
 from neuro.sim.network import Network
 from neuro.sim.simulate import simulate_lif_events
-from neuro.model.spec import loads_model
 
 MODEL = """
 [model]
