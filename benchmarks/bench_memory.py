@@ -118,7 +118,8 @@ def child(config: str, steps: int) -> None:
     from neuro.sim.network import Network
     from neuro.train.bptt import loss_trained
     from neuro.train.engines import build_engine
-    from neuro.train.online import CheckpointedBPTT, preallocate_quires
+    from neuro.sim.checkpointed import CheckpointedBPTT
+    from neuro.train.engines import preallocate_quires
     from neuro.train.plan import TensorBytes
 
     torch.set_num_threads(1)

@@ -90,7 +90,7 @@ def test_euclidean_normalisation_through_the_engine():
 def test_inhibition_spares_the_spiking_neuron_when_lateral_self_is_false():
     # lateral_self = false must equal the same network with the diagonal of the inhibition removed
     from neuro.sim.network import Network
-    from neuro.train.local import ClosedLoop
+    from neuro.sim.plastic import ClosedLoop
 
     z = torch.rand(100, 1, 64, generator=torch.Generator().manual_seed(1)) < 0.3
     outs = []
@@ -110,8 +110,8 @@ def test_inhibition_spares_the_spiking_neuron_when_lateral_self_is_false():
 def test_quiet_digits_are_presented_again_at_a_higher_rate():
     from neuro.data import Encoder
     from neuro.sim.network import Network
+    from neuro.sim.plastic import ClosedLoop
     from neuro.train.data import load_split
-    from neuro.train.local import ClosedLoop
     from neuro.train.protocols import PROTOCOL_KEYS, count_spikes, retry_options
 
     g = _digits_graph(size=10)

@@ -1,4 +1,5 @@
-"""neuro.sim.network: Norse's arithmetic bit for bit, shapes, recurrent lag, delays, fast path = step path."""
+"""neuro.sim.network: Norse's arithmetic bit for bit (the shared neuron steps against Norse's own),
+shapes, recurrent lag, delays, fast path = step path."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import warnings
 import pytest
 import torch
 
+from neuro import neurons
 from neuro.model.spec import loads_model
-from neuro.sim.network import SURROGATES, Network, lif_step, spike_fn
+from neuro.neurons import SURROGATES, spike_fn
+from neuro.sim.network import Network
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -80,23 +83,43 @@ def currents(steps: int = 30, batch: int = 4, n: int = 5, seed: int = 0) -> torc
     return torch.rand(steps, batch, n, generator=g, dtype=F64) * 3.0
 
 
-def test_lif_step_is_norse_bit_for_bit():
+def _norse_lif(p: neurons.LIFParameters) -> LIFParameters:
+    return LIFParameters(tau_syn_inv=p.tau_syn_inv, tau_mem_inv=p.tau_mem_inv, v_leak=p.v_leak, v_th=p.v_th,
+                         v_reset=p.v_reset, method="heaviside")
+
+
+def test_shared_lif_step_is_norse_bit_for_bit():
     g = torch.Generator().manual_seed(1)
     kw = dict(dtype=F64)
-    p = LIFParameters(tau_syn_inv=torch.tensor(1 / 5e-3, **kw), tau_mem_inv=torch.tensor(1 / 12e-3, **kw),
-                      v_leak=torch.tensor(0.1, **kw), v_th=torch.tensor(0.9, **kw),
-                      v_reset=torch.tensor(-0.2, **kw), method="heaviside")
-    ours = LIFFeedForwardState(v=torch.zeros(16, 9, **kw), i=torch.zeros(16, 9, **kw))
-    theirs = ours
+    p = neurons.LIFParameters(tau_syn_inv=torch.tensor(1 / 5e-3, **kw),
+                              tau_mem_inv=torch.tensor(1 / 12e-3, **kw), v_leak=torch.tensor(0.1, **kw),
+                              v_th=torch.tensor(0.9, **kw), v_reset=torch.tensor(-0.2, **kw))
+    ours = neurons.LIFState(v=torch.zeros(16, 9, **kw), i=torch.zeros(16, 9, **kw))
+    theirs = LIFFeedForwardState(v=ours.v, i=ours.i)
     spikes = 0
     for _ in range(300):
         x = torch.randn(16, 9, generator=g, dtype=F64) * 2.0
-        z1, ours = lif_step(x, ours, p, 1e-3, "superspike", 10.0)
-        z2, theirs = lif_feed_forward_step(x, theirs, p, 1e-3)
+        z1, ours = neurons.lif_step(x, ours, p, 1e-3)
+        z2, theirs = lif_feed_forward_step(x, theirs, _norse_lif(p), 1e-3)
         assert torch.equal(z1, z2)
         assert torch.equal(ours.v, theirs.v) and torch.equal(ours.i, theirs.i)
         spikes += int(z1.sum())
     assert spikes > 100  # the comparison covered resets, not just sub-threshold decay
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_shared_li_step_is_norse_bit_for_bit(dtype):
+    g = torch.Generator().manual_seed(2)
+    p = neurons.LIParameters(tau_syn_inv=torch.tensor(1 / 5e-3, dtype=dtype),
+                             tau_mem_inv=torch.tensor(1 / 20e-3, dtype=dtype),
+                             v_leak=torch.tensor(0.3, dtype=dtype))
+    ours = neurons.LIState(v=torch.zeros(8, 5, dtype=dtype), i=torch.zeros(8, 5, dtype=dtype))
+    theirs = LIState(v=ours.v, i=ours.i)
+    for _ in range(100):
+        x = torch.randn(8, 5, generator=g, dtype=dtype)
+        v1, ours = neurons.li_step(x, ours, p, 1e-3)
+        v2, theirs = li_feed_forward_step(x, theirs, LIParameters(*p), 1e-3)
+        assert torch.equal(v1, v2) and torch.equal(ours.i, theirs.i)
 
 
 @pytest.mark.parametrize("kind", SURROGATES)
@@ -116,8 +139,7 @@ def test_surrogate_scale_is_honoured(kind):
 def _norse_reference(net: Network, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The tiny model run with Norse's own step functions: (hidden spikes, readout)."""
     w1, w2 = net.weights["inp_hid"].detach(), net.weights["hid_out"].detach()
-    p_hid, p_out = net._params["hid"], net._params["out"]
-    assert isinstance(p_out, LIParameters)
+    p_hid, p_out = _norse_lif(net.neuron_params["hid"]), LIParameters(*net.neuron_params["out"])
     b = x.shape[1]
     s1 = LIFFeedForwardState(v=torch.zeros(b, 7, dtype=F64), i=torch.zeros(b, 7, dtype=F64))
     s2 = LIState(v=torch.zeros(b, 3, dtype=F64), i=torch.zeros(b, 3, dtype=F64))

@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from neuro.model.spec import load_model, loads_model
-from neuro.rules.online import OnlineLearner, surrogate_derivative
-from neuro.sim.network import Network, spike_fn
+from neuro.neurons import spike_fn, surrogate_derivative
+from neuro.rules.online import OnlineLearner
+from neuro.sim.checkpointed import CheckpointedBPTT
+from neuro.sim.network import Network
 from neuro.train import train
-from neuro.train.online import CheckpointedBPTT
 from tests.test_plan import model_text
 
 F64 = torch.float64

@@ -9,10 +9,10 @@ import torch
 
 from neuro.model.spec import loads_model
 from neuro.rules.online import OnlineLearner
+from neuro.sim.checkpointed import CheckpointedBPTT
 from neuro.sim.network import Network
 from neuro.train.bptt import loss_trained
-from neuro.train.engines import build_engine
-from neuro.train.online import CheckpointedBPTT, preallocate_quires
+from neuro.train.engines import build_engine, preallocate_quires
 from neuro.train.plan import (
     ACCUMULATE_OUTER_PER_WEIGHT,
     ENGINE_WORKSPACE_PER_WEIGHT,

@@ -11,8 +11,8 @@ from neuro.model.graph import ModelGraph
 from neuro.model.spec import load_model
 from neuro.numerics import POSIT8
 from neuro.sim.network import Network
+from neuro.sim.plastic import ClosedLoop
 from neuro.train import train
-from neuro.train.local import ClosedLoop
 from neuro.train.protocols import poisson_chunk
 
 

@@ -1,11 +1,14 @@
-"""Reversible spiking blocks (neuro.sim.reversible): exact inversion, identical gradients, memory, learning."""
+"""Reversible spiking blocks (neuro.sim.reversible): exact inversion, identical gradients, memory, learning,
+the fixed-point step = the shared neuron step on its grid."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from neuro.sim.reversible import ReversibleStack
+from neuro import neurons
+from neuro.sim import reversible
+from neuro.sim.reversible import LIFFixedParameters, ReversibleStack
 from neuro.train.plan import TensorBytes
 
 
@@ -16,6 +19,37 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_fixed_point_step_equals_the_shared_step_on_its_grid(seed):
+    """Where no floor of the fixed-point step discards a bit (decays n / 2**k, states and currents on
+    the 2**-(V_FRAC - k) grid), it is the shared float step of neuro.neurons, bit for bit."""
+    k, dt = 4, 2.0**-10
+    fixed = LIFFixedParameters(tau_syn_inv=5 / 16 / dt, tau_mem_inv=3 / 16 / dt, v_leak=0.125, v_th=0.75,
+                               v_reset=-0.0625, dt=dt, decay_bits=k)
+    assert (fixed.a, fixed.s) == (13 / 16, 11 / 16)
+    taus = dict(tau_syn_inv=fixed.tau_syn_inv, tau_mem_inv=fixed.tau_mem_inv, v_leak=fixed.v_leak)
+    lif = neurons.LIFParameters(**taus, v_th=fixed.v_th, v_reset=fixed.v_reset, surrogate="triangle",
+                                scale=2.0)
+    li = neurons.LIParameters(**taus)
+    g = torch.Generator().manual_seed(seed)
+    F64 = torch.float64
+
+    def on_grid(shape, frac, span):
+        return torch.randint(-span * 2**frac, span * 2**frac + 1, shape, generator=g).to(F64) / 2**frac
+
+    coarse = reversible.V_FRAC - k
+    x = on_grid((6, 16), 4, 1)  # activations, 2**-4 grid; weights 2**-16: currents on the 2**-20 grid
+    w = on_grid((16, 16), 16, 1)
+    v, i = on_grid((6, 16), coarse, 2), on_grid((6, 16), coarse, 2)
+    z, v_new, i_dec, v_dec, _, c = reversible._lif_step(x, w, v, i, fixed, "triangle", 2.0)
+    z_ref, state = neurons.lif_step(c, neurons.LIFState(v, i), lif, dt)
+    assert 0 < int(z.sum()) < z.numel()
+    assert torch.equal(z, z_ref) and torch.equal(v_new, state.v) and torch.equal(i_dec, state.i)
+    v_li, i_li, _, c_li = reversible.li_step(x, w, v, i, fixed)
+    v_ref, state = neurons.li_step(c_li, neurons.LIState(v, i), li, dt)
+    assert torch.equal(v_li, v_ref) and torch.equal(i_li, state.i)
 
 
 def _inputs(steps, batch, width, seed=0, scale=2.0):

@@ -372,7 +372,7 @@ PROBE_REWARD = (0.02, 0.5)
 
 
 def _local_model(graph: ModelGraph):
-    from neuro.train.local import LocalModel
+    from neuro.sim.plastic import LocalModel
 
     try:
         return LocalModel.from_graph(graph)

@@ -522,8 +522,9 @@ def crosscheck_local(
 
     from neuro.crosscheck.fidelity import make_inputs
     from neuro.sim.network import Network
+    from neuro.sim.plastic import ClosedLoop, LocalModel
     from neuro.train.engines import build_engine
-    from neuro.train.local import ClosedLoop, LocalModel, rule_for
+    from neuro.train.local import rule_for
     from neuro.train.protocols import DistalReward, option_seconds
 
     model = LocalModel.from_graph(graph)

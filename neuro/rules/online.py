@@ -6,10 +6,11 @@ presynaptic trace ``pre``, times the postsynaptic pseudo-derivative) times a lea
 Nothing is stored per time step, so the memory of a training step does not grow with the number
 of time steps ``T`` (see :mod:`neuro.train.plan` for the byte counts).
 
-Neuron arithmetic is the arithmetic of :mod:`neuro.sim.network` (Norse's LIF / LI equations, the same
-surrogate derivatives), in the same order, so a forward pass here gives the spikes of
-:class:`~neuro.sim.network.Network` (tested).  One Euler step of a LIF neuron with input current jump
-``I`` (dimensionless, per step) and ``a_m = dt / tau_mem``, ``a_s = dt / tau_syn``::
+Neurons step with :func:`neuro.neurons.lif_step_psi` / :func:`neuro.neurons.li_step`, the
+arithmetic of :class:`~neuro.sim.network.Network` (Norse's LIF / LI equations, the same surrogate
+derivatives), so a forward pass here gives the Network's spikes (tested).  One Euler step of a LIF
+neuron with input current jump ``I`` (dimensionless, per step) and ``a_m = dt / tau_mem``,
+``a_s = dt / tau_syn``::
 
     i_new = i + I
     v'    = v + a_m * ((v_leak - v) + i_new)         # membrane before the threshold
@@ -74,38 +75,23 @@ The AdaptiveLIF ``ea`` term is not an outer product: it is summed per microbatch
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 
+from neuro import neurons
 from neuro.rules.registry import Rule, register
 
 if TYPE_CHECKING:  # the rules layer sits below the model layer: graphs are only read here
     from neuro.model.graph import ModelGraph, Population
 
-__all__ = ["ONLINE_RULES", "OBJECTIVES", "OnlineLearner", "surrogate_derivative", "check_online_graph"]
+__all__ = ["ONLINE_RULES", "OBJECTIVES", "OnlineLearner", "check_online_graph"]
 
 ONLINE_RULES = ("eprop", "ottt")
 OBJECTIVES = ("max_membrane", "per_step")
 #: Learning-signal feedback of e-prop: the readout weights themselves, or a fixed random matrix.
 FEEDBACKS = ("symmetric", "random")
-
-
-def surrogate_derivative(x: torch.Tensor, kind: str, scale: float) -> torch.Tensor:
-    """The pseudo-derivative ``psi(x)`` that :func:`neuro.sim.network.spike_fn` uses in its backward."""
-    s = float(scale)
-    if kind == "superspike":
-        return 1.0 / (s * x.abs() + 1.0) ** 2
-    if kind == "sigmoid":
-        sig = torch.sigmoid(s * x)
-        return 4.0 * sig * (1.0 - sig)
-    if kind == "triangle":
-        return (1.0 - s * x.abs()).clamp(min=0.0)
-    if kind == "arctan":
-        return 1.0 / (1.0 + (math.pi * s * x) ** 2)
-    raise ValueError(f"surrogate_derivative: unknown surrogate {kind!r}")
 
 
 def check_online_graph(graph: ModelGraph) -> None:
@@ -150,11 +136,9 @@ class _Pop:
     pop: Population
     a_m: float
     a_s: float
-    v: torch.Tensor
-    i: torch.Tensor
-    b: torch.Tensor | None  # AdaptiveLIF threshold offset
+    state: tuple  # the neuro.neurons state (its tensors are this learner's buffers, updated in place)
     out: torch.Tensor  # this step's output (spikes, or the LI membrane)
-    params: object  # Norse LIFParameters / LIParameters (0-d tensors, as neuro.sim.network builds them)
+    params: tuple  # neuro.neurons parameters (0-d tensors, as neuro.sim.network builds them)
 
 
 class OnlineLearner:
@@ -198,9 +182,6 @@ class OnlineLearner:
             raise ValueError(f"OnlineLearner: objective must be one of {OBJECTIVES}, got {objective!r}")
         if feedback not in FEEDBACKS:
             raise ValueError(f"OnlineLearner: feedback must be one of {FEEDBACKS}, got {feedback!r}")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import norse.torch as nt
         self.graph, self.weights, self.batch, self.rule = graph, weights, int(batch), rule
         self.dtype, self.chunk, self.feedback, self.objective = dtype, int(chunk), feedback, objective
         self.learn = bool(learn)
@@ -212,30 +193,13 @@ class OnlineLearner:
         self.input = graph.inputs()[0]
         self.pops: dict[str, _Pop] = {}
         for pop in self.order:
-            zeros = torch.zeros(self.batch, pop.size, **kw)
-            tau_syn_inv = 1.0 / pop.tau_syn if pop.tau_syn else 0.0
-            common = dict(
-                tau_syn_inv=torch.tensor(tau_syn_inv, **kw),
-                tau_mem_inv=torch.tensor(1.0 / pop.tau_mem, **kw),
-                v_leak=torch.tensor(pop.v_leak, **kw),
-            )
-            if pop.type == "LI":
-                params = nt.LIParameters(**common)
-            else:
-                params = nt.LIFParameters(
-                    **common,
-                    v_th=torch.tensor(pop.v_th, **kw),
-                    v_reset=torch.tensor(pop.v_reset, **kw),
-                    method="heaviside",
-                )
+            params = neurons.neuron_parameters(pop, dt, dtype=dtype)
             self.pops[pop.name] = _Pop(
                 pop=pop,
                 a_m=dt / pop.tau_mem,
-                a_s=dt * tau_syn_inv,
-                v=zeros.clone(),
-                i=zeros.clone(),
-                b=zeros.clone() if pop.type == "AdaptiveLIF" else None,
-                out=zeros.clone(),
+                a_s=dt * (1.0 / pop.tau_syn if pop.tau_syn else 0.0),
+                state=neurons.initial_state(params, (self.batch, pop.size), dtype=dtype),
+                out=torch.zeros(self.batch, pop.size, **kw),
                 params=params,
             )
         out = graph.output
@@ -310,11 +274,11 @@ class OnlineLearner:
     def reset(self) -> None:
         """Zero every state and trace in place (start of a new sequence)."""
         for st in self.pops.values():
-            st.v.fill_(float(st.pop.v_leak))
-            st.i.zero_()
+            st.state.v.fill_(float(st.pop.v_leak))
+            for t in st.state[1:]:
+                if t is not None:
+                    t.zero_()
             st.out.zero_()
-            if st.b is not None:
-                st.b.zero_()
         for d in (self.ei, self.ev, self.ea, self.snap_post, self.snap_pre, self.snap_ea):
             for t in d.values():
                 t.zero_()
@@ -327,7 +291,7 @@ class OnlineLearner:
 
     def buffer_bytes(self) -> int:
         """Bytes of every buffer this learner allocated (states, traces, chunk buffers)."""
-        tensors = [t for st in self.pops.values() for t in (st.v, st.i, st.b, st.out) if t is not None]
+        tensors = [t for st in self.pops.values() for t in (*st.state, st.out) if t is not None]
         tensors += [self.best] + [t for pair in [*self.fpsi.values(), *self.fev.values()] for t in pair]
         for d in (
             self.ei,
@@ -376,28 +340,14 @@ class OnlineLearner:
                 if pop.type != "LIFBox":
                     ei.sub_(ei * st.a_s)
             if total is None:
-                total = torch.zeros_like(st.v)
-            p = st.params
-            if pop.type == "LI":  # Norse li_feed_forward_step
-                i_jump = st.i + total
-                v_new = st.v + self.dt * p.tau_mem_inv * ((p.v_leak - st.v) + i_jump)
-                st.i.copy_(i_jump + (-self.dt * p.tau_syn_inv * i_jump))
-                st.v.copy_(v_new)
-                st.out.copy_(v_new)
-                continue
-            i_old = torch.zeros_like(st.i) if pop.type == "LIFBox" else st.i
-            i_new = i_old + total  # neuro.sim.network.lif_step arithmetic, in its order
-            v_dec = st.v + self.dt * p.tau_mem_inv * ((p.v_leak - st.v) + i_new)
-            i_dec = i_new + (-self.dt * p.tau_syn_inv * i_new)
-            th = p.v_th + st.b if st.b is not None else p.v_th
-            x = v_dec - th
-            z = (x > 0).to(x.dtype)
-            st.v.copy_((1 - z) * v_dec + z * p.v_reset)
-            st.i.copy_(i_dec)
-            scale = pop.surrogate_scale if pop.surrogate_scale is not None else 10.0
-            psis[pop.name] = surrogate_derivative(x, pop.surrogate or "superspike", scale)
-            if st.b is not None:
-                st.b.copy_(st.b * math.exp(-self.dt / pop.tau_adapt) + pop.adapt_increment * z)
+                total = torch.zeros_like(st.out)
+            if pop.type == "LI":
+                z, new = neurons.li_step(total, st.state, st.params, self.dt)
+            else:
+                z, psis[pop.name], new = neurons.lif_step_psi(total, st.state, st.params, self.dt)
+            for buf, value in zip(st.state, new):  # the buffers keep their storage
+                if buf is not None:
+                    buf.copy_(value)
             st.out.copy_(z)
         return psis
 

@@ -1,11 +1,9 @@
 """Norse networks built from a :class:`neuro.model.graph.ModelGraph`.
 
-Populations keep Norse's state and parameter types (``LIFFeedForwardState``, ``LIFParameters``,
-``LIState``; time constants as inverse seconds) and Norse's update equations.  The LIF step below
-is Norse's ``lif_feed_forward_step`` arithmetic with one change: the spike non-linearity takes a
-surrogate whose *scale* is honoured (Norse 1.1.0's ``super`` surrogate ignores ``alpha``, and its
-default alpha=100 makes the other surrogates explode).  A test checks the forward pass against
-Norse's own step bit for bit.  The leaky-integrator readout is Norse's ``li_feed_forward_step``.
+Populations step with the functional neuron layer :mod:`neuro.neurons` (Norse's update equations,
+parameters as NamedTuples of 0-dim tensors, time constants as inverse seconds): the LIF step is
+Norse's ``lif_feed_forward_step`` arithmetic with a surrogate whose *scale* is honoured, the readout
+is Norse's ``li_feed_forward_step`` (tests check both against Norse bit for bit).
 
 Conventions: tensors are ``(time, batch, neurons)``; time in seconds; membrane potentials are
 dimensionless (threshold 1 by default).  A spike at step ``t`` depends on the input of step ``t``;
@@ -15,77 +13,14 @@ activity of step ``t - d``.
 
 from __future__ import annotations
 
-import math
-import warnings
 from dataclasses import dataclass, field
 
 import torch
 
+from neuro import neurons
 from neuro.model.graph import ModelGraph, Population, Projection
 
-__all__ = ["Network", "RunResult", "spike_fn", "lif_step", "SURROGATES"]
-
-SURROGATES = ("superspike", "sigmoid", "triangle", "arctan")
-
-
-def _norse():
-    """Import Norse quietly (1.1.0 prints TorchScript deprecation warnings on import)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import norse.torch as norse_torch
-        from norse.torch.functional import leaky_integrator, lif
-    return norse_torch, lif, leaky_integrator
-
-
-class _Spike(torch.autograd.Function):
-    """Heaviside ``x > 0`` forward (Norse's strict threshold); a scaled surrogate backward."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, kind: str, scale: float) -> torch.Tensor:
-        ctx.save_for_backward(x)
-        ctx.kind, ctx.scale = kind, scale
-        return (x > 0).to(x.dtype)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        (x,) = ctx.saved_tensors
-        s = ctx.scale
-        if ctx.kind == "superspike":  # Zenke & Ganguli 2018: 1 / (s|x| + 1)^2
-            d = 1.0 / (s * x.abs() + 1.0) ** 2
-        elif ctx.kind == "sigmoid":  # derivative of sigmoid(s x), peak normalised to 1
-            sig = torch.sigmoid(s * x)
-            d = 4.0 * sig * (1.0 - sig)
-        elif ctx.kind == "triangle":
-            d = (1.0 - s * x.abs()).clamp(min=0.0)
-        else:  # arctan: 1 / (1 + (pi s x)^2)
-            d = 1.0 / (1.0 + (math.pi * s * x) ** 2)
-        return grad * d, None, None
-
-
-def spike_fn(x: torch.Tensor, kind: str = "superspike", scale: float = 10.0) -> torch.Tensor:
-    """Spikes ``H(x)`` (strict ``x > 0``) with a surrogate gradient of the given kind and scale."""
-    if kind not in SURROGATES:
-        raise ValueError(f"spike_fn: unknown surrogate {kind!r}; choose one of {SURROGATES}")
-    return _Spike.apply(x, kind, float(scale))
-
-
-def lif_step(current, state, p, dt: float, surrogate: str, scale: float):
-    """One Euler step of Norse's LIF model (same arithmetic as ``lif_feed_forward_step``).
-
-    Args:
-        current: input current jump of this step, ``(batch, n)``.
-        state: ``LIFFeedForwardState(v, i)``.
-        p: ``LIFParameters`` (``tau_syn_inv``, ``tau_mem_inv`` in 1/s).
-        dt: time step, seconds.
-    Returns:
-        ``(z, new_state)`` with spikes ``z`` of shape ``(batch, n)``.
-    """
-    i_new = state.i + current
-    v_decayed = state.v + dt * p.tau_mem_inv * ((p.v_leak - state.v) + i_new)
-    i_decayed = i_new + (-dt * p.tau_syn_inv * i_new)
-    z = spike_fn(v_decayed - p.v_th, surrogate, scale)
-    v_new = (1 - z) * v_decayed + z * p.v_reset
-    return z, type(state)(v=v_new, i=i_decayed)
+__all__ = ["Network", "RunResult"]
 
 
 @dataclass
@@ -142,7 +77,6 @@ class Network(torch.nn.Module):
     def __init__(self, graph: ModelGraph, *, seed: int | None = None, device="cpu",
                  dtype: torch.dtype = torch.float32):
         super().__init__()
-        norse_torch, _, _ = _norse()
         self.graph = graph
         self.dtype = dtype
         gen = torch.Generator().manual_seed(graph.training.seed if seed is None else seed)
@@ -156,33 +90,19 @@ class Network(torch.nn.Module):
                 )
             w = _init_weight(proj, graph.weight_shape(name), gen)
             self.weights[name] = torch.nn.Parameter(w.to(device=device, dtype=dtype))
-        self._params = {}
-        for pop in graph.populations.values():
-            if pop.type == "input":
-                continue
-            tau_syn_inv = 1.0 / pop.tau_syn if pop.tau_syn else 0.0
-            kw = dict(device=device, dtype=dtype)
-            if pop.type == "LI":
-                self._params[pop.name] = norse_torch.LIParameters(
-                    tau_syn_inv=torch.tensor(tau_syn_inv, **kw),
-                    tau_mem_inv=torch.tensor(1.0 / pop.tau_mem, **kw),
-                    v_leak=torch.tensor(pop.v_leak, **kw),
-                )
-            else:
-                self._params[pop.name] = norse_torch.LIFParameters(
-                    tau_syn_inv=torch.tensor(tau_syn_inv, **kw),
-                    tau_mem_inv=torch.tensor(1.0 / pop.tau_mem, **kw),
-                    v_leak=torch.tensor(pop.v_leak, **kw),
-                    v_th=torch.tensor(pop.v_th, **kw),
-                    v_reset=torch.tensor(pop.v_reset, **kw),
-                    method="heaviside",
-                )
+        #: population -> its :mod:`neuro.neurons` parameters (0-dim tensors of ``dtype``).
+        self.neuron_params = {
+            pop.name: neurons.neuron_parameters(pop, graph.dt, dtype=dtype, device=device)
+            for pop in graph.populations.values() if pop.type != "input"
+        }
         self._order = [p for p in graph.populations.values() if p.type != "input"]
         self._delays = {name: graph.delay_steps(name) for name in graph.projections}
         # A projection reads its source from the previous step when the source is updated at or
         # after its target in the step order (recurrent connections).
         position = {name: i for i, name in enumerate(graph.populations)}
-        self._lag = {
+        #: projection -> steps between the source's activity and its delivery (delay, +1 for
+        #: recurrent connections).
+        self.lags = {
             name: self._delays[name] + (1 if position[p.source] >= position[p.target] else 0)
             for name, p in graph.projections.items()
         }
@@ -192,14 +112,10 @@ class Network(torch.nn.Module):
         return next(iter(self.weights.values())).device
 
     # ------------------------------------------------------------------ running
-    def _initial_state(self, pop: Population, batch: int):
-        norse_torch, _, leaky_integrator = _norse()
-        zeros = torch.zeros(batch, pop.size, device=self.device, dtype=self.dtype)
-        if pop.type == "LI":
-            return leaky_integrator.LIState(v=zeros + pop.v_leak, i=zeros.clone())
-        state = norse_torch.LIFFeedForwardState(v=zeros + pop.v_leak, i=zeros.clone())
-        extra = {"threshold": zeros.clone(), "refractory": zeros.clone()}
-        return state, extra
+    def initial_state(self, pop: Population, batch: int):
+        """The resting :mod:`neuro.neurons` state of population ``pop`` for ``batch`` samples."""
+        return neurons.initial_state(self.neuron_params[pop.name], (batch, pop.size), dtype=self.dtype,
+                                     device=self.device)
 
     def _project(self, name: str, pre: torch.Tensor, detach: bool = False) -> torch.Tensor:
         """Synaptic current jumps ``(..., M)`` of projection ``name`` for presynaptic activity
@@ -269,14 +185,17 @@ class Network(torch.nn.Module):
             return self._forward_steps(inputs, steps, batch, record, track)
         return self._forward_layers(inputs, steps, batch, record, track)
 
-    def _step_population(self, pop: Population, total: torch.Tensor, states: dict, dt: float):
-        """One step of population ``pop`` driven by current jumps ``total`` (B, n): (out, v)."""
-        p = self._params[pop.name]
+    def step_population(self, pop: Population, current: torch.Tensor, state):
+        """One step of population ``pop`` driven by current jumps ``current`` ``(B, n)``.
+
+        Returns ``(out, v, new_state)``: spikes (or the LI membrane), the membrane ``(B, n)`` and
+        the new :mod:`neuro.neurons` state."""
+        p = self.neuron_params[pop.name]
         if pop.type == "LI":
-            _, _, leaky_integrator = _norse()
-            out, states[pop.name] = leaky_integrator.li_feed_forward_step(total, states[pop.name], p, dt)
-            return out, out
-        return self._spiking_step(pop, total, states, p, dt)
+            out, state = neurons.li_step(current, state, p, self.graph.dt)
+            return out, out, state
+        z, state = neurons.lif_step(current, state, p, self.graph.dt)
+        return z, state.v, state
 
     def _forward_layers(self, inputs: dict[str, torch.Tensor], steps: int, batch: int, record: bool,
                         track: bool) -> RunResult:
@@ -286,15 +205,14 @@ class Network(torch.nn.Module):
         voltages: dict[str, torch.Tensor] = {}
         currents: dict[str, torch.Tensor | list[torch.Tensor]] = {}
         pres: dict[str, torch.Tensor] = {}
-        states = {pop.name: self._initial_state(pop, batch) for pop in self._order}
-        dt = graph.dt
+        states = {pop.name: self.initial_state(pop, batch) for pop in self._order}
         for pop in self._order:
             feed, recurrent = [], []
             for proj in graph.incoming(pop.name):
                 (recurrent if position[proj.source] >= position[pop.name] else feed).append(proj)
             drive = None
             for proj in feed:  # all steps at once: one (T*B, N) x (N, M) product
-                pre = self._shift(acts[proj.source], self._lag[proj.name])
+                pre = self._shift(acts[proj.source], self.lags[proj.name])
                 c = self._project(proj.name, pre, detach=track)
                 if track:
                     currents[proj.name] = self._mark(c)
@@ -311,14 +229,14 @@ class Network(torch.nn.Module):
             for t in range(steps):
                 total = drive_t[t]
                 for proj in recurrent:  # self-connections: the population's own past output
-                    lag = self._lag[proj.name]
+                    lag = self.lags[proj.name]
                     pre = outs[t - lag] if t >= lag else zeros
                     c = self._project(proj.name, pre, detach=track)
                     if track:
                         currents[proj.name].append(self._mark(c))
                         pres[proj.name].append(pre)
                     total = total + c
-                out, v = self._step_population(pop, total, states, dt)
+                out, v, states[pop.name] = self.step_population(pop, total, states[pop.name])
                 outs.append(out)
                 if record:
                     vs.append(v)
@@ -331,7 +249,7 @@ class Network(torch.nn.Module):
                        track: bool) -> RunResult:
         graph = self.graph
         history: dict[str, list[torch.Tensor]] = {name: list(x.unbind(0)) for name, x in inputs.items()}
-        states = {pop.name: self._initial_state(pop, batch) for pop in self._order}
+        states = {pop.name: self.initial_state(pop, batch) for pop in self._order}
         voltages: dict[str, list[torch.Tensor]] = {pop.name: [] for pop in self._order}
         currents: dict[str, list[torch.Tensor]] = {name: [] for name in graph.projections}
         pres: dict[str, list[torch.Tensor]] = {name: [] for name in graph.projections}
@@ -339,12 +257,11 @@ class Network(torch.nn.Module):
             history[pop.name] = []
         zeros = {name: torch.zeros(batch, graph.populations[p.source].size, device=self.device,
                                    dtype=self.dtype) for name, p in graph.projections.items()}
-        dt = graph.dt
         for t in range(steps):
             for pop in self._order:
                 total = None
                 for proj in graph.incoming(pop.name):
-                    lag = self._lag[proj.name]
+                    lag = self.lags[proj.name]
                     src = history[proj.source]
                     pre = src[t - lag] if t - lag >= 0 and t - lag < len(src) else zeros[proj.name]
                     c = self._project(proj.name, pre, detach=track)
@@ -354,7 +271,7 @@ class Network(torch.nn.Module):
                     total = c if total is None else total + c
                 if total is None:
                     total = torch.zeros(batch, pop.size, device=self.device, dtype=self.dtype)
-                out, v = self._step_population(pop, total, states, dt)
+                out, v, states[pop.name] = self.step_population(pop, total, states[pop.name])
                 history[pop.name].append(out)
                 if record:
                     voltages[pop.name].append(v)
@@ -374,30 +291,6 @@ class Network(torch.nn.Module):
             result.pre = {name: (p if isinstance(p, torch.Tensor) else torch.stack(p)).detach()
                           for name, p in pres.items() if len(p)}
         return result
-
-    def _spiking_step(self, pop: Population, current, states, p, dt: float):
-        state, extra = states[pop.name]
-        surrogate = pop.surrogate or "superspike"
-        scale = pop.surrogate_scale if pop.surrogate_scale is not None else 10.0
-        if pop.type == "LIFBox":  # no synaptic current: each step's input drives the membrane alone
-            state = type(state)(v=state.v, i=torch.zeros_like(state.i))
-            z, state = lif_step(current, state, p, dt, surrogate, scale)
-        elif pop.type == "AdaptiveLIF":  # threshold v_th + b, b jumps by adapt_increment per spike
-            p_eff = p._replace(v_th=p.v_th + extra["threshold"])
-            z, state = lif_step(current, state, p_eff, dt, surrogate, scale)
-            decay = math.exp(-dt / pop.tau_adapt)
-            extra = dict(extra, threshold=extra["threshold"] * decay + pop.adapt_increment * z)
-        else:
-            z, state = lif_step(current, state, p, dt, surrogate, scale)
-        if pop.refractory and pop.refractory > 0:
-            steps = round(pop.refractory / dt)
-            blocked = extra["refractory"] > 0
-            z = torch.where(blocked, torch.zeros_like(z), z)
-            state = type(state)(v=torch.where(blocked, p.v_reset.expand_as(state.v), state.v), i=state.i)
-            countdown = (extra["refractory"] - 1).clamp(min=0)
-            extra = dict(extra, refractory=torch.where(z > 0, float(steps), countdown))
-        states[pop.name] = (state, extra)
-        return z, state.v
 
     def plastic(self, rule: str | tuple[str, ...]) -> list[str]:
         """Names of projections trained by ``rule`` (e.g. ``"bptt"``)."""

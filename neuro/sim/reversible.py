@@ -5,7 +5,7 @@ A :class:`ReversibleBlock` couples two halves ``(x1, x2)`` of a layer's activity
     y1 = x1 + F(x2),    y2 = x2 + G(y1)        inverse:  x2 = y2 - G(y1),  x1 = y1 - F(x2)
 
 where ``F`` and ``G`` are spiking sublayers: a dense projection (``width x width``) feeding LIF neurons
-with Norse's update equations (``lif_feed_forward_step``) and spikes from :func:`neuro.sim.network.spike_fn`
+with Norse's update equations (``lif_feed_forward_step``) and spikes from :func:`neuro.neurons.spike_fn`
 (strict ``v > v_th``, surrogate gradient).  ``F(x2)`` is the sublayer's spike vector (0/1).  A
 :class:`ReversibleStack` runs ``n_blocks`` of them, step by step over ``T`` time steps (each block keeps
 the LIF states of its two sublayers across time, like the engine's streaming forward).
@@ -32,6 +32,15 @@ One step of a sublayer (the fixed-point form of Norse's LIF step, ``floor_Q`` = 
     i_dec = floor_Q(i_new * s)
     z     = spike_fn(v_dec - v_th)
     v_new = (1 - z) v_dec + z v_reset
+
+Why this step is not :func:`neuro.neurons.lif_step`: the shared step is Norse's float Euler step
+``v + dt tau_mem_inv ((v_leak - v) + i_new)``, whose roundings discard bits that no stored side
+information could restore in general.  Exact inversion needs every operation to be exact or a floor
+whose lost bits are countable, so the leak is written in decay form ``v a + (v_leak + i_new) (1 - a)``
+with ``a`` rounded to ``n / 2**k`` and each product floored to the ``2**-V_FRAC`` grid.  Where no
+floor discards anything (states, inputs and parameters on a grid coarse enough that every product is
+exact) the two steps coincide bit for bit: ``tests/test_reversible.py`` checks this against the
+shared step.
 
 Stored bits (MacKay et al. 2018, "store the bits that forgetting discards")
 ----------------------------------------------------------------------------
@@ -70,7 +79,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as tnf
 
-from neuro.sim.network import spike_fn
+from neuro.neurons import spike_fn
 
 __all__ = [
     "X_FRAC",
@@ -498,7 +507,7 @@ class ReversibleStack(torch.nn.Module):
         n_blocks: depth.
         width: neurons per half; the stack maps ``(x1, x2)``, each ``(T, B, width)``, to ``(y1, y2)``.
         params: :class:`LIFFixedParameters` shared by every sublayer.
-        surrogate, scale: the surrogate gradient of :func:`neuro.sim.network.spike_fn`.
+        surrogate, scale: the surrogate gradient of :func:`neuro.neurons.spike_fn`.
         reversible: ``True``: the memory-saving backward (:class:`_ReversibleFunction`); ``False``: the
             same arithmetic under ordinary autograd (stores every activation), the reference.
         weight_scale, seed: initialisation (N(0, weight_scale**2 / width)).

@@ -2,10 +2,11 @@
 
 * :func:`simulate_lif_events` -- event-driven simulation of one LIF layer driven by sparse spike
   inputs: each step touches only the weight rows of presynaptic neurons that spiked, then applies
-  Norse's LIF step in exactly ``neuro.sim.network.lif_step``'s operation order.  Backends: a small C
+  Norse's LIF step in exactly :func:`neuro.neurons.lif_step`'s operation order.  Backends: a small C
   kernel (``neuro/_kernels/lif_events.c``, compiled on first use with the system C compiler,
   without fast-math or FMA contraction; batch elements on parallel threads), or a torch loop
-  (block-wise sparse products, then in-place element-wise updates) when no compiler is present.
+  (block-wise sparse products, then the shared step :func:`neuro.neurons.lif_step_events`) when no
+  compiler is present.
   Only the order in which simultaneous synaptic inputs are summed can differ from the dense matmul
   of :class:`neuro.sim.network.Network` (ulp level; none with at most two input spikes per step).
 * :func:`simulate_stdp` -- our side of the plasticity cross-check: the network's neuron steps with
@@ -21,18 +22,22 @@ import warnings
 
 import torch
 
+from neuro import neurons
 from neuro.model.graph import ModelGraph
-from neuro.sim.network import Network, RunResult, _norse
+from neuro.sim.network import Network, RunResult
 
 __all__ = ["simulate_lif_events", "simulate_stdp", "PlasticResult", "compiled_kernel"]
 
 
-def _lif_constants(dt: float, tau_mem: float, tau_syn: float, dtype: torch.dtype) -> tuple[float, float]:
-    """``dt * tau_mem_inv`` and ``-dt * tau_syn_inv`` exactly as Norse forms them (a python float
-    times a 0-dim tensor of ``dtype``), as python floats (exact in ``dtype``)."""
-    tau_mem_inv = torch.tensor(1.0 / tau_mem, dtype=dtype)
-    tau_syn_inv = torch.tensor(1.0 / tau_syn if tau_syn else 0.0, dtype=dtype)
-    return float(dt * tau_mem_inv), float(-dt * tau_syn_inv)
+def _lif_parameters(tau_mem: float, tau_syn: float, v_leak: float, v_th: float, v_reset: float,
+                    dtype: torch.dtype) -> neurons.LIFParameters:
+    """The layer's :class:`neuro.neurons.LIFParameters`: inverse time constants as 0-dim tensors of
+    ``dtype`` (as :class:`~neuro.sim.network.Network` holds them), potentials as python floats."""
+    return neurons.LIFParameters(
+        tau_syn_inv=torch.tensor(1.0 / tau_syn if tau_syn else 0.0, dtype=dtype),
+        tau_mem_inv=torch.tensor(1.0 / tau_mem, dtype=dtype),
+        v_leak=v_leak, v_th=v_th, v_reset=v_reset,
+    )
 
 
 def _as_bytes(spikes: torch.Tensor) -> torch.Tensor:
@@ -101,7 +106,7 @@ def simulate_lif_events(
     """Run a layer of LIF neurons on sparse input spikes, event-driven.
 
     Each step adds the weight rows of the inputs that spiked (in increasing input index, onto a
-    zeroed buffer), then applies Norse's LIF step in ``neuro.sim.network.lif_step``'s operation order.
+    zeroed buffer), then applies Norse's LIF step in :func:`neuro.neurons.lif_step`'s operation order.
     With at most two spikes per step (or exactly representable sums) the results are bit-identical
     to :class:`neuro.sim.network.Network`; otherwise the current's summation order may differ from a
     matmul's by an ulp.  Plain LIF only (no refractoriness, no adaptation).
@@ -143,7 +148,7 @@ def simulate_lif_events(
         v = state[0].detach().to(dtype=dtype, device="cpu").clone().contiguous()
         i = state[1].detach().to(dtype=dtype, device="cpu").clone().contiguous()
     wt = weight.detach().to(device="cpu", dtype=dtype).T.contiguous()  # (N, M): row n = what n adds
-    c_mem, c_syn = _lif_constants(dt, tau_mem, tau_syn, dtype)
+    p = _lif_parameters(tau_mem, tau_syn, v_leak, v_th, v_reset, dtype)
     x = _as_bytes(spikes.detach().cpu())
     lib = None if backend == "torch" else compiled_kernel()
     if lib is None and backend == "c":
@@ -152,10 +157,12 @@ def simulate_lif_events(
         raise RuntimeError("simulate_lif_events: compiled kernel unavailable: "
                            f"{_kernels.error('lif_events')}")
     if lib is not None:
+        # the kernel takes the step's factors dt tau_mem_inv and -dt tau_syn_inv as the step forms them
+        c_mem, c_syn = float(dt * p.tau_mem_inv), float(-dt * p.tau_syn_inv)
         z, vrec = _run_kernel(lib, x, wt, v, i, c_mem, c_syn, dtype, v_leak, v_th, v_reset, record_v,
                               record_z, threads)
     else:
-        z, vrec = _run_torch(x, wt, v, i, c_mem, c_syn, dtype, v_leak, v_th, v_reset, block, record_v)
+        z, vrec = _run_torch(x, wt, v, i, p, dt, block, record_v)
         simulate_lif_events.last_count = int(z.sum())
         if not record_z:
             z = None
@@ -195,39 +202,29 @@ def _run_kernel(lib, x, wt, v, i, c_mem, c_syn, dtype, v_leak, v_th, v_reset, re
     return (z.view(torch.bool) if z is not None else None), vrec
 
 
-def _run_torch(x, wt, v, i, c_mem, c_syn, dtype, v_leak, v_th, v_reset, block, record_v):
+def _run_torch(x, wt, v, i, p: neurons.LIFParameters, dt: float, block: int, record_v: bool):
+    """The torch backend: ``(z, vrec)``; the final state is written into ``v`` and ``i``."""
     steps, batch, n_in = x.shape
     m = wt.shape[1]
-    vl = torch.tensor(v_leak, dtype=dtype)
-    tmp = torch.empty_like(v)
-    zf = torch.empty_like(v)
     z = torch.zeros(steps, batch, m, dtype=torch.bool)
-    vrec = torch.empty(steps, batch, m, dtype=dtype) if record_v else None
+    vrec = torch.empty(steps, batch, m, dtype=v.dtype) if record_v else None
+    state = neurons.LIFState(v, i)
     flat = x.reshape(steps * batch, n_in)
     for t0 in range(0, steps, block):
         t1 = min(steps, t0 + block)
         rows, cols = torch.nonzero(flat[t0 * batch:t1 * batch], as_tuple=True)
-        cur = torch.zeros((t1 - t0) * batch, m, dtype=dtype)
+        cur = torch.zeros((t1 - t0) * batch, m, dtype=v.dtype)
         if len(rows):
             cur.index_add_(0, rows, wt.index_select(0, cols))  # only the active rows of W^T
         cur = cur.view(t1 - t0, batch, m)
         for t in range(t1 - t0):
-            i.add_(cur[t])  # i' = i + x
-            torch.sub(vl, v, out=tmp)
-            tmp.add_(i).mul_(c_mem)
-            v.add_(tmp)  # v' = v + dt/tau_mem ((v_leak - v) + i')
-            torch.mul(i, c_syn, out=tmp)
-            i.add_(tmp)  # i = i' + (-dt/tau_syn) i'
-            zt = z[t0 + t]
-            torch.sub(v, v_th, out=tmp)
-            torch.gt(tmp, 0, out=zt)
-            # v = (1 - z) v' + z v_reset, literally (keeps signed zeros as Norse does)
-            zf.copy_(zt)
-            torch.mul(zf, v_reset, out=tmp)  # z v_reset
-            zf.neg_().add_(1.0)  # 1 - z
-            v.mul_(zf).add_(tmp)
+            spikes, state = neurons.lif_step_events(cur[t], state, p, dt)
+            if spikes is not None:
+                z[t0 + t] = spikes
             if vrec is not None:
-                vrec[t0 + t] = v
+                vrec[t0 + t] = state.v
+    v.copy_(state.v)
+    i.copy_(state.i)
     return z, vrec
 
 
@@ -280,7 +277,7 @@ def simulate_stdp(graph: ModelGraph, inputs: dict[str, torch.Tensor] | torch.Ten
     order = [p for p in graph.populations.values() if p.type != "input"]
     states = {}
     for pop in order:
-        states[pop.name] = net._initial_state(pop, batch)
+        states[pop.name] = net.initial_state(pop, batch)
         history[pop.name] = []
     volts = {pop.name: [] for pop in order}
     traces = {}
@@ -289,7 +286,7 @@ def simulate_stdp(graph: ModelGraph, inputs: dict[str, torch.Tensor] | torch.Ten
             prm = p.params
             src, tgt = graph.populations[p.source].size, graph.populations[p.target].size
             lo, hi = p.bounds if p.bounds is not None else (-math.inf, math.inf)
-            mu = float(prm.get("mu", 1.0 if prm.get("mode") == "multiplicative" else 0.0))
+            mu = float(prm["mu"])  # the graph resolved mu from mode (neuro.rules.stdp_pair)
             if mu != 0.0 and p.bounds is None:
                 raise ValueError(f"simulate_stdp: projection {name}: weight-dependent STDP needs bounds")
             traces[name] = dict(
@@ -300,25 +297,18 @@ def simulate_stdp(graph: ModelGraph, inputs: dict[str, torch.Tensor] | torch.Ten
             )
     zeros = {name: torch.zeros(batch, graph.populations[p.source].size, dtype=dtype)
              for name, p in graph.projections.items()}
-    _, _, leaky_integrator = _norse()
     for t in range(steps):
         delivered = {}
         for pop in order:
             total = torch.zeros(batch, pop.size, dtype=dtype)
             for proj in graph.incoming(pop.name):
-                lag = net._lag[proj.name]
+                lag = net.lags[proj.name]
                 src = history[proj.source]
                 pre = src[t - lag] if 0 <= t - lag < len(src) else zeros[proj.name]
                 delivered[proj.name] = pre
                 ww = w[proj.name]
                 total = total + (pre * ww if proj.kind == "one_to_one" else pre @ ww.T)
-            prm = net._params[pop.name]
-            if pop.type == "LI":
-                out, states[pop.name] = leaky_integrator.li_feed_forward_step(total, states[pop.name], prm,
-                                                                              graph.dt)
-                v = out
-            else:
-                out, v = net._spiking_step(pop, total, states, prm, graph.dt)
+            out, v, states[pop.name] = net.step_population(pop, total, states[pop.name])
             history[pop.name].append(out)
             volts[pop.name].append(v)
         for name, tr in traces.items():

@@ -103,7 +103,7 @@ class CheckpointDriver(NetworkDriver):
     preallocate = True
 
     def __init__(self, graph, run, *, device="cpu", segment: int | None = None) -> None:
-        from neuro.train.online import CheckpointedBPTT
+        from neuro.sim.checkpointed import CheckpointedBPTT
 
         super().__init__(graph, run, device=device)
         if graph.training.readout != "max_membrane":

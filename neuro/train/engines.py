@@ -18,7 +18,13 @@ from neuro.engine import UpdateEngine
 from neuro.engine.params import Bounds, ParamType, Sign
 from neuro.numerics import BPOSIT32, POSIT32, PositFormat
 
-__all__ = ["accumulation_format", "build_engine"]
+__all__ = ["QUIRE_WINDOW", "accumulation_format", "build_engine", "preallocate_quires"]
+
+#: Quire window (absolute limb indices [lo, hi), 32 bits per limb) allocated up front for a
+#: 32-bit quire format (bposit32 / posit32): measured on Yin-Yang training, contributions of
+#: surrogate-gradient, e-prop and OTTT updates occupy limbs -5..2 (bits 2**-160 .. 2**96, headroom
+#: for carries included).  A contribution outside the window widens it (never truncates).
+QUIRE_WINDOW = (-5, 3)
 
 # 16- and 8-bit storage formats accumulate in bposit32 (float32-like precision over a huge range):
 # Adam's second moments (~1e-10) underflow a posit8 (minpos 2**-24) and error signals rounded to 3
@@ -81,3 +87,9 @@ def build_engine(graph, weights: Mapping[str, torch.Tensor], names: list[str], *
             "type": ParamType(constraint=own, storage=fmt),
         })
     return UpdateEngine(groups, seed=seed, merge=merge)
+
+
+def preallocate_quires(engine: UpdateEngine, window: tuple[int, int] = QUIRE_WINDOW) -> None:
+    """Allocate every parameter's quire limbs ``[lo, hi)`` now, as :mod:`neuro.train.plan` assumes."""
+    for p in engine.parameters():
+        engine.reserve_window(p, window)

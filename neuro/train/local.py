@@ -12,7 +12,8 @@ Update intervals
     (sequential) LIF recursion, the rule computes its traces for the whole interval in closed form
     and hands its contributions to the engine, and the engine rounds ONCE per interval to the
     storage format and clamps to the bounds (``update_interval = dt`` rounds after every step, as
-    naive low-precision hardware would).
+    naive low-precision hardware would).  The loop itself is :class:`neuro.sim.plastic.ClosedLoop`
+    (neurons stepped by :func:`neuro.neurons.lif_step_events`).
 
 :class:`LocalDriver` runs in the one loop (:func:`neuro.train.loop.fit`): a Poisson scenario is a
 data set of one sample per epoch (the model's duration of input, chunk by chunk), a digits model
@@ -28,13 +29,13 @@ made), ``seconds``, ``weights_sha256``; Song scenarios ``share_below_10pct`` and
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 
 from neuro.model.graph import ModelGraph
-from neuro.rules import RewardSTDP, registry
+from neuro.rules import registry
 from neuro.sim.network import Network
+from neuro.sim.plastic import ClosedLoop, LocalModel
 from neuro.train.data import load_split
 from neuro.train.loop import Driver
 from neuro.train.protocols import (
@@ -50,7 +51,7 @@ from neuro.train.protocols import (
     song_metrics,
 )
 
-__all__ = ["ClosedLoop", "LocalDriver", "LocalModel", "Scenario", "rule_for"]
+__all__ = ["LocalDriver", "Scenario", "rule_for"]
 
 _F64 = torch.float64
 
@@ -66,147 +67,6 @@ def rule_for(graph: ModelGraph, name: str):
         raise ValueError(f"{graph.name}: projection {name} has rule {rule.name!r}, not a local rule "
                          f"{registry.rules_of_kind('local')}")
     return rule.build(graph, name)
-
-
-@dataclass
-class LocalModel:
-    """The pieces of a local-rule model graph: input population, target, plastic and lateral
-    projections."""
-
-    source: str
-    target: str
-    plastic: str
-    lateral: str | None = None
-
-    @classmethod
-    def from_graph(cls, graph: ModelGraph) -> LocalModel:
-        plastic = [n for n, p in graph.projections.items() if registry.get(p.rule).kind == "local"]
-        if len(plastic) != 1:
-            raise ValueError(
-                f"{graph.name}: the local-rule trainer runs exactly one plastic projection, found {plastic}"
-            )
-        proj = graph.projections[plastic[0]]
-        if graph.populations[proj.source].type != "input":
-            raise ValueError(
-                f"{graph.name}: plastic projection {proj.name} must start at an input population"
-            )
-        tgt = graph.populations[proj.target]
-        if tgt.type not in ("LIF", "AdaptiveLIF"):
-            raise ValueError(f"{graph.name}: target {tgt.name} must be LIF or AdaptiveLIF, got {tgt.type}")
-        lateral = None
-        for name, p in graph.projections.items():
-            if name == proj.name:
-                continue
-            if p.source == p.target == tgt.name and p.rule == "none":
-                lateral = name
-            else:
-                raise ValueError(
-                    f"{graph.name}: projection {name} is not supported by the local-rule trainer "
-                    "(only a fixed recurrent projection on the target, for lateral inhibition)"
-                )
-        return cls(proj.source, tgt.name, proj.name, lateral)
-
-
-@dataclass
-class _NeuronState:
-    v: torch.Tensor
-    i: torch.Tensor
-    theta: torch.Tensor
-    refractory: torch.Tensor
-    z: torch.Tensor
-
-
-class ClosedLoop:
-    """Input spikes -> LIF/AdaptiveLIF population through the plastic weights (+ lateral), with the
-    rule learning once per update interval.
-
-    Args:
-        graph: the model graph; network: its :class:`~neuro.sim.network.Network` (weights live there);
-        engine: the :class:`UpdateEngine` over the plastic weight (None: no learning);
-        rule: the rule module (None: no learning).
-    """
-
-    def __init__(self, graph: ModelGraph, network: Network, engine=None, rule=None):
-        self.graph, self.network, self.engine, self.rule = graph, network, engine, rule
-        self.model = LocalModel.from_graph(graph)
-        self.pop = graph.populations[self.model.target]
-        self.dt = graph.dt
-        self.dtype = network.dtype
-        self.weight = network.weights[self.model.plastic]
-        self.state: _NeuronState | None = None
-        self.spike_count = 0
-
-    def reset(self, batch: int, theta: torch.Tensor | None = None) -> None:
-        """Neuron state at rest (``theta``: ``(M,)`` adaptive thresholds carried over), rule traces 0."""
-        m = self.pop.size
-        z = torch.zeros(batch, m, dtype=self.dtype)
-        th = z.clone() if theta is None else theta.to(self.dtype).expand(batch, m).clone()
-        self.state = _NeuronState(z + self.pop.v_leak, z.clone(), th, z.clone(), z.clone())
-        if self.rule is not None:
-            self.rule.reset(batch, self.graph.populations[self.model.source].size, m)
-
-    @torch.no_grad()
-    def run_interval(self, z_in: torch.Tensor, reward=None, learn: bool = True) -> torch.Tensor:
-        """Simulate ``L`` steps with the current weights and (if ``learn``) hand the rule's
-        contributions to the engine and step it once.
-
-        Args:
-            z_in: ``(L, B, N)`` bool input spikes.
-            reward: for ``rstdp``, a callable ``(z_in, z_out) -> (L, B)`` dopamine release.
-        Returns:
-            ``(L, B, M)`` bool output spikes.
-        """
-        pop, s, dt = self.pop, self.state, self.dt
-        w = self.weight.detach()
-        current = z_in.to(self.dtype) @ w.T  # (L, B, M): weights constant within the interval
-        w_lat = self.network.weights[self.model.lateral].detach() if self.model.lateral else None
-        if w_lat is not None and not _options(self.graph).get("lateral_self", True):
-            w_lat = w_lat * (1 - torch.eye(w_lat.shape[0], dtype=w_lat.dtype))  # others only
-        tau_mem_inv = 1.0 / pop.tau_mem
-        tau_syn_inv = 1.0 / pop.tau_syn
-        adaptive = pop.type == "AdaptiveLIF"
-        decay_theta = math.exp(-dt / pop.tau_adapt) if adaptive else 1.0
-        ref_steps = round(pop.refractory / dt) if pop.refractory else 0
-        out = torch.empty(current.shape, dtype=torch.bool)
-        v, i, theta, ref, z = s.v, s.i, s.theta, s.refractory, s.z
-        fired = bool(z.any())
-        zero = torch.zeros_like(v)
-        v_reset = torch.full_like(v, pop.v_reset)
-        for t in range(current.shape[0]):
-            c = current[t]
-            if w_lat is not None and fired:
-                c = c + z @ w_lat.T  # recurrent: last step's spikes (adding 0 when none is skipped)
-            # Norse lif_feed_forward_step arithmetic (see neuro.sim.network.lif_step)
-            i_new = i + c
-            v_dec = v + dt * tau_mem_inv * ((pop.v_leak - v) + i_new)
-            i = i_new + (-dt * tau_syn_inv * i_new)
-            spike = (v_dec - (pop.v_th + theta)) > 0
-            if ref_steps:
-                blocked = ref > 0
-                spike = spike & ~blocked
-                v_dec = torch.where(blocked, torch.full_like(v_dec, pop.v_reset), v_dec)
-                ref = torch.where(spike, torch.full_like(ref, float(ref_steps)), (ref - 1).clamp(min=0))
-            fired = bool(spike.any())
-            if adaptive:
-                theta = theta * decay_theta
-            if fired:  # the same values as (1 - z) v_dec + z v_reset and theta + a z, fewer kernels
-                z = spike.to(self.dtype)
-                v = torch.where(spike, v_reset, v_dec)
-                if adaptive:
-                    theta = theta + pop.adapt_increment * z
-            else:
-                z, v = zero, v_dec
-            out[t] = spike
-        self.state = _NeuronState(v, i, theta, ref, z)
-        self.spike_count += int(out.sum())
-        if learn and self.rule is not None:
-            if isinstance(self.rule, RewardSTDP):
-                r = reward(z_in, out) if reward is not None else torch.zeros(out.shape[:2], dtype=_F64)
-                self.rule.interval(self.engine, self.weight, z_in, out, r)
-            else:
-                self.rule.interval(self.engine, self.weight, z_in, out)
-            self.engine.step()
-        return out
 
 
 # ==================================================================================================

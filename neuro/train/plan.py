@@ -16,7 +16,7 @@ population, ``M x N``: a projection's weight, ``d``: bytes of the compute dtype,
   membrane, threshold distance, spikes, pseudo-derivative ...).
 * ``quires``: one exact accumulator per weight, ``M N (8 L + 1)`` bytes: ``L`` int64 limbs of 32
   bits each plus a NaR byte.  The engine keeps one limb window per tensor; the training loops
-  allocate it up front (:func:`neuro.train.online.preallocate_quires`) as limbs -5..2, ``L = 8``
+  allocate it up front (:func:`neuro.train.engines.preallocate_quires`) as limbs -5..2, ``L = 8``
   (measured: surrogate-gradient, e-prop and OTTT contributions occupy bits 2**-160 .. 2**96 of a
   bposit32 quire, carry headroom included: tiny pseudo-derivatives far from threshold reach down
   to limb -5); a contribution outside it would widen the

@@ -100,7 +100,7 @@ def train(
     Under ``torchrun`` (``torch.distributed`` initialised) every worker runs its share of each
     batch and the engine merges the contributions exactly: the weights equal one worker's, bit for bit.
     """
-    from neuro.train.online import preallocate_quires
+    from neuro.train.engines import preallocate_quires
 
     mode = check_mode(graph, mode or default_mode(graph))
     dev = check_device(device)
