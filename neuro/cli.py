@@ -30,10 +30,20 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", default=None, help="output folder (default: runs/MODEL)")
     train.add_argument("--format", default=None, help="store every projection's weights in this format "
                        "(float32, float64, posit8, posit16, posit32, bposit16, bposit32)")
-    train.add_argument("--epochs", type=int, default=None, help="override training.epochs")
-    train.add_argument("--seed", type=int, default=None, help="override training.seed")
-    train.add_argument("--max-train", type=int, default=None, help="use only the first N training samples")
+    train.add_argument("--epochs", type=count(1), default=None, help="override training.epochs (>= 1)")
+    train.add_argument("--seed", type=count(0), default=None, help="override training.seed (>= 0)")
+    train.add_argument("--max-train", type=count(1), default=None,
+                       help="use only the first N training samples (>= 1)")
+    train.add_argument("--duration", type=seconds, default=None,
+                       help="override [model] duration, seconds (a local-rule scenario's simulated time, "
+                       "a presentation's length)")
     train.add_argument("--device", default="cpu", help="torch device: cpu (default), cuda, cuda:N")
+    train.add_argument("--checkpoint-every", type=count(0), default=50, metavar="N",
+                       help="write a checkpoint every N global batches and after every epoch "
+                       "(0: after epochs only; default 50)")
+    train.add_argument("--resume", default=None, metavar="DIR",
+                       help="continue the killed run in DIR (its --out) from its last checkpoint, to the "
+                       "same weight bits; give the same model and options")
     train.add_argument("--mode", default=None, choices=MODES,
                        help="training mode (default: the one the model's rules name; reversible for "
                        "models with a [reversible] section, local for STDP-family rules); "
@@ -45,19 +55,20 @@ def build_parser() -> argparse.ArgumentParser:
                            "membranes and weights (exit 1 if the model's tolerances are not met)")
     check.add_argument("model", help="model file or bundled model name")
     check.add_argument("--out", default=None, help="output folder (default: runs/MODEL_crosscheck)")
-    check.add_argument("--seed", type=int, default=None, help="seed of weights and inputs")
+    check.add_argument("--seed", type=count(0), default=None, help="seed of weights and inputs")
     check.add_argument("--method", default="euler", choices=("euler", "exact"),
                        help="Brian2 integration method (euler matches ours step for step)")
     check.add_argument("--target", default="numpy", choices=("numpy", "cython"), help="Brian2 code target")
     check.add_argument("--format", default=None, help="weight storage format on our side (e.g. posit16)")
-    check.add_argument("--duration", type=float, default=None,
+    check.add_argument("--duration", type=seconds, default=None,
                        help="simulated seconds (default: the model's; at most 1 s for local-rule "
                        "models, whose closed loop rounds every step)")
     check.set_defaults(func=_cmd_crosscheck)
     plan = sub.add_parser("plan", help="memory plan of a model before it runs: inference vs training modes")
     plan.add_argument("model", help="model file or bundled model name")
-    plan.add_argument("--batch", type=int, default=None, help="batch size (default: the model's microbatch)")
-    plan.add_argument("--steps", type=int, default=None, help="time steps (default: duration / dt)")
+    plan.add_argument("--batch", type=count(1), default=None,
+                      help="batch size (default: the model's microbatch)")
+    plan.add_argument("--steps", type=count(1), default=None, help="time steps (default: duration / dt)")
     plan.add_argument("--mode", default=None, help="bptt, bptt_checkpoint, reversible, ottt or eprop "
                       "(default: all the model allows)")
     plan.add_argument("--budget", default=None, help="e.g. 2x (of inference) or 512MiB; exit 1 if over")
@@ -67,6 +78,38 @@ def build_parser() -> argparse.ArgumentParser:
                                            a.steps, a.mode, a.budget, a.json))
     _add_registry_commands(sub)
     return parser
+
+
+def count(low: int):
+    """An argparse type: an integer >= ``low``, else a message that says so."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {low}, got {value}")
+        return value
+
+    return parse
+
+
+def seconds(text: str) -> float:
+    """An argparse type: a duration > 0 in seconds (a number, or a time with a unit such as "500 ms")."""
+    try:
+        value = float(text)
+    except ValueError:
+        from neuro.model.spec import ModelFileError, parse_time
+
+        try:
+            value = parse_time(text)
+        except (ModelFileError, ValueError):
+            raise argparse.ArgumentTypeError(
+                f"expected seconds or a time such as \"500 ms\", got {text!r}") from None
+    if not (value > 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a duration > 0, got {text!r}")
+    return value
 
 
 def _add_registry_commands(sub) -> None:
@@ -144,30 +187,21 @@ def _call(module: str, name: str, *args, **kwargs) -> int:
     return int(getattr(importlib.import_module(module), name)(*args, **kwargs) or 0)
 
 
-def _models_dir() -> Path:
-    """The bundled models/ folder (next to the package in a source checkout)."""
-    return Path(__file__).resolve().parent.parent / "models"
-
-
 def _resolve_model(text: str) -> Path:
-    path = Path(text)
-    if path.exists():
-        return path
-    bundled = _models_dir() / (text if text.endswith(".toml") else f"{text}.toml")
-    if bundled.exists():
-        return bundled
-    names = sorted(p.stem for p in _models_dir().glob("*.toml"))
-    import difflib
+    from neuro.model.bundled import find_model
 
-    near = difflib.get_close_matches(path.stem, names, n=1)
-    hint = f"; did you mean {near[0]!r}?" if near else ""
-    raise SystemExit(f"neuro: no model file {text!r} (bundled models: {', '.join(names)}){hint}")
+    try:
+        return find_model(text)
+    except ValueError as err:
+        print(f"neuro: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
+    from neuro.model.bundled import MODELS_DIR
     from neuro.model.spec import ModelFileError, load_model
 
-    folder = Path(args.dir) if args.dir else _models_dir()
+    folder = Path(args.dir) if args.dir else MODELS_DIR
     for path in sorted(folder.glob("*.toml")):
         try:
             description = load_model(path).description
@@ -178,6 +212,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from neuro.model.graph import GraphError, ModelGraph
     from neuro.model.spec import ModelFileError, load_model
     from neuro.train import train
 
@@ -186,17 +221,29 @@ def _cmd_train(args: argparse.Namespace) -> int:
         graph = load_model(path)
         if args.format:
             graph = graph.with_format(args.format)
-    except (ModelFileError, ValueError) as err:
+        if args.duration is not None:
+            graph = ModelGraph.from_dict({**graph.to_dict(), "duration": args.duration})
+    except (ModelFileError, GraphError, ValueError) as err:
         print(f"neuro train: {err}", file=sys.stderr)
         return 2
-    out = Path(args.out) if args.out else Path("runs") / graph.name
+    out = Path(args.resume or args.out or Path("runs") / graph.name)
+    if args.resume and args.out and Path(args.out) != Path(args.resume):
+        print("neuro train: --resume DIR continues the run in DIR; leave --out out (or give the same folder)",
+              file=sys.stderr)
+        return 2
     _init_distributed(args.device)
     try:
         result = train(graph, mode=args.mode, epochs=args.epochs, seed=args.seed, out_dir=out,
-                       progress=not args.quiet, max_train=args.max_train, device=args.device)
+                       progress=not args.quiet, max_train=args.max_train, device=args.device,
+                       checkpoint_every=args.checkpoint_every, resume=bool(args.resume))
     except ValueError as err:
         print(f"neuro train: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        same = "".join(f" --{k} {v}" for k, v in (("format", args.format), ("duration", args.duration)) if v)
+        print(f"\nneuro train: interrupted; the last checkpoint is kept in {out} "
+              f"(continue with: neuro train {args.model}{same} --resume {out})", file=sys.stderr)
+        return 130
     import os
 
     if int(os.environ.get("RANK", "0")) == 0:

@@ -43,7 +43,7 @@ def test_fixed_point_step_equals_the_shared_step_on_its_grid(seed):
     x = on_grid((6, 16), 4, 1)  # activations, 2**-4 grid; weights 2**-16: currents on the 2**-20 grid
     w = on_grid((16, 16), 16, 1)
     v, i = on_grid((6, 16), coarse, 2), on_grid((6, 16), coarse, 2)
-    z, v_new, i_dec, v_dec, _, c = reversible._lif_step(x, w, v, i, fixed, "triangle", 2.0)
+    z, v_new, i_dec, v_dec, _, c = reversible.lif_fixed_step(x, w, v, i, fixed, "triangle", 2.0)
     z_ref, state = neurons.lif_step(c, neurons.LIFState(v, i), lif, dt)
     assert 0 < int(z.sum()) < z.numel()
     assert torch.equal(z, z_ref) and torch.equal(v_new, state.v) and torch.equal(i_dec, state.i)

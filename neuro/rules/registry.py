@@ -94,7 +94,9 @@ class Brian2Synapse:
 
 
 class LocalRule(Protocol):
-    """What ``Rule.build`` returns for a local rule (one projection ``W (M, N)``)."""
+    """What ``Rule.build`` returns for a local rule (one projection ``W (M, N)``).  A rule that keeps
+    traces between intervals holds them in ``state``, a NamedTuple of tensors (None at rest), which
+    checkpoints save and restore."""
 
     def reset(self, batch: int, n_pre: int, n_post: int) -> None:
         """Traces at rest for ``batch`` independent trials."""

@@ -87,6 +87,12 @@ __all__ = [
     "V_FRAC",
     "LIFFixedParameters",
     "ReversibleBlock",
+    "SideRecord",
+    "block_step",
+    "check_range",
+    "lif_fixed_inverse",
+    "lif_fixed_step",
+    "side_record",
     "ReversibleStack",
     "quantize",
     "side_buffer_bytes",
@@ -186,7 +192,7 @@ def _floor_q(x: torch.Tensor) -> torch.Tensor:
     return _Quantize.apply(x, V_FRAC, True)
 
 
-def _lif_step(x, wq, v, i, p: LIFFixedParameters, surrogate: str, scale: float):
+def lif_fixed_step(x, wq, v, i, p: LIFFixedParameters, surrogate: str, scale: float):
     """One step of a spiking sublayer.
 
     Args:
@@ -225,12 +231,12 @@ def li_step(x, wq, v, i, p: LIFFixedParameters):
     return v_new, i_dec, i_new, c
 
 
-def _block_step(x1, x2, state, wf, wg, p, surrogate, scale):
+def block_step(x1, x2, state, wf, wg, p, surrogate, scale):
     """One step of a block: ``y1 = x1 + F(x2)``, ``y2 = x2 + G(y1)``; ``state = (vF, iF, vG, iG)``."""
     vf, i_f, vg, ig = state
-    zf, vf, i_f, vf_dec, if_new, cf = _lif_step(x2, wf, vf, i_f, p, surrogate, scale)
+    zf, vf, i_f, vf_dec, if_new, cf = lif_fixed_step(x2, wf, vf, i_f, p, surrogate, scale)
     y1 = x1 + zf
-    zg, vg, ig, vg_dec, ig_new, cg = _lif_step(y1, wg, vg, ig, p, surrogate, scale)
+    zg, vg, ig, vg_dec, ig_new, cg = lif_fixed_step(y1, wg, vg, ig, p, surrogate, scale)
     y2 = x2 + zg
     return y1, y2, (vf, i_f, vg, ig), ((zf, vf_dec, if_new, cf), (zg, vg_dec, ig_new, cg))
 
@@ -282,7 +288,7 @@ def _unleak(q: torch.Tensor, j: torch.Tensor, num: int, k: int) -> torch.Tensor:
 
 
 @dataclass
-class _SideRecord:
+class SideRecord:
     """What one sublayer stores for one step: packed spike, membrane-leak and current-leak bits
     (``ceil(B width / 8)`` bytes each) and the pre-reset excess ``v_dec - v_th`` at the spikes (grid
     units, int32 or int64, one per spike)."""
@@ -305,10 +311,10 @@ def _compact(excess: torch.Tensor) -> torch.Tensor:
     return ints.to(torch.int32)
 
 
-def _record(v_before, z, v_dec, i_new, p: LIFFixedParameters) -> _SideRecord:
+def side_record(v_before, z, v_dec, i_new, p: LIFFixedParameters) -> SideRecord:
     k = p.decay_bits
     mask = z.bool()
-    return _SideRecord(
+    return SideRecord(
         spikes=_pack(mask),
         v_bits=_pack(_leak_bit(v_before, p.mem_num, k)),
         i_bits=_pack(_leak_bit(i_new, p.syn_num, k)),
@@ -316,7 +322,7 @@ def _record(v_before, z, v_dec, i_new, p: LIFFixedParameters) -> _SideRecord:
     )
 
 
-def _lif_inverse(x, wq, v_new, i_dec, rec: _SideRecord, p: LIFFixedParameters):
+def lif_fixed_inverse(x, wq, v_new, i_dec, rec: SideRecord, p: LIFFixedParameters):
     """Invert one sublayer step exactly: returns ``(z, v, i)`` (spikes and the previous state)."""
     k = p.decay_bits
     shape = v_new.shape
@@ -329,10 +335,10 @@ def _lif_inverse(x, wq, v_new, i_dec, rec: _SideRecord, p: LIFFixedParameters):
     return mask.to(_DTYPE), v, i
 
 
-def li_record(v_before, i_new, p: LIFFixedParameters) -> _SideRecord:
+def li_record(v_before, i_new, p: LIFFixedParameters) -> SideRecord:
     """Side record of an LI step: only the two leak bits (no spikes, no reset)."""
     k, empty = p.decay_bits, v_before.new_empty(0, dtype=torch.uint8)
-    return _SideRecord(
+    return SideRecord(
         spikes=empty,
         v_bits=_pack(_leak_bit(v_before, p.mem_num, k)),
         i_bits=_pack(_leak_bit(i_new, p.syn_num, k)),
@@ -340,7 +346,7 @@ def li_record(v_before, i_new, p: LIFFixedParameters) -> _SideRecord:
     )
 
 
-def li_inverse(x, wq, v_new, i_dec, rec: _SideRecord, p: LIFFixedParameters):
+def li_inverse(x, wq, v_new, i_dec, rec: SideRecord, p: LIFFixedParameters):
     """Invert :func:`li_step` exactly: returns the previous ``(v, i)``."""
     k, shape = p.decay_bits, v_new.shape
     i_new = _unleak(i_dec, _unpack(rec.i_bits, shape), p.syn_num, k)
@@ -348,7 +354,7 @@ def li_inverse(x, wq, v_new, i_dec, rec: _SideRecord, p: LIFFixedParameters):
     return _unleak(q, _unpack(rec.v_bits, shape), p.mem_num, k), i_new - tnf.linear(x, wq)
 
 
-def _check_range(x1, x2, state) -> None:
+def check_range(x1, x2, state) -> None:
     if max(float(x1.abs().max()), float(x2.abs().max())) >= X_LIMIT:
         raise OverflowError(f"reversible: activations reached {X_LIMIT}; fixed point would be inexact")
     for s in state:
@@ -393,10 +399,10 @@ class _ReversibleFunction(torch.autograd.Function):
                 if trace is not None:
                     trace.append(_snapshot("forward", t, b, a1, a2, states[b]))
                 old, wf, wg = states[b], weights[2 * b], weights[2 * b + 1]
-                a1, a2, states[b], aux = _block_step(a1, a2, old, wf, wg, p, sur, scale)
+                a1, a2, states[b], aux = block_step(a1, a2, old, wf, wg, p, sur, scale)
                 (zf, vf_dec, if_new, _), (zg, vg_dec, ig_new, _) = aux
-                side[b][t] = (_record(old[0], zf, vf_dec, if_new, p), _record(old[2], zg, vg_dec, ig_new, p))
-                _check_range(a1, a2, states[b])
+                side[b][t] = (side_record(old[0], zf, vf_dec, if_new, p), side_record(old[2], zg, vg_dec, ig_new, p))
+                check_range(a1, a2, states[b])
             y1[t], y2[t] = a1, a2
         ctx.stack = stack
         ctx.states, ctx.side = states, side
@@ -424,9 +430,9 @@ class _ReversibleFunction(torch.autograd.Function):
                 side[b][t] = None
                 vf, i_f, vg, ig = states[b]
                 # exact inverse: G first (its input y1 is known), then F
-                zg, vg0, ig0 = _lif_inverse(a1, wg, vg, ig, rec_g, p)
+                zg, vg0, ig0 = lif_fixed_inverse(a1, wg, vg, ig, rec_g, p)
                 x2 = a2 - zg
-                zf, vf0, if0 = _lif_inverse(x2, wf, vf, i_f, rec_f, p)
+                zf, vf0, if0 = lif_fixed_inverse(x2, wf, vf, i_f, rec_f, p)
                 x1 = a1 - zf
                 prev = (vf0, if0, vg0, ig0)
                 if trace is not None:
@@ -434,7 +440,7 @@ class _ReversibleFunction(torch.autograd.Function):
                 # local recomputation under autograd
                 with torch.enable_grad():
                     ins = [x1.requires_grad_(), x2.requires_grad_(), *(s.requires_grad_() for s in prev)]
-                    o1, o2, new_state, _ = _block_step(
+                    o1, o2, new_state, _ = block_step(
                         ins[0], ins[1], tuple(ins[2:]), leaves[2 * b], leaves[2 * b + 1], p, sur, scale
                     )
                     outs, gouts = [o1, o2], [g1, g2]
@@ -568,7 +574,7 @@ def _run(owner, blocks, x1, x2):
         a1, a2 = x1[t], x2[t]
         for b in range(len(blocks)):
             wf, wg = weights[2 * b], weights[2 * b + 1]
-            a1, a2, states[b], _ = _block_step(a1, a2, states[b], wf, wg, p, sur, scale)
+            a1, a2, states[b], _ = block_step(a1, a2, states[b], wf, wg, p, sur, scale)
         out1.append(a1)
         out2.append(a2)
     return torch.stack(out1), torch.stack(out2)

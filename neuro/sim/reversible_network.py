@@ -2,7 +2,7 @@
 
 :class:`ReversibleNetwork` runs a graph ``input -> LIF population (2 width) -> reversible blocks ->
 LI readout`` (:class:`neuro.model.graph.ReversibleSpec`) on the fixed-point grid of
-:mod:`neuro.sim.reversible`: the LIF population and every block sublayer use its ``_lif_step``, the
+:mod:`neuro.sim.reversible`: the LIF population and every block sublayer use its ``lif_fixed_step``, the
 readout :func:`neuro.sim.reversible.li_step`; the class score is the readout membrane's maximum over time.
 
 Training (:class:`_Streaming`): the forward pass keeps, besides the LIF / LI states of the current
@@ -28,11 +28,11 @@ from neuro.sim.reversible import (
     W_LIMIT,
     X_FRAC,
     LIFFixedParameters,
-    _block_step,
-    _check_range,
-    _lif_inverse,
-    _lif_step,
-    _record,
+    block_step,
+    check_range,
+    lif_fixed_inverse,
+    lif_fixed_step,
+    side_record,
     li_inverse,
     li_record,
     li_step,
@@ -119,12 +119,12 @@ class ReversibleNetwork:
         """One time step.  ``u``: input ``(B, n_in)`` on the activity grid.  Returns ``(new_state, v_out,
         aux)``; ``aux`` = per layer ``(pre, c, record ingredients)`` for the side records and the engine."""
         sur, sc = self.surrogate
-        z, v, i, v_dec, i_new, c = _lif_step(u, wq[0], state[0], state[1], self.lif, sur, sc)
+        z, v, i, v_dec, i_new, c = lif_fixed_step(u, wq[0], state[0], state[1], self.lif, sur, sc)
         new, aux = [v, i], [(u, c, (state[0], z, v_dec, i_new))]
         x1, x2 = z[:, : self.width], z[:, self.width :]
         for b in range(self.blocks):
             old = tuple(state[2 + 4 * b : 6 + 4 * b])
-            y1, y2, st, ((zf, vfd, ifn, cf), (zg, vgd, ign, cg)) = _block_step(
+            y1, y2, st, ((zf, vfd, ifn, cf), (zg, vgd, ign, cg)) = block_step(
                 x1, x2, old, wq[1 + 2 * b], wq[2 + 2 * b], self.lif, sur, sc
             )
             aux += [(x2, cf, (old[0], zf, vfd, ifn)), (y1, cg, (old[2], zg, vgd, ign))]
@@ -137,22 +137,22 @@ class ReversibleNetwork:
 
     def records(self, aux) -> list:
         """Side records of one step (one per layer)."""
-        recs = [_record(vb, z, vd, inew, self.lif) for _, _, (vb, z, vd, inew) in aux[:-1]]
+        recs = [side_record(vb, z, vd, inew, self.lif) for _, _, (vb, z, vd, inew) in aux[:-1]]
         return recs + [li_record(*aux[-1][2], self.li)]
 
     def inverse(self, u, state, wq, recs):
         """The state before a step, rebuilt exactly from the state after it, its input ``u`` and its
         side records ``recs``.  Returns ``(prev, acts)``: the previous state and each block's input
         ``(x1, x2)``, then the top activity ``(y1, y2)``."""
-        z, v, i = _lif_inverse(u, wq[0], state[0], state[1], recs[0], self.lif)
+        z, v, i = lif_fixed_inverse(u, wq[0], state[0], state[1], recs[0], self.lif)
         prev, acts = [v, i], []
         x1, x2 = z[:, : self.width], z[:, self.width :]
         for b in range(self.blocks):
             acts.append((x1, x2))
             vf, i_f, vg, ig = state[2 + 4 * b : 6 + 4 * b]
-            zf, vf0, if0 = _lif_inverse(x2, wq[1 + 2 * b], vf, i_f, recs[1 + 2 * b], self.lif)
+            zf, vf0, if0 = lif_fixed_inverse(x2, wq[1 + 2 * b], vf, i_f, recs[1 + 2 * b], self.lif)
             y1 = x1 + zf
-            zg, vg0, ig0 = _lif_inverse(y1, wq[2 + 2 * b], vg, ig, recs[2 + 2 * b], self.lif)
+            zg, vg0, ig0 = lif_fixed_inverse(y1, wq[2 + 2 * b], vg, ig, recs[2 + 2 * b], self.lif)
             prev += [vf0, if0, vg0, ig0]
             x1, x2 = y1, x2 + zg
         acts.append((x1, x2))
@@ -186,7 +186,7 @@ class ReversibleNetwork:
             for b in reversed(range(self.blocks)):
                 x1, x2 = (a.detach().requires_grad_() for a in acts[b])
                 old = [s.detach().requires_grad_() for s in prev[2 + 4 * b : 6 + 4 * b]]
-                y1, y2, st, ((_, _, _, cf), (_, _, _, cg)) = _block_step(
+                y1, y2, st, ((_, _, _, cf), (_, _, _, cg)) = block_step(
                     x1, x2, tuple(old), leaves[1 + 2 * b], leaves[2 + 2 * b], self.lif, sur, sc
                 )
                 outs, gouts = [y1, y2], [g1, g2]
@@ -204,7 +204,7 @@ class ReversibleNetwork:
                 pres[1 + 2 * b] = acts[b][1]
                 pres[2 + 2 * b] = y1.detach()
             v, i = (s.detach().requires_grad_() for s in prev[:2])
-            z, v_new, i_dec, _, _, c = _lif_step(u, leaves[0], v, i, self.lif, sur, sc)
+            z, v_new, i_dec, _, _, c = lif_fixed_step(u, leaves[0], v, i, self.lif, sur, sc)
             outs, gouts = [z[:, : self.width], z[:, self.width :]], [g1, g2]
             if gstate is not None:
                 outs, gouts = outs + [v_new, i_dec], gouts + gstate[:2]
@@ -264,7 +264,7 @@ class _Streaming(torch.autograd.Function):
         for t in range(x.shape[0]):
             state, v_out, aux = net.step(quantize(x[t].to(_F64), X_FRAC), state, wq)
             side.append(net.records(aux))
-            _check_range(aux[-1][0], aux[-1][0], state)
+            check_range(aux[-1][0], aux[-1][0], state)
             if best is None:
                 best = v_out
             else:

@@ -36,6 +36,7 @@ from neuro.model.graph import ModelGraph
 from neuro.rules import registry
 from neuro.sim.network import Network
 from neuro.sim.plastic import ClosedLoop, LocalModel
+from neuro.train.checkpoint import flatten_named, restore_named
 from neuro.train.data import load_split
 from neuro.train.loop import Driver
 from neuro.train.protocols import (
@@ -75,13 +76,28 @@ def rule_for(graph: ModelGraph, name: str):
 
 
 class Scenario:
-    """A Poisson input scenario as a data set: one sample per epoch, no labels."""
+    """A Poisson input scenario as a data set: the chunks of an epoch (each ``chunk_steps(graph)``
+    steps, whole update intervals; the last may be shorter), presented in order, no labels."""
 
     name, split = "poisson_scenario", "train"
-    labels = torch.zeros(1, dtype=torch.int64)
+
+    def __init__(self, graph: ModelGraph) -> None:
+        self.chunk = chunk_steps(graph)
+        self.labels = torch.zeros(math.ceil(graph.steps / self.chunk), dtype=torch.int64)
 
     def __len__(self) -> int:
-        return 1
+        return len(self.labels)
+
+
+def interval_steps(graph: ModelGraph) -> int:
+    """Steps per update interval (``[data] update_interval``, default 10 ms)."""
+    return max(1, round(option_seconds(_options(graph).get("update_interval"), 10e-3) / graph.dt))
+
+
+def chunk_steps(graph: ModelGraph) -> int:
+    """Steps per chunk of a scenario's input: whole update intervals, about 0.5 s."""
+    interval = interval_steps(graph)
+    return max(interval, (round(0.5 / graph.dt) // interval) * interval)
 
 
 class LocalDriver(Driver):
@@ -95,7 +111,11 @@ class LocalDriver(Driver):
     def splits(graph: ModelGraph, max_train: int | None):
         """``(train, test)``: the scenario (no test set), or the digits splits."""
         if graph.data is None or graph.data.name == "poisson_scenario":
-            return Scenario(), None
+            spec = graph.training
+            if spec.batch_size != 1 or spec.microbatch != 1:
+                raise ValueError(f"{graph.name}: a poisson_scenario runs its chunks in order: set "
+                                 "training.batch_size = 1 and training.microbatch = 1")
+            return Scenario(graph), None
         if graph.data.name != "digits":
             raise ValueError(f"{graph.name}: the local-rule trainer runs poisson_scenario or digits data, "
                              f"got {graph.data.name!r}")
@@ -113,8 +133,7 @@ class LocalDriver(Driver):
         self.weights = dict(self.network.weights)
         self.trained = [self.model.plastic]
         self.loop = ClosedLoop(graph, self.network, None, rule_for(graph, self.model.plastic))
-        self.interval_s = option_seconds(self.opts.get("update_interval"), 10e-3)
-        self.interval = max(1, round(self.interval_s / graph.dt))
+        self.interval = interval_steps(graph)
         self.progress = False
         self.extra_history: dict = {}
         if isinstance(run.train_set, Scenario):
@@ -123,31 +142,65 @@ class LocalDriver(Driver):
             self._start_digits()
 
     def encode(self, dataset, idx, epoch):
-        return idx  # the protocols encode (and re-encode) their own inputs
+        return idx, epoch  # the protocols encode (and re-encode) their own inputs
+
+    def order(self, n: int, seed: int, epoch: int) -> torch.Tensor:
+        return torch.arange(n) if self.scenario else super().order(n, seed, epoch)
 
     def metrics(self) -> dict:
         return {"mode": self.mode, "rule": self.proj.rule, "rounding": self.rounding, "dt_s": self.graph.dt,
-                "update_interval_s": self.interval_s}
+                "update_interval_s": option_seconds(self.opts.get("update_interval"), 10e-3)}
 
     def microbatch(self, x, labels, engine, scale):
+        idx, epoch = x
         self.loop.engine = engine
         if self.scenario:
-            self._scenario_epoch(self.epoch)
+            for c in idx.tolist():
+                self._scenario_chunk(epoch, c)
         else:
-            _, self.theta = present_digits(self.loop, self.run.train_set, x, self.epoch, self.theta,
+            _, self.theta = present_digits(self.loop, self.run.train_set, idx, epoch, self.theta,
                                            learn=True, interval=self.interval, normalise=self.normalise,
                                            retry=self.retry)
         return None, 0.0
 
+    def state_dict(self) -> tuple[dict[str, torch.Tensor], dict]:
+        """Digits: the adaptive thresholds; scenarios: the closed loop's neuron state and spikes, the
+        rule's traces, the weight snapshots and the reward schedule; both: the spike count."""
+        meta = {"spike_count": self.loop.spike_count, "extra_history": self.extra_history}
+        if not self.scenario:
+            return {"theta": self.theta.clone()}, meta
+        tensors = {"snapshots": torch.stack(self.snapshots), **flatten_named("loop", self.loop.state)}
+        rule_state = getattr(self.loop.rule, "state", None)  # a rule's traces (LocalRule.state)
+        if rule_state is not None:
+            tensors.update(flatten_named("rule", rule_state))
+        meta.update(snap_t=self.snap_t, step_count=self.step_count, rule_state=rule_state is not None,
+                    reward=self.reward.state_dict() if self.reward is not None else None)
+        return tensors, meta
+
+    def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+        self.loop.spike_count, self.extra_history = meta["spike_count"], meta["extra_history"]
+        if not self.scenario:
+            self.theta = tensors["theta"]
+            return
+        self.snapshots = list(tensors["snapshots"].unbind(0))
+        self.snap_t, self.step_count = meta["snap_t"], meta["step_count"]
+        self.loop.state = restore_named(self.loop.state, "loop", tensors)
+        if meta["rule_state"]:
+            n_pre, n_post = self.graph.populations[self.model.source].size, self.loop.pop.size
+            self.loop.rule.reset(self.trials, n_pre, n_post)
+            self.loop.rule.state = restore_named(self.loop.rule.state, "rule", tensors)
+        if self.reward is not None:
+            self.reward.load_state_dict(meta["reward"])
+
     # ------------------------------------------------------------------ Poisson scenarios
     def _start_scenario(self) -> None:
         graph, opts = self.graph, self.opts
-        self.scenario, self.epoch = True, 0
+        self.scenario = True
         inp = graph.populations[self.model.source]
         enc = graph.encodings[inp.name]
         self.rate = float(enc.rate if enc.rate is not None else enc.max_rate)
         self.trials = int(opts.get("trials", 1))
-        self.chunk = max(self.interval, (round(0.5 / graph.dt) // self.interval) * self.interval)
+        self.chunk = self.run.train_set.chunk
         self.total = graph.steps * self.run.epochs
         self.snap_every = max(1, self.total // max(1, int(opts.get("snapshots", 50))))
         self.reward = (DistalReward.from_options(graph.dt, opts, self.run.seed, self.trials)
@@ -158,34 +211,28 @@ class LocalDriver(Driver):
     def _w(self) -> torch.Tensor:
         return self.loop.weight.detach().to(_F64).clone()
 
-    def _scenario_epoch(self, epoch: int) -> None:
-        """Steps ``[epoch T, (epoch + 1) T)`` of the scenario, in the chunks of 0.5 s (whole update
-        intervals) that the counter-based input stream is keyed by, one engine step per interval."""
-        from tqdm.auto import tqdm
-
+    def _scenario_chunk(self, epoch: int, c: int) -> None:
+        """Chunk ``c`` of ``epoch``: its Poisson input from the counter-based stream keyed by the
+        chunk's index in the whole run, one engine step per update interval, weight snapshots."""
         graph, n = self.graph, self.graph.populations[self.model.source].size
-        start, stop = epoch * graph.steps, (epoch + 1) * graph.steps
-        chunks = range(start // self.chunk, math.ceil(stop / self.chunk))
-        for c in tqdm(chunks, desc=graph.name, disable=not self.progress, leave=False):
-            length = min(self.chunk, self.total - c * self.chunk)
-            z = torch.stack([poisson_chunk(self.rate, n, length, graph.dt, self.run.seed, b, c)
-                             for b in range(self.trials)], 1)
-            lo, hi = max(start - c * self.chunk, 0), min(stop - c * self.chunk, length)
-            for s in range(lo, hi, self.interval):
-                zi = z[s : min(s + self.interval, hi)]
-                self.loop.run_interval(zi, reward=self.reward)
-                before = self.step_count
-                self.step_count += zi.shape[0]
-                crossed = self.step_count // self.snap_every != before // self.snap_every
-                if crossed or self.step_count == self.total:
-                    self.snapshots.append(self._w())
-                    self.snap_t.append(self.step_count * graph.dt)
-        self.epoch += 1
+        length = min(self.chunk, graph.steps - c * self.chunk)
+        index = epoch * len(self.run.train_set) + c
+        z = torch.stack([poisson_chunk(self.rate, n, length, graph.dt, self.run.seed, b, index)
+                         for b in range(self.trials)], 1)
+        for s in range(0, length, self.interval):
+            zi = z[s : s + self.interval]
+            self.loop.run_interval(zi, reward=self.reward)
+            before = self.step_count
+            self.step_count += zi.shape[0]
+            crossed = self.step_count // self.snap_every != before // self.snap_every
+            if crossed or self.step_count == self.total:
+                self.snapshots.append(self._w())
+                self.snap_t.append(self.step_count * graph.dt)
 
     # ------------------------------------------------------------------ digits
     def _start_digits(self) -> None:
         opts, name = self.opts, self.graph.name
-        self.scenario, self.epoch = False, 0
+        self.scenario = False
         norm = opts.get("normalise_norm", "sum")
         if norm not in ("sum", "euclidean"):
             raise ValueError(f"{name}: data.normalise_norm must be 'sum' or 'euclidean', got {norm!r}")
@@ -215,7 +262,6 @@ class LocalDriver(Driver):
             print(f"epoch {epoch + 1}/{self.run.epochs}: train {train_acc:.4f} test {test_acc:.4f} "
                   f"rate {rate:.2f} Hz silent test samples {int((self.c_test.sum(1) == 0).sum())}")
         loop.spike_count = 0
-        self.epoch += 1
         return train_acc, test_acc
 
     # ------------------------------------------------------------------ results

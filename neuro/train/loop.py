@@ -27,6 +27,7 @@ from typing import NamedTuple
 import torch
 
 from neuro.engine.schedules import LR_SCHEDULES, schedule_lr
+from neuro.train.checkpoint import Checkpointer, Position
 from neuro.train.data import load_split
 from neuro.train.engines import accumulation_format
 from neuro.train.outputs import weights_digest
@@ -105,6 +106,12 @@ class Driver(abc.ABC):
         return build_engine(self.graph, self.weights, self.trained, seed=seed, local=self.local,
                             rounding=getattr(self, "rounding", None), merge=not self.replicated)
 
+    def order(self, n: int, seed: int, epoch: int) -> torch.Tensor:
+        """The order of the ``n`` training samples in ``epoch``: the counter-based shuffle."""
+        from neuro.data import epoch_permutation
+
+        return epoch_permutation(n, seed, epoch)
+
     def encode(self, dataset, idx: torch.Tensor, epoch: int) -> torch.Tensor:
         """The inputs ``(T, B, n_in)`` of samples ``idx`` in ``epoch``."""
         return dataset.encode(idx, epoch, dtype=self.dtype)
@@ -132,6 +139,14 @@ class Driver(abc.ABC):
     def finish(self, metrics: dict) -> None:  # noqa: B027 (a hook: most drivers add nothing)
         """Add what is known once training is over to ``metrics`` (and its ``history``)."""
 
+    def state_dict(self) -> tuple[dict[str, torch.Tensor], dict]:
+        """The driver's own state for a checkpoint, beyond the weights and the engine: ``(tensors,
+        JSON-able values)`` (default: none, a microbatch starts from rest)."""
+        return {}, {}
+
+    def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:  # noqa: B027
+        """Restore :meth:`state_dict`'s state."""
+
     @staticmethod
     def splits(graph, max_train: int | None):
         """``(train, test)`` data sets of the mode (default: the model's splits)."""
@@ -157,17 +172,17 @@ def evaluate(driver: Driver, dataset, *, epoch: int = 0, batch: int = 256) -> fl
 
 
 def fit(graph, driver: Driver, engine, run: Run, *, progress: bool = True, rank: int = 0,
-        world: int = 1) -> dict:
+        world: int = 1, checkpoint: Checkpointer | None = None, resume: bool = False) -> dict:
     """Train ``driver`` for ``run.epochs`` epochs; returns the run's metrics (history included).
 
     Each epoch shuffles the training set with the counter-based stream ``(seed, epoch)``, cuts it
     into global batches of ``training.batch_size``, runs this worker's microbatches through
     ``driver.microbatch`` and steps the engine once per batch at the scheduled learning rate (a
-    local driver steps it once per update interval instead); then the test accuracy.
+    local driver steps it once per update interval instead); then the test accuracy.  With a
+    ``checkpoint`` (:class:`~neuro.train.checkpoint.Checkpointer`), rank 0 writes one every
+    ``checkpoint.every`` batches and after every epoch; ``resume`` continues from the last one.
     """
     from tqdm.auto import tqdm
-
-    from neuro.data import epoch_permutation
 
     spec = graph.training
     train_set, test_set = run.train_set, run.test_set
@@ -178,16 +193,22 @@ def fit(graph, driver: Driver, engine, run: Run, *, progress: bool = True, rank:
                          f"training.batch_size = {spec.batch_size}; use more samples or a smaller batch")
     mine = range(per_batch) if driver.replicated else range(rank, per_batch, world)
     history = {"epoch": [], "loss": [], "train_accuracy": [], "test_accuracy": []}
+    position = Position()
+    if checkpoint is not None and resume:
+        position, history = checkpoint.load(driver, engine)
     driver.history = history
-    total_steps, done = max(1, run.epochs * n_batches), 0
+    total_steps, done = max(1, run.epochs * n_batches), position.done
     scale = -1.0 / spec.batch_size
     quiet = not progress or rank
+    writes = checkpoint is not None and not rank
     prefix = f"{driver.mode} " if driver.mode and driver.mode != "bptt" else ""
-    for epoch in range(run.epochs):
-        order = epoch_permutation(len(train_set), run.seed, epoch)
+    for epoch in range(position.epoch, run.epochs):
+        order = driver.order(len(train_set), run.seed, epoch)
         desc = f"{prefix}epoch {epoch + 1}/{run.epochs}"
-        bar = tqdm(range(n_batches), desc=desc, disable=bool(quiet), leave=False)
-        loss_sum, correct, seen = 0.0, 0, 0
+        start = position.batch if epoch == position.epoch else 0
+        bar = tqdm(range(start, n_batches), desc=desc, disable=bool(quiet), leave=False, initial=start,
+                   total=n_batches)
+        loss_sum, correct, seen = (position[3:] if start else (0.0, 0, 0))
         for b in bar:
             batch = order[b * spec.batch_size : (b + 1) * spec.batch_size]
             for mb in mine:
@@ -206,6 +227,9 @@ def fit(graph, driver: Driver, engine, run: Run, *, progress: bool = True, rank:
             done += 1
             if not quiet:
                 bar.set_postfix(loss=f"{loss_sum / max(1, seen):.3f}", acc=f"{correct / max(1, seen):.3f}")
+            if writes and checkpoint.due(b) and b + 1 < n_batches:
+                here = Position(epoch, b + 1, done, loss_sum, correct, seen)
+                checkpoint.save(here, history, driver, engine)
         train_acc, test_acc = driver.accuracies(test_set, epoch, correct / max(1, seen))
         history["epoch"].append(epoch + 1)
         history["loss"].append(loss_sum / max(1, seen))
@@ -214,6 +238,8 @@ def fit(graph, driver: Driver, engine, run: Run, *, progress: bool = True, rank:
         if not quiet:
             tqdm.write(f"{desc}: loss {history['loss'][-1]:.4f} train {history['train_accuracy'][-1]:.4f} "
                        f"test {test_acc:.4f}")
+        if writes:
+            checkpoint.save(Position(epoch + 1, 0, done), history, driver, engine)
     epochs = run.epochs
     return {
         "model": graph.name,

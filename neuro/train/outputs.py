@@ -19,11 +19,13 @@ import json
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-__all__ = ["MANIFEST", "atomic_write", "begin_run", "json_safe", "weights_digest", "write_run"]
+__all__ = ["MANIFEST", "Run", "atomic_write", "begin_run", "json_safe", "load_run", "weights_digest",
+           "write_run"]
 
 MANIFEST = "manifest.json"
 #: Files a run folder may hold; those of an earlier run that the new run does not write are removed.
@@ -99,3 +101,59 @@ def write_run(out: Path, graph, weights: Mapping[str, torch.Tensor], metrics: di
         "files": {name: hashlib.sha256((out / name).read_bytes()).hexdigest() for name in written},
     }
     atomic_write(out / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
+
+
+@dataclass
+class Run:
+    """A finished run folder, loaded: its resolved model, a network holding the trained weights, its
+    metrics, and the folder."""
+
+    graph: object
+    network: object
+    metrics: dict
+    path: Path
+
+
+def load_run(path: str | Path) -> Run:
+    """Load a run folder written by :func:`write_run` (``neuro train``): ``model.toml``, the weights
+    (into a :class:`~neuro.sim.network.Network`, or a
+    :class:`~neuro.sim.reversible_network.ReversibleNetwork` for a ``[reversible]`` model) and
+    ``metrics.json``.  ValueError when the folder is not a complete run (no ``manifest.json``: the
+    run was killed or is still going), a file does not match the manifest, or the weights do not
+    match ``weights_sha256``."""
+    from safetensors.torch import load_file
+
+    from neuro.model.spec import load_model
+
+    out = Path(path)
+    try:
+        manifest = json.loads((out / MANIFEST).read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{out}: not a complete run folder (no {MANIFEST}: the run was killed or is "
+                         "still going; resume it with `neuro train MODEL --resume DIR`)") from None
+    for name, digest in manifest["files"].items():
+        if not (out / name).is_file() or hashlib.sha256((out / name).read_bytes()).hexdigest() != digest:
+            raise ValueError(f"{out / name} does not match {out / MANIFEST} (changed or removed after "
+                             "the run)")
+    graph = load_model(out / "model.toml")
+    metrics = json.loads((out / "metrics.json").read_text())
+    weights = load_file(out / "weights.safetensors")
+    if graph.reversible is not None:
+        from neuro.sim.reversible_network import ReversibleNetwork
+
+        network = ReversibleNetwork(graph)
+    else:
+        from neuro.sim.network import Network
+
+        network = Network(graph, dtype=next(iter(weights.values())).dtype)
+    if set(weights) != set(network.weights):
+        raise ValueError(f"{out / 'weights.safetensors'} holds {sorted(weights)}, the model "
+                         f"{sorted(network.weights)}")
+    ordered = {name: weights[name] for name in network.weights}  # the digest's order: the network's
+    if weights_digest(ordered) != metrics["weights_sha256"]:
+        raise ValueError(f"{out / 'weights.safetensors'}: the weights do not match metrics.json's "
+                         "weights_sha256")
+    with torch.no_grad():
+        for name, w in network.weights.items():
+            w.copy_(ordered[name])
+    return Run(graph=graph, network=network, metrics=metrics, path=out)

@@ -127,6 +127,16 @@ class DistalReward:
             trials,
         )
 
+    def state_dict(self) -> dict:
+        """The schedule's position (JSON): time, last rewarded pre spikes, pending deliveries, counts."""
+        return {"now": self.now, "last_pre": list(self.last_pre), "pending": [list(p) for p in self.pending],
+                "events": list(self.events), "rewards": self.rewards}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.now, self.rewards = state["now"], state["rewards"]
+        self.last_pre, self.events = list(state["last_pre"]), list(state["events"])
+        self.pending = [list(p) for p in state["pending"]]
+
     def __call__(self, z_in: torch.Tensor, z_out: torch.Tensor) -> torch.Tensor:
         from neuro.data import sample_generator
 

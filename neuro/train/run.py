@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from neuro.train.checkpoint import Checkpointer
 from neuro.train.loop import fit, prepare_run, world_of
 from neuro.train.modes import MODES, check_mode, default_mode
 from neuro.train.outputs import begin_run, write_run
@@ -21,11 +22,13 @@ __all__ = ["TrainResult", "check_device", "driver_class", "make_driver", "train"
 
 @dataclass
 class TrainResult:
-    """Metrics of a run (what ``metrics.json`` holds) and the trained network."""
+    """Metrics of a run (what ``metrics.json`` holds), the trained network, and the run folder (None
+    when nothing was written)."""
 
     metrics: dict
     network: object
     history: dict = field(default_factory=dict)
+    out_dir: Path | None = None
 
 
 def check_device(device: str | torch.device) -> torch.device:
@@ -83,6 +86,8 @@ def train(
     lr_schedule: str | None = None,
     device: str | torch.device = "cpu",
     segment: int | None = None,
+    checkpoint_every: int = 50,
+    resume: bool = False,
 ) -> TrainResult:
     """Train ``graph`` and return its metrics and trained network.
 
@@ -97,11 +102,24 @@ def train(
         lr_schedule: ``"cosine"`` (default) or ``"constant"`` (:mod:`neuro.engine.schedules`).
         device: torch device of the network and the quires (mode ``bptt``).
         segment: steps per checkpoint segment (mode ``bptt_checkpoint``; default ``ceil(sqrt(T))``).
+        checkpoint_every: with ``out_dir``, write a checkpoint every this many global batches
+            (and after every epoch; 0: after epochs only) (:mod:`neuro.train.checkpoint`).
+        resume: continue the run in ``out_dir`` from its last checkpoint; options left at None
+            take the checkpoint's values, given ones must agree; the result has the bits of an
+            uninterrupted run.
     Under ``torchrun`` (``torch.distributed`` initialised) every worker runs its share of each
     batch and the engine merges the contributions exactly: the weights equal one worker's, bit for bit.
     """
     from neuro.train.engines import preallocate_quires
 
+    if resume and out_dir is not None:
+        saved = Checkpointer.saved_settings(Path(out_dir))
+        mode = mode if mode is not None else saved.get("mode")
+        epochs = epochs if epochs is not None else saved.get("epochs")
+        seed = seed if seed is not None else saved.get("seed")
+        max_train = max_train if max_train is not None else saved.get("max_train")
+        lr_schedule = lr_schedule if lr_schedule is not None else saved.get("lr_schedule")
+        segment = segment if segment is not None else saved.get("segment")
     mode = check_mode(graph, mode or default_mode(graph))
     dev = check_device(device)
     rank, world = world_of()
@@ -115,12 +133,23 @@ def train(
         if driver.preallocate:
             preallocate_quires(engine)
         out = Path(out_dir) if out_dir is not None else None
-        if out is not None and not rank:
-            begin_run(out)
-        metrics = fit(graph, driver, engine, run, progress=progress, rank=rank, world=world)
+        if resume and (out is None or not Checkpointer.exists(out)):
+            raise ValueError(f"--resume: {out} holds no checkpoint (checkpoint.json); nothing to resume"
+                             if out is not None else "resume needs the run folder (out_dir) to resume")
+        checkpoint = None
+        if out is not None:
+            settings = {"model_hash": graph.canonical_hash(), "mode": mode, "epochs": run.epochs,
+                        "seed": run.seed, "max_train": max_train, "lr_schedule": run.lr_schedule,
+                        "segment": segment}
+            checkpoint = Checkpointer(out, settings, checkpoint_every)
+            if not rank:
+                begin_run(out)
+        metrics = fit(graph, driver, engine, run, progress=progress, rank=rank, world=world,
+                      checkpoint=checkpoint, resume=resume)
         driver.finish(metrics)
         if out is not None and not rank:
             write_run(out, graph, driver.weights, metrics, driver.figures(run.test_set))
-        return TrainResult(metrics=metrics, network=driver.network, history=metrics["history"])
+            checkpoint.remove()
+        return TrainResult(metrics=metrics, network=driver.network, history=metrics["history"], out_dir=out)
     finally:
         torch.set_num_threads(threads)
