@@ -1,6 +1,6 @@
 """Accuracy of the bundled gradient-trained models per weight storage format (BENCHMARKS.md).
 
-Trains each configuration once with the code path of ``neuro train`` (``neuro.train.train`` for BPTT
+Trains each configuration once with the code path of ``neuro train`` (``neuro.training`` for BPTT
 and for the online rules, each in its own mode): models/yinyang_bptt.toml and
 models/digits_bptt.toml, each with weights stored as float32, posit16, posit8 (quire + stochastic
 rounding) and bposit16, and the online models models/yinyang_eprop.toml and models/yinyang_ottt.toml
@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(REPO))
 
 from neuro.model.spec import load_model  # noqa: E402
-from neuro.train import train  # noqa: E402
-from neuro.train.modes import default_mode  # noqa: E402
+from neuro.training import train  # noqa: E402
+from neuro.training.modes import default_mode  # noqa: E402
 
 MODELS = ("yinyang_bptt", "digits_bptt", "yinyang_eprop", "yinyang_ottt")
 FORMATS = ("float32", "posit16", "posit8", "bposit16")
@@ -165,7 +165,7 @@ def gradient_alignment(batch: int = 64) -> list[str]:
 
     from neuro.rules.online import OBJECTIVES, ONLINE_RULES, OnlineLearner
     from neuro.sim.network import Network
-    from neuro.train.data import load_split
+    from neuro.training.data import load_split
 
     g = load_model(REPO / "models" / "yinyang_eprop.toml").with_format("float64")
     data = load_split(g, "train")

@@ -19,7 +19,7 @@ from pathlib import Path
 from _machine import print_machine
 
 from neuro.model.spec import load_model
-from neuro.train import train
+from neuro.training import train
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 FILES = ("diehl_cook_digits.toml", "diehl_cook_digits_400.toml")

@@ -4,14 +4,14 @@ subprocess.
 
 Network: 256 Poisson-like inputs -> 3 x 256 LIF -> 10 LI readout, batch 32, float32.  The reversible
 configurations (``rev_inference``, ``reversible``) run the same sizes as a ``[reversible]`` model
-(:mod:`neuro.train.reversible`): 256 inputs -> 256 LIF -> 2 reversible blocks (each two LIF sublayers
+(:mod:`neuro.training.reversible`): 256 inputs -> 256 LIF -> 2 reversible blocks (each two LIF sublayers
 of 128, so 3 x 256 LIF neurons in all) -> 10 LI, in float64 fixed point; their ratio is to
 ``rev_inference`` and their plan uses the spike rate measured in the run.  For each
 configuration the child process imports everything, then measures (a) the peak of live tensor bytes
-created after that point (neuro.train.plan.TensorBytes, exact) and (b) the peak RSS growth above the
+created after that point (neuro.training.plan.TensorBytes, exact) and (b) the peak RSS growth above the
 post-import RSS (ru_maxrss, noisy).  It runs one training step (forward, backward or online
 contributions, engine step) and prints one JSON line; the parent prints a table with the planned
-bytes (neuro.train.plan) and the ratio to inference, and saves a plot of memory vs T.
+bytes (neuro.training.plan) and the ratio to inference, and saves a plot of memory vs T.
 
     python benchmarks/bench_memory.py [--steps 100 1000] [--plot memory_vs_T.png]
 """
@@ -115,12 +115,11 @@ def child(config: str, steps: int) -> None:
 
     from neuro.model.spec import loads_model
     from neuro.rules.online import OnlineLearner
-    from neuro.sim.network import Network
-    from neuro.train.bptt import loss_trained
-    from neuro.train.engines import build_engine
     from neuro.sim.checkpointed import CheckpointedBPTT
-    from neuro.train.engines import preallocate_quires
-    from neuro.train.plan import TensorBytes
+    from neuro.sim.network import Network
+    from neuro.training.bptt import loss_trained
+    from neuro.training.engines import build_engine, preallocate_quires
+    from neuro.training.plan import TensorBytes
 
     torch.set_num_threads(1)
     g = loads_model(MODEL)
@@ -133,7 +132,7 @@ def child(config: str, steps: int) -> None:
     rev = config in BASE
     if rev:
         from neuro.sim.reversible_network import ReversibleNetwork, side_bytes_per_step
-        from neuro.train.reversible import reversible_engine
+        from neuro.training.reversible import reversible_engine
 
         g = loads_model(REV_MODEL)
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -199,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         child(args.child[0], int(args.child[1]))
         return 0
     from neuro.model.spec import loads_model
-    from neuro.train.plan import memory_plan
+    from neuro.training.plan import memory_plan
 
     g, g_rev = loads_model(MODEL), loads_model(REV_MODEL)
     print(f"machine: {platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpus, "

@@ -54,7 +54,7 @@ def prepare(workdir: Path, run: Path | None, train_samples: int) -> dict:
     from neuro.model.spec import load_model
 
     if run is None:
-        from neuro.train import train
+        from neuro.training import train
 
         run = workdir / "run"
         graph = load_model(Path(__file__).resolve().parent.parent / "models" / "yinyang_bptt.toml")

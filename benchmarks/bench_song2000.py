@@ -22,7 +22,7 @@ from _machine import print_machine
 
 from neuro.model.graph import ModelGraph
 from neuro.model.spec import load_model
-from neuro.train import train
+from neuro.training import train
 
 MODEL = Path(__file__).resolve().parent.parent / "models" / "song2000_stdp.toml"
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from neuro import __version__
-from neuro.train.modes import MODES
+from neuro.training.modes import MODES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "(default: all the model allows)")
     plan.add_argument("--budget", default=None, help="e.g. 2x (of inference) or 512MiB; exit 1 if over")
     plan.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    plan.set_defaults(func=lambda a: _call("neuro.train.plan", "plan_main", str(_resolve_model(a.model)),
+    plan.set_defaults(func=lambda a: _call("neuro.training.plan", "plan_main", str(_resolve_model(a.model)),
                                            a.batch,
                                            a.steps, a.mode, a.budget, a.json))
     _add_registry_commands(sub)
@@ -214,7 +214,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from neuro.model.graph import GraphError, ModelGraph
     from neuro.model.spec import ModelFileError, load_model
-    from neuro.train import train
+    from neuro.training import train
 
     path = _resolve_model(args.model)
     try:

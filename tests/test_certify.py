@@ -85,7 +85,7 @@ def test_certificate_issued_with_every_check():
     assert d["graph_hash"] == graph.canonical_hash()
     assert d["weights_sha256"] == tensors_digest(w)
     assert d["tool"] == "neuro" and d["tool_version"] == __version__
-    assert d["memory_plan"]["source"] == "neuro.train.plan (inference)"
+    assert d["memory_plan"]["source"] == "neuro.training.plan (inference)"
     assert check_certificate(d, graph, w).graph_hash == graph.canonical_hash()
 
 

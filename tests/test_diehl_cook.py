@@ -111,8 +111,8 @@ def test_quiet_digits_are_presented_again_at_a_higher_rate():
     from neuro.data import Encoder
     from neuro.sim.network import Network
     from neuro.sim.plastic import ClosedLoop
-    from neuro.train.data import load_split
-    from neuro.train.protocols import PROTOCOL_KEYS, count_spikes, retry_options
+    from neuro.training.data import load_split
+    from neuro.training.protocols import PROTOCOL_KEYS, count_spikes, retry_options
 
     g = _digits_graph(size=10)
     data = load_split(g, "test", max_samples=12, ignore=PROTOCOL_KEYS)
@@ -133,7 +133,7 @@ def test_quiet_digits_are_presented_again_at_a_higher_rate():
 
 @pytest.mark.slow
 def test_reduced_diehl_cook_learns_digits():
-    from neuro.train import train
+    from neuro.training import train
 
     r = train(_digits_graph(size=100), epochs=1, max_train=500, progress=False)
     m = r.metrics
@@ -143,7 +143,7 @@ def test_reduced_diehl_cook_learns_digits():
 
 def test_target_trace_in_the_model_file():
     from neuro.model.spec import ModelFileError, loads_model
-    from neuro.train.local import rule_for
+    from neuro.training.local import rule_for
 
     text = open("models/diehl_cook_digits.toml").read()
     assert 'mode = "additive"' in text

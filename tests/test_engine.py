@@ -651,7 +651,7 @@ def test_step_bits_do_not_depend_on_the_fast_path_or_the_blocks(storage, monkeyp
 def test_step_workspace_does_not_grow_with_the_parameter(monkeypatch):
     """Peak temporary bytes of step() (TensorBytes) are one block's, whatever the number of rows."""
     import neuro.engine.step as engine_module
-    from neuro.train.plan import TensorBytes
+    from neuro.training.plan import TensorBytes
 
     monkeypatch.setattr(engine_module, "STEP_WORKSPACE_BYTES", 1 << 16)
     for adam in (False, True):

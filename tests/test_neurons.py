@@ -20,7 +20,7 @@ from neuro.sim.checkpointed import CheckpointedBPTT
 from neuro.sim.network import Network
 from neuro.sim.plastic import ClosedLoop
 from neuro.sim.simulate import simulate_lif_events, simulate_stdp
-from neuro.train.protocols import poisson_chunk
+from neuro.training.protocols import poisson_chunk
 from tests.test_online import Collect
 from tests.test_plan import model_text
 

@@ -13,7 +13,7 @@ from neuro.neurons import spike_fn, surrogate_derivative
 from neuro.rules.online import OnlineLearner
 from neuro.sim.checkpointed import CheckpointedBPTT
 from neuro.sim.network import Network
-from neuro.train import train
+from neuro.training import train
 from tests.test_plan import model_text
 
 F64 = torch.float64

@@ -1,4 +1,4 @@
-"""neuro.train.plan: hand-computed plan, budget check and CLI entry, measured peak within 10% of the plan."""
+"""neuro.training.plan: hand-computed plan, budget check and CLI entry, measured peak within 10% of the plan."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from neuro.model.spec import loads_model
 from neuro.rules.online import OnlineLearner
 from neuro.sim.checkpointed import CheckpointedBPTT
 from neuro.sim.network import Network
-from neuro.train.bptt import loss_trained
-from neuro.train.engines import build_engine, preallocate_quires
-from neuro.train.plan import (
+from neuro.training.bptt import loss_trained
+from neuro.training.engines import build_engine, preallocate_quires
+from neuro.training.plan import (
     ACCUMULATE_OUTER_PER_WEIGHT,
     ENGINE_WORKSPACE_PER_WEIGHT,
     QUIRE_LIMBS,
@@ -257,7 +257,7 @@ def _measure_reversible(g, steps: int, batch: int = 8) -> tuple[int, int, float]
 
 def _run_reversible(g, steps: int, batch: int) -> tuple[int, int, float]:
     from neuro.sim.reversible_network import ReversibleNetwork, side_bytes_per_step
-    from neuro.train.reversible import reversible_engine
+    from neuro.training.reversible import reversible_engine
 
     gen = torch.Generator().manual_seed(0)
     with TensorBytes() as inference:

@@ -12,8 +12,8 @@ from neuro.model.spec import load_model
 from neuro.numerics import POSIT8
 from neuro.sim.network import Network
 from neuro.sim.plastic import ClosedLoop
-from neuro.train import train
-from neuro.train.protocols import poisson_chunk
+from neuro.training import train
+from neuro.training.protocols import poisson_chunk
 
 
 def _song(duration: float, fmt: str | None = None, **options) -> ModelGraph:

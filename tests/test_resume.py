@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from neuro.train.checkpoint import SIGNAL_AFTER
+from neuro.training.checkpoint import SIGNAL_AFTER
 
 #: case -> (model and its graph options, which a resume repeats; run options, which it takes from
 #: the checkpoint)

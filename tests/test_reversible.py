@@ -9,7 +9,7 @@ import torch
 from neuro import neurons
 from neuro.sim import reversible
 from neuro.sim.reversible import LIFFixedParameters, ReversibleStack
-from neuro.train.plan import TensorBytes
+from neuro.training.plan import TensorBytes
 
 
 @pytest.fixture(autouse=True)

@@ -15,7 +15,7 @@ import torch
 from neuro.model.spec import ModelFileError, loads_model
 from neuro.rules import registry
 from neuro.rules.registry import Rule, RuleKeyError
-from neuro.train import train
+from neuro.training import train
 
 SONG = (Path(__file__).resolve().parent.parent / "models" / "song2000_stdp.toml").read_text()
 

@@ -13,7 +13,7 @@ from neuro.rules import (
     RSTDPParameters,
     TripletSTDPParameters,
 )
-from neuro.train.local import rule_for
+from neuro.training.local import rule_for
 
 SOURCE = "models/stdp_test.toml"
 

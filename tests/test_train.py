@@ -1,7 +1,7 @@
 """Training through the engine: BPTT factors equal autograd, same seed = same bits, 1 worker = 2 workers.
 
 The two-worker run uses torch.distributed (gloo on 127.0.0.1, a free port) started with
-torch.multiprocessing; each worker calls :func:`neuro.train.train` on its share of the microbatches.
+torch.multiprocessing; each worker calls :func:`neuro.training` on its share of the microbatches.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from neuro.model.spec import load_model, loads_model
 from neuro.numerics import BPOSIT32, POSIT32
 from neuro.rules.bptt import bptt_contribute, classification_loss, readout_scores
 from neuro.sim.network import Network
-from neuro.train import train
+from neuro.training import train
 
 F64 = torch.float64
 MODELS = os.path.join(os.path.dirname(__file__), "..", "models")
@@ -200,7 +200,7 @@ def test_plain_float32_gradients_depend_on_the_split():
     """Without the quire, the same 16 samples as 1 x 16 or 2 x 8 give different float32 bits."""
     graph = _graph()
     net = Network(graph)
-    from neuro.train.data import load_split
+    from neuro.training.data import load_split
 
     data = load_split(graph, "train")
     idx = torch.arange(16)
@@ -224,7 +224,7 @@ def test_cuda_training_runs_and_is_reproducible():
     """On a GPU a tiny run trains, and two runs with the same seed give identical weight bits
     (float kernels differ from the CPU's, so weights are not compared across devices)."""
     from neuro.model.spec import load_model
-    from neuro.train import train
+    from neuro.training import train
 
     graph = load_model(os.path.join(os.path.dirname(__file__), "..", "models", "digits_bptt.toml"))
     result = train(graph, epochs=1, max_train=64, progress=False, device="cuda")

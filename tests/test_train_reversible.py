@@ -1,4 +1,4 @@
-"""Mode ``reversible`` (neuro.train.reversible): model-file validation, exact reconstruction, gradients
+"""Mode ``reversible`` (neuro.training.reversible): model-file validation, exact reconstruction, gradients
 equal to ordinary autograd bit for bit, engine contributions equal to those gradients, `neuro train`."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import torch
 
 from neuro.model.spec import ModelFileError, load_model, loads_model
 from neuro.sim.reversible_network import ReversibleNetwork, side_bytes_per_step
-from neuro.train import train
-from neuro.train.reversible import reversible_engine
+from neuro.training import train
+from neuro.training.reversible import reversible_engine
 
 MODEL = Path(__file__).resolve().parent.parent / "models" / "yinyang_reversible.toml"
 

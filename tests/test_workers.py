@@ -22,7 +22,7 @@ from digest_cases import QUICK, command
 
 from neuro.model.graph import ModelGraph
 from neuro.model.spec import load_model
-from neuro.train import train
+from neuro.training import train
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 RECORD = json.loads((Path(__file__).resolve().parent / "fixtures" / "digests.json").read_text())["quick"]

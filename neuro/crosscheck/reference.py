@@ -492,11 +492,11 @@ def crosscheck_local(
     target: str = "numpy",
     record: bool = False,
 ) -> dict:
-    """A local-rule model (:class:`neuro.train.local.LocalModel`: input -> LIF through one
+    """A local-rule model (:class:`neuro.training.local.LocalModel`: input -> LIF through one
     ``stdp_pair`` / ``stdp_triplet`` / ``rstdp`` projection) run by our closed loop and by Brian2,
     float64 weights on both sides.
 
-    Ours: :class:`neuro.train.local.ClosedLoop` with the rule module and the exact engine, weights
+    Ours: :class:`neuro.training.local.ClosedLoop` with the rule module and the exact engine, weights
     updated (rounded once, clamped) every step -- the same discrete model as Brian2's per-event
     updates.  Then Brian2's own spike trains are replayed through the rule at the model's
     ``update_interval`` (closed-form traces over whole intervals, one engine step per interval):
@@ -523,9 +523,9 @@ def crosscheck_local(
     from neuro.crosscheck.fidelity import make_inputs
     from neuro.sim.network import Network
     from neuro.sim.plastic import ClosedLoop, LocalModel
-    from neuro.train.engines import build_engine
-    from neuro.train.local import rule_for
-    from neuro.train.protocols import DistalReward, option_seconds
+    from neuro.training.engines import build_engine
+    from neuro.training.local import rule_for
+    from neuro.training.protocols import DistalReward, option_seconds
 
     model = LocalModel.from_graph(graph)
     proj = dataclasses.replace(graph.projections[model.plastic], format="float64")

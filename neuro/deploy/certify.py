@@ -24,7 +24,7 @@ belong to.  :func:`certify` runs these checks, in this order:
     Weights lie inside the projection's bounds and obey its sign (Dale's law).
 ``memory``
     A simple inference memory plan (weight bytes in the storage format + neuron state bytes for a
-    batch) is within the budget.  **This plan is a stand-in**: it defers to ``neuro.train.plan`` (issue 7)
+    batch) is within the budget.  **This plan is a stand-in**: it defers to ``neuro.training.plan`` (issue 7)
     as soon as that module exists (see :func:`memory_plan`).
 
 A :class:`Certificate` is JSON: graph hash, weights sha256, each check with its result and detail,
@@ -144,18 +144,18 @@ def tensors_digest(weights: Mapping[str, torch.Tensor]) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
-# Memory plan (stand-in for neuro.train.plan)
+# Memory plan (stand-in for neuro.training.plan)
 # --------------------------------------------------------------------------------------------------
 
 
 def memory_plan(graph: ModelGraph, *, batch: int = 1) -> dict[str, Any]:
-    """The inference memory plan of ``graph`` for ``batch`` samples, from :mod:`neuro.train.plan`.
+    """The inference memory plan of ``graph`` for ``batch`` samples, from :mod:`neuro.training.plan`.
 
     Returns a dict with ``weights_bytes`` (weights in their storage formats), ``state_bytes``
     (neuron states and readout), ``delay_bytes`` (input and step buffers), ``total_bytes`` (the
     whole inference plan), ``components``, ``batch``, ``steps`` and ``source``.
     """
-    from neuro.train.plan import memory_plan as plan_of
+    from neuro.training.plan import memory_plan as plan_of
 
     plan = plan_of(graph, batch=batch)
     parts = plan.inference
@@ -166,7 +166,7 @@ def memory_plan(graph: ModelGraph, *, batch: int = 1) -> dict[str, Any]:
         "weights_bytes": int(weights), "state_bytes": int(state),
         "delay_bytes": int(total - weights - state), "total_bytes": int(total),
         "components": {k: int(v) for k, v in parts.items()}, "batch": batch, "steps": plan.steps,
-        "source": "neuro.train.plan (inference)",
+        "source": "neuro.training.plan (inference)",
     }
 
 

@@ -46,7 +46,7 @@ from typing import Any
 import torch
 
 from neuro.deploy.registry import Registry, RegistryError, VerificationError
-from neuro.train.data import encoder_for
+from neuro.training.data import encoder_for
 
 __all__ = ["LoadedVersion", "ModelService", "RotationError", "ServiceServer", "cli_serve", "load_version",
            "make_server"]
@@ -154,7 +154,7 @@ def load_version(registry: Registry, model: str, version: int | None, trusted_ke
         RotationError: naming the failing check.
     """
     from neuro.deploy.nir_io import load_into_network
-    from neuro.train.data import compute_dtype
+    from neuro.training.data import compute_dtype
 
     try:
         v = registry.verify(model, version, trusted_keys)

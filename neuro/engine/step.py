@@ -41,7 +41,7 @@ STEP_WORKSPACE_BYTES = 8 << 20
 
 def step_bytes_per_entry(limbs: int, general: bool) -> int:
     """Temporary bytes per entry of ``UpdateEngine.step`` for a quire window of ``limbs`` limbs,
-    measured with ``neuro.train.plan.TensorBytes`` (bposit32 quire, float32 weights): ``general`` for
+    measured with ``neuro.training.plan.TensorBytes`` (bposit32 quire, float32 weights): ``general`` for
     momentum, Adam and rotors (exact quire reads and moments; Adam: 510 B at 8 limbs, 387 B at 5),
     else the fast path (nearest 90 B, stochastic 173 B at 8 limbs)."""
     return 182 + 41 * limbs if general else 60 + 14 * limbs

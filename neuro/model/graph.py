@@ -973,7 +973,7 @@ class ModelGraph:
 
     def require_plain(self, what: str) -> None:
         """Raise ValueError when ``what`` (a command or function) would run this graph without its
-        ``[reversible]`` blocks, which only :mod:`neuro.train.reversible` runs."""
+        ``[reversible]`` blocks, which only :mod:`neuro.training.reversible` runs."""
         if self.reversible is not None:
             raise ValueError(
                 f"{what}: model {self.name!r} has a [reversible] section, which {what} does not run "

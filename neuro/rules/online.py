@@ -4,7 +4,7 @@ Both rules run the network forward one time step at a time and hand the engine c
 ``post (B, M) x pre (B, N)`` through :meth:`UpdateEngine.accumulate_outer`: an eligibility trace (a
 presynaptic trace ``pre``, times the postsynaptic pseudo-derivative) times a learning signal.
 Nothing is stored per time step, so the memory of a training step does not grow with the number
-of time steps ``T`` (see :mod:`neuro.train.plan` for the byte counts).
+of time steps ``T`` (see :mod:`neuro.training.plan` for the byte counts).
 
 Neurons step with :func:`neuro.neurons.lif_step_psi` / :func:`neuro.neurons.li_step`, the
 arithmetic of :class:`~neuro.sim.network.Network` (Norse's LIF / LI equations, the same surrogate
@@ -34,7 +34,7 @@ threshold-adaptation eligibility ``ea (B, M, N)`` (per synapse, ``O(B M N)``)::
 (with the max-membrane objective its snapshot per class is ``(B, K, M, N)``; it is not filtered by the
 readout's filters: exact for an instantaneous readout, an approximation otherwise).
 
-Objectives.  ``objective="max_membrane"`` (default) is the loss BPTT trains (``neuro.train.loop``): the
+Objectives.  ``objective="max_membrane"`` (default) is the loss BPTT trains (``neuro.training.loop``): the
 cross-entropy of the maximum over time of the readout membrane, ``E = sum_b CE(max_t v_out, label)``.
 Its gradient touches only the step ``t*_k`` at which class ``k``'s membrane peaks, so the learner
 keeps, per sample and class, a snapshot of the factors of ``dv_out,k(t)/dW`` taken whenever

@@ -7,7 +7,7 @@ A rule is one file under ``neuro/rules/`` that calls :func:`register` with a :cl
   and ``resolve``, an optional check across keys (raise :class:`RuleKeyError` naming the key); the
   model layer (:mod:`neuro.model.spec`) reads both, so a misspelt or ill-typed key is reported with
   the file, the key and the fix before anything runs;
-* ``mode`` -- the training driver that runs it (:data:`neuro.train.MODES`: ``bptt``, ``eprop``,
+* ``mode`` -- the training driver that runs it (:data:`neuro.training.MODES`: ``bptt``, ``eprop``,
   ``ottt``, ... for loss-based rules, ``local`` for rules that learn from spikes in a closed loop);
 * ``build`` -- for local rules, how its parameters and state are made from the graph:
   ``build(graph, projection_name) -> object`` with ``reset(batch, n_pre, n_post)`` and
@@ -15,7 +15,7 @@ A rule is one file under ``neuro/rules/`` that calls :func:`register` with a :cl
 * ``brian2`` -- its Brian2 counterpart (synapse equations for :mod:`neuro.crosscheck`), or None with
   ``brian2_note`` saying why and how it is checked instead;
 * ``plan`` -- its memory-plan terms (bytes beyond weights, quires and neuron states), used by
-  :mod:`neuro.train.plan`.
+  :mod:`neuro.training.plan`.
 
 Every rule receives the engine through the :class:`~neuro.engine.Contributions` protocol
 (``accumulate``, ``accumulate_outer``, ``accumulate_events``) and never writes a weight.  Rules know

@@ -11,7 +11,7 @@ pre-reset membrane at spikes: :func:`side_bytes_per_step`).  The backward pass w
 it rebuilds the step's inputs from the input buffer, every layer's activity and previous state
 bottom-up from the stored bits, re-runs the step under autograd and back-propagates through it.  The
 error ``dL/dc`` of each projection's current and its presynaptic activity go to the update engine
-``chunk`` steps at a time (``accumulate_outer``, exact), like :mod:`neuro.train.online`'s BPTT; without
+``chunk`` steps at a time (``accumulate_outer``, exact), like :mod:`neuro.training.online`'s BPTT; without
 an engine the weight gradients are returned instead, equal bit for bit to ordinary autograd through
 :meth:`ReversibleNetwork.reference_scores` (tests/test_train_reversible.py).
 """
@@ -30,13 +30,13 @@ from neuro.sim.reversible import (
     LIFFixedParameters,
     block_step,
     check_range,
-    lif_fixed_inverse,
-    lif_fixed_step,
-    side_record,
     li_inverse,
     li_record,
     li_step,
+    lif_fixed_inverse,
+    lif_fixed_step,
     quantize,
+    side_record,
 )
 
 __all__ = ["ReversibleNetwork", "side_bytes_per_step", "CHUNK"]

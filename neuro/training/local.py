@@ -15,10 +15,10 @@ Update intervals
     naive low-precision hardware would).  The loop itself is :class:`neuro.sim.plastic.ClosedLoop`
     (neurons stepped by :func:`neuro.neurons.lif_step_events`).
 
-:class:`LocalDriver` runs in the one loop (:func:`neuro.train.loop.fit`): a Poisson scenario is a
+:class:`LocalDriver` runs in the one loop (:func:`neuro.training.loop.fit`): a Poisson scenario is a
 data set of one sample per epoch (the model's duration of input, chunk by chunk), a digits model
-presents one sample per microbatch (:mod:`neuro.train.protocols`).  Local rules are sequential in
-time, so the driver is ``replicated`` across workers (see :mod:`neuro.train.loop`).
+presents one sample per microbatch (:mod:`neuro.training.protocols`).  Local rules are sequential in
+time, so the driver is ``replicated`` across workers (see :mod:`neuro.training.loop`).
 
 Metrics (``metrics.json``): ``test_accuracy`` / ``train_accuracy`` (null where no classification is
 made), ``seconds``, ``weights_sha256``; Song scenarios ``share_below_10pct`` and
@@ -36,10 +36,10 @@ from neuro.model.graph import ModelGraph
 from neuro.rules import registry
 from neuro.sim.network import Network
 from neuro.sim.plastic import ClosedLoop, LocalModel
-from neuro.train.checkpoint import flatten_named, restore_named
-from neuro.train.data import load_split
-from neuro.train.loop import Driver
-from neuro.train.protocols import (
+from neuro.training.checkpoint import flatten_named, restore_named
+from neuro.training.data import load_split
+from neuro.training.loop import Driver
+from neuro.training.protocols import (
     PROTOCOL_KEYS,
     DistalReward,
     assign_labels,

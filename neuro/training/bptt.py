@@ -18,8 +18,8 @@ import torch
 
 from neuro.rules.bptt import bptt_contribute, classification_loss, readout_scores
 from neuro.sim.network import Network
-from neuro.train.data import compute_dtype
-from neuro.train.loop import Driver
+from neuro.training.data import compute_dtype
+from neuro.training.loop import Driver
 
 __all__ = ["BPTTDriver", "CheckpointDriver", "NetworkDriver", "loss_trained", "spiking_sources"]
 
@@ -55,7 +55,30 @@ class NetworkDriver(Driver):
         return dataset.encode(idx, epoch, dtype=self.dtype).to(self.network.device)
 
     def scores(self, x):
+        """Class scores of ``x``; the max-membrane readout of a graph the online learner runs is
+        computed step by step, keeping only the current state (memory independent of ``T``)."""
+        learner = self._streaming(x.shape[1])
+        if learner is not None:
+            return learner.run(x)[0]
         return readout_scores(self.network(x).readout, self.graph.training.readout)
+
+    def _streaming(self, batch: int):
+        """A forward-only :class:`~neuro.rules.online.OnlineLearner` for ``batch`` samples, or None
+        where it does not apply (another readout, a graph it cannot run, a GPU)."""
+        from neuro.rules.online import OnlineLearner, check_online_graph
+
+        cache = self.__dict__.setdefault("_learners", {})
+        if batch not in cache:
+            learner = None
+            if self.graph.training.readout == "max_membrane" and self.network.device.type == "cpu":
+                try:
+                    check_online_graph(self.graph)
+                    learner = OnlineLearner(self.graph, dict(self.network.weights), batch=batch, learn=False,
+                                            dtype=self.dtype)
+                except ValueError:
+                    learner = None
+            cache[batch] = learner
+        return cache[batch]
 
     def figures(self, test_set) -> list:
         from neuro import plot

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from neuro.rules.online import OnlineLearner
-from neuro.train.bptt import NetworkDriver
+from neuro.training.bptt import NetworkDriver
 
 __all__ = ["OnlineDriver"]
 

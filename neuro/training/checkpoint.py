@@ -24,7 +24,7 @@ from typing import NamedTuple
 import torch
 
 from neuro.engine.state import flatten_state_dict, unflatten_state_dict
-from neuro.train.outputs import atomic_write
+from neuro.training.outputs import atomic_write
 
 __all__ = ["CHECKPOINT", "CHECKPOINT_META", "Checkpointer", "Position", "flatten_named", "restore_named"]
 

@@ -27,10 +27,10 @@ from typing import NamedTuple
 import torch
 
 from neuro.engine.schedules import LR_SCHEDULES, schedule_lr
-from neuro.train.checkpoint import Checkpointer, Position
-from neuro.train.data import load_split
-from neuro.train.engines import accumulation_format
-from neuro.train.outputs import weights_digest
+from neuro.training.checkpoint import Checkpointer, Position
+from neuro.training.data import load_split
+from neuro.training.engines import accumulation_format
+from neuro.training.outputs import weights_digest
 
 __all__ = ["Driver", "Run", "fit", "prepare_run", "world_of", "evaluate"]
 
@@ -86,12 +86,14 @@ class Driver(abc.ABC):
             interval, through the ``step`` it is given).
         replicated: every worker runs every microbatch (see the module docstring).
         preallocate: the engine's quires get the window the memory plan assumes up front.
+        eval_batch: samples per evaluation batch (the pre-flight check may lower it).
     """
 
     mode = ""
     local = False
     replicated = False
     preallocate = False
+    eval_batch = 256
     weights: dict[str, torch.Tensor]
     trained: list[str]
     dtype = torch.float32
@@ -100,8 +102,8 @@ class Driver(abc.ABC):
         self.graph, self.run = graph, run
 
     def engine(self, seed: int):
-        """The one engine builder over the trained weights (:func:`neuro.train.engines.build_engine`)."""
-        from neuro.train.engines import build_engine
+        """The one engine builder over the trained weights (:func:`neuro.training.engines.build_engine`)."""
+        from neuro.training.engines import build_engine
 
         return build_engine(self.graph, self.weights, self.trained, seed=seed, local=self.local,
                             rounding=getattr(self, "rounding", None), merge=not self.replicated)
@@ -130,7 +132,7 @@ class Driver(abc.ABC):
     def accuracies(self, test_set, epoch: int, running: float) -> tuple[float, float]:
         """``(train, test)`` accuracy after ``epoch``: by default the running accuracy of the
         epoch's microbatches and :func:`evaluate` of :meth:`scores` on ``test_set``."""
-        return running, evaluate(self, test_set)
+        return running, evaluate(self, test_set, batch=self.eval_batch)
 
     def metrics(self) -> dict:
         """Extra entries of ``metrics.json`` (after ``model_hash``)."""
@@ -179,7 +181,7 @@ def fit(graph, driver: Driver, engine, run: Run, *, progress: bool = True, rank:
     into global batches of ``training.batch_size``, runs this worker's microbatches through
     ``driver.microbatch`` and steps the engine once per batch at the scheduled learning rate (a
     local driver steps it once per update interval instead); then the test accuracy.  With a
-    ``checkpoint`` (:class:`~neuro.train.checkpoint.Checkpointer`), rank 0 writes one every
+    ``checkpoint`` (:class:`~neuro.training.checkpoint.Checkpointer`), rank 0 writes one every
     ``checkpoint.every`` batches and after every epoch; ``resume`` continues from the last one.
     """
     from tqdm.auto import tqdm
@@ -227,9 +229,11 @@ def fit(graph, driver: Driver, engine, run: Run, *, progress: bool = True, rank:
             done += 1
             if not quiet:
                 bar.set_postfix(loss=f"{loss_sum / max(1, seen):.3f}", acc=f"{correct / max(1, seen):.3f}")
-            if writes and checkpoint.due(b) and b + 1 < n_batches:
+            if writes and checkpoint.due(b) and b + 1 < n_batches:  # the last batch: before evaluation
                 here = Position(epoch, b + 1, done, loss_sum, correct, seen)
                 checkpoint.save(here, history, driver, engine)
+        if writes:  # before evaluating: a failure there does not lose the epoch's training
+            checkpoint.save(Position(epoch, n_batches, done, loss_sum, correct, seen), history, driver, engine)
         train_acc, test_acc = driver.accuracies(test_set, epoch, correct / max(1, seen))
         history["epoch"].append(epoch + 1)
         history["loss"].append(loss_sum / max(1, seen))

@@ -1,8 +1,8 @@
 """``train``: the one entry point that trains a model graph in any mode, on one worker or many.
 
 It picks the mode's driver, builds the one engine over the driver's trained weights, runs the one
-loop (:func:`neuro.train.loop.fit`) and, on rank 0 only, writes the run folder
-(:func:`neuro.train.outputs.write_run`).
+loop (:func:`neuro.training.loop.fit`) and, on rank 0 only, writes the run folder
+(:func:`neuro.training.outputs.write_run`).
 """
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ from pathlib import Path
 
 import torch
 
-from neuro.train.checkpoint import Checkpointer
-from neuro.train.loop import fit, prepare_run, world_of
-from neuro.train.modes import MODES, check_mode, default_mode
-from neuro.train.outputs import begin_run, write_run
+from neuro.training.checkpoint import Checkpointer
+from neuro.training.loop import fit, prepare_run, world_of
+from neuro.training.modes import MODES, check_mode, default_mode
+from neuro.training.outputs import begin_run, write_run
+from neuro.training.preflight import available_bytes, check_memory
 
 __all__ = ["TrainResult", "check_device", "driver_class", "make_driver", "train"]
 
@@ -48,11 +49,11 @@ def check_device(device: str | torch.device) -> torch.device:
 
 
 def driver_class(mode: str):
-    """The :class:`~neuro.train.loop.Driver` class of ``mode`` (one of :data:`~neuro.train.modes.MODES`)."""
-    from neuro.train.bptt import BPTTDriver, CheckpointDriver
-    from neuro.train.local import LocalDriver
-    from neuro.train.online import OnlineDriver
-    from neuro.train.reversible import ReversibleDriver
+    """The :class:`~neuro.training.loop.Driver` class of ``mode`` (one of :data:`~neuro.training.modes.MODES`)."""
+    from neuro.training.bptt import BPTTDriver, CheckpointDriver
+    from neuro.training.local import LocalDriver
+    from neuro.training.online import OnlineDriver
+    from neuro.training.reversible import ReversibleDriver
 
     drivers = {"bptt": BPTTDriver, "bptt_checkpoint": CheckpointDriver, "eprop": OnlineDriver,
                "ottt": OnlineDriver, "reversible": ReversibleDriver, "local": LocalDriver}
@@ -88,12 +89,13 @@ def train(
     segment: int | None = None,
     checkpoint_every: int = 50,
     resume: bool = False,
+    memory_limit: int | None = None,
 ) -> TrainResult:
     """Train ``graph`` and return its metrics and trained network.
 
     Args:
         graph: the model graph (:func:`neuro.model.spec.load_model`).
-        mode: a training mode (:data:`~neuro.train.modes.MODES`); default: the one its rules name.
+        mode: a training mode (:data:`~neuro.training.modes.MODES`); default: the one its rules name.
         epochs, seed: override the model file's training settings.
         out_dir: the run folder (``metrics.json``, ``weights.safetensors``, ``model.toml``, figures,
             ``manifest.json``); nothing is written when ``None``, and only rank 0 writes.
@@ -103,14 +105,17 @@ def train(
         device: torch device of the network and the quires (mode ``bptt``).
         segment: steps per checkpoint segment (mode ``bptt_checkpoint``; default ``ceil(sqrt(T))``).
         checkpoint_every: with ``out_dir``, write a checkpoint every this many global batches
-            (and after every epoch; 0: after epochs only) (:mod:`neuro.train.checkpoint`).
+            (and after every epoch; 0: after epochs only) (:mod:`neuro.training.checkpoint`).
         resume: continue the run in ``out_dir`` from its last checkpoint; options left at None
             take the checkpoint's values, given ones must agree; the result has the bits of an
             uninterrupted run.
+        memory_limit: bytes the run may use (default: the memory available on the device); a run
+            whose memory plan exceeds it is refused before anything is allocated
+            (:mod:`neuro.training.preflight`).
     Under ``torchrun`` (``torch.distributed`` initialised) every worker runs its share of each
     batch and the engine merges the contributions exactly: the weights equal one worker's, bit for bit.
     """
-    from neuro.train.engines import preallocate_quires
+    from neuro.training.engines import preallocate_quires
 
     if resume and out_dir is not None:
         saved = Checkpointer.saved_settings(Path(out_dir))
@@ -122,6 +127,7 @@ def train(
         segment = segment if segment is not None else saved.get("segment")
     mode = check_mode(graph, mode or default_mode(graph))
     dev = check_device(device)
+    eval_batch = check_memory(graph, mode, available_bytes(dev) if memory_limit is None else int(memory_limit))
     rank, world = world_of()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # identical kernels for every microbatch, whatever the worker count
@@ -129,6 +135,7 @@ def train(
         run = prepare_run(graph, epochs, seed, lr_schedule, max_train, splits=driver_class(mode).splits)
         driver = make_driver(mode, graph, run, device=dev, segment=segment)
         driver.progress = progress and not rank
+        driver.eval_batch = eval_batch
         engine = driver.engine(run.seed)
         if driver.preallocate:
             preallocate_quires(engine)

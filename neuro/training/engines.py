@@ -90,6 +90,6 @@ def build_engine(graph, weights: Mapping[str, torch.Tensor], names: list[str], *
 
 
 def preallocate_quires(engine: UpdateEngine, window: tuple[int, int] = QUIRE_WINDOW) -> None:
-    """Allocate every parameter's quire limbs ``[lo, hi)`` now, as :mod:`neuro.train.plan` assumes."""
+    """Allocate every parameter's quire limbs ``[lo, hi)`` now, as :mod:`neuro.training.plan` assumes."""
     for p in engine.parameters():
         engine.reserve_window(p, window)

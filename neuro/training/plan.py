@@ -16,7 +16,7 @@ population, ``M x N``: a projection's weight, ``d``: bytes of the compute dtype,
   membrane, threshold distance, spikes, pseudo-derivative ...).
 * ``quires``: one exact accumulator per weight, ``M N (8 L + 1)`` bytes: ``L`` int64 limbs of 32
   bits each plus a NaR byte.  The engine keeps one limb window per tensor; the training loops
-  allocate it up front (:func:`neuro.train.engines.preallocate_quires`) as limbs -5..2, ``L = 8``
+  allocate it up front (:func:`neuro.training.engines.preallocate_quires`) as limbs -5..2, ``L = 8``
   (measured: surrogate-gradient, e-prop and OTTT contributions occupy bits 2**-160 .. 2**96 of a
   bposit32 quire, carry headroom included: tiny pseudo-derivatives far from threshold reach down
   to limb -5); a contribution outside it would widen the
@@ -43,7 +43,7 @@ population, ``M x N``: a projection's weight, ``d``: bytes of the compute dtype,
   keeps ``SAVED_PER_NEURON_STEP`` tensors of
   ``(B, n)`` per population and step; checkpointing keeps one segment's worth plus the states at
   segment boundaries (``ceil(T / S) x 3 B n d``).  Measured: 4.0 per neuron-step.
-* ``reversible`` (graphs with a ``[reversible]`` section only, :mod:`neuro.train.reversible`): float64
+* ``reversible`` (graphs with a ``[reversible]`` section only, :mod:`neuro.training.reversible`): float64
   fixed-point arithmetic, so states are ``2 B n 8`` (v, i) per layer and ``weight_tensors`` the
   quantised float64 copies; nothing per step but ``side_records`` (:func:`reversible_side_bytes`:
   3 bits per LIF neuron-step, 2 per LI neuron-step, 4 bytes per spike, at an assumed spike rate);
@@ -77,8 +77,8 @@ import torch
 from neuro.model.graph import ModelGraph
 from neuro.numerics import STORAGE_BYTES
 from neuro.rules import registry
-from neuro.train.data import compute_dtype
-from neuro.train.modes import LOSS_MODES
+from neuro.training.data import compute_dtype
+from neuro.training.modes import LOSS_MODES
 
 __all__ = [
     "MODES",
@@ -112,7 +112,7 @@ REVERSIBLE_BACKWARD_PER_NEURON = 22
 #: hands contributions over while its forward/backward state is alive, so the largest weight's
 #: transient adds to that phase.
 ACCUMULATE_OUTER_PER_WEIGHT = 104
-#: Time steps of error signals per engine call in the reversible backward (neuro.train.reversible.CHUNK).
+#: Time steps of error signals per engine call in the reversible backward (neuro.training.reversible.CHUNK).
 REVERSIBLE_CHUNK = 8
 #: Limbs per quire entry allocated up front (see the module docstring).
 QUIRE_LIMBS = 8
@@ -229,7 +229,7 @@ def _engine(graph: ModelGraph, extra: tuple[tuple[int, int], ...] = ()) -> dict[
     biggest = max(trained, key=lambda n: math.prod(graph.weight_shape(n)))
     from neuro.engine.step import step_block_rows
     m, n = max([_rows_cols(graph, biggest), *extra], key=math.prod)
-    buf = 8  # Adam moments: float64 for the 32-bit quire formats neuro.train.loop uses
+    buf = 8  # Adam moments: float64 for the 32-bit quire formats neuro.training.loop uses
     return {
         "quires": sum(numel) * (8 * QUIRE_LIMBS + 1),
         "optimizer": 2 * sum(numel) * buf,
@@ -276,7 +276,7 @@ def reversible_side_bytes(graph: ModelGraph, batch: int, steps: int, spike_rate:
 
 def _reversible(graph: ModelGraph, batch: int, steps: int, spike_rate: float, chunk: int,
                 training: bool) -> dict[str, int]:
-    """Components of the reversible model (float64 fixed-point arithmetic, :mod:`neuro.train.reversible`)."""
+    """Components of the reversible model (float64 fixed-point arithmetic, :mod:`neuro.training.reversible`)."""
     sizes, blocks = _reversible_layers(graph)
     shapes = [_rows_cols(graph, n) for n in graph.projections] + blocks
     numel = sum(m * n for m, n in shapes)

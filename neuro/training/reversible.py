@@ -13,8 +13,8 @@ from neuro.engine.params import Bounds
 from neuro.rules.bptt import classification_loss
 from neuro.sim.reversible import W_LIMIT
 from neuro.sim.reversible_network import ReversibleNetwork
-from neuro.train.engines import build_engine
-from neuro.train.loop import Driver
+from neuro.training.engines import build_engine
+from neuro.training.loop import Driver
 
 __all__ = ["ReversibleDriver", "reversible_engine"]
 
