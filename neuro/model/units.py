@@ -29,6 +29,7 @@ __all__ = [
     "KINDS",
     "QuantityError",
     "format_quantity",
+    "import_brian2",
     "number_text",
     "parse_quantity",
     "parse_rate",
@@ -58,20 +59,26 @@ _POTENTIALS = ("v_th", "v_reset", "v_leak", "adapt_increment")
 
 
 @functools.cache
-def _unit_table() -> dict[str, tuple[Decimal, Any]]:
-    """Brian2 unit name -> (SI factor as an exact decimal, Brian2 Dimension).  Imports Brian2."""
-    # Importing Brian2 emits pyparsing deprecation warnings and replaces sys.excepthook with a
-    # handler that writes debug logs for every uncaught error; we only want its unit tables.
+def import_brian2() -> Any:
+    """Import Brian2 quietly (no pyparsing deprecation warnings) and keep the interpreter's
+    ``sys.excepthook``, which Brian2 replaces with a handler that writes a debug log for every
+    uncaught error.  Returns the ``brian2`` module."""
     hook = sys.excepthook
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            import brian2.units as units
-            import brian2.units.allunits as allunits
-            from brian2.units.fundamentalunits import Unit
+            import brian2
+            import brian2.units.allunits  # noqa: F401  (the unit tables)
     finally:
         sys.excepthook = hook
+    return brian2
 
+
+@functools.cache
+def _unit_table() -> dict[str, tuple[Decimal, Any]]:
+    """Brian2 unit name -> (SI factor as an exact decimal, Brian2 Dimension).  Imports Brian2."""
+    brian2 = import_brian2()
+    units, allunits, Unit = brian2.units, brian2.units.allunits, brian2.units.fundamentalunits.Unit
     table: dict[str, tuple[Decimal, Any]] = {}
     for module in (allunits, units):
         for name, unit in vars(module).items():

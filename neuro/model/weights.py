@@ -24,7 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load as load_safetensors
 
 from neuro.model.checks import check_choice, finite
 from neuro.model.errors import GraphError, did_you_mean, nearest
@@ -43,6 +46,7 @@ INIT_PARAMETERS: dict[str, tuple[str, ...]] = {
 #: File types of given weights.
 WEIGHT_FILES: tuple[str, ...] = (".safetensors", ".npy")
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_UNREADABLE = (OSError, ValueError, RuntimeError, SafetensorError)
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _SAVE_HINT = "save them with safetensors.torch.save_file({'w': W}, 'W.safetensors') or numpy.save('W.npy', W)"
 
@@ -134,22 +138,18 @@ class Init:
             _missing(path, where)
         try:
             if path.suffix == ".npy":
-                import numpy as np
-
                 with path.open("rb") as fh:
                     version = np.lib.format.read_magic(fh)
                     read = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
                         np.lib.format.read_array_header_2_0
                     return tuple(read(fh)[0])
-            from safetensors import safe_open
-
             with safe_open(str(path), framework="pt") as fh:
                 if self.key not in fh.keys():
                     _no_key(list(fh.keys()), path, self.key, where)
                 return tuple(fh.get_slice(self.key).get_shape())
         except GraphError:
             raise
-        except (OSError, ValueError, RuntimeError) as exc:
+        except _UNREADABLE as exc:
             raise GraphError(f"{where}.file", f"a readable {path.suffix} file", f"{path}: {exc}",
                              _SAVE_HINT) from None
 
@@ -223,22 +223,18 @@ def _decode(data: bytes, path: Path, key: str | None, where: str) -> torch.Tenso
     label = f"{path}[{key!r}]" if key is not None else str(path)
     try:
         if path.suffix == ".npy":
-            import numpy as np
-
             array = np.load(io.BytesIO(data), allow_pickle=False)
             if array.dtype.kind != "f" or array.dtype.itemsize > 8:
                 _not_float(array.dtype, label, where)
             weights = torch.from_numpy(array.astype(array.dtype.newbyteorder("="), copy=False))
         else:
-            from safetensors.torch import load
-
-            tensors = load(data)
+            tensors = load_safetensors(data)
             if key not in tensors:
                 _no_key(sorted(tensors), path, key, where)
             weights = tensors[key]
     except GraphError:
         raise
-    except (OSError, ValueError, RuntimeError) as exc:
+    except _UNREADABLE as exc:
         raise GraphError(f"{where}.file", f"a readable {path.suffix} file", f"{path}: {exc}",
                          _SAVE_HINT) from None
     if weights.dtype not in _FLOAT_DTYPES:

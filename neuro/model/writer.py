@@ -62,7 +62,9 @@ def format_param(value: Any, spec: Param | None) -> str:
 def dump_model(graph: ModelGraph) -> str:
     """The resolved model file of ``graph``: every default filled in, times and rates with units.
 
-    ``loads_model(dump_model(g)).canonical_hash() == g.canonical_hash()`` for every graph.
+    ``loads_model(dump_model(g)).canonical_hash() == g.canonical_hash()`` for every graph, read
+    from any folder: given weights are written with their absolute path and pinned by their sha256
+    (reading the file again refuses weights that changed since).
     """
     lines = [
         "# Resolved model file (all defaults filled in), written by neuro.model.writer.dump_model.",
