@@ -131,7 +131,7 @@ CASES = [
     ('init = { file = "weights/W2.safetensors", key = "inp_hidden" }', "projections.inp_hidden.init.file",
      ["no such file", "W2.safetensors"], "did you mean 'W.safetensors'?"),
     ('init = { file = "W.safetensors", key = "inp_hidden" }', "projections.inp_hidden.init.file",
-     ["no such file"], "relative to the model file's folder"),
+     ["no such file"], "starts from the model file's folder"),
     ('init = { file = "weights/W.safetensors" }', "projections.inp_hidden.init.key",
      ["the key is missing", "W.safetensors"], 'add key = "inp_hidden"'),
     ('init = { file = "weights/W.safetensors", key = "inp_hiden" }', "projections.inp_hidden.init.key",

@@ -180,7 +180,7 @@ class Init:
 
 
 def _missing(path: Path, where: str) -> None:
-    hint = f"the path is relative to the model file's folder ({path.parent})"
+    hint = "a relative path starts from the model file's folder"
     if path.parent.is_dir():
         near = nearest(path.name, [p.name for p in path.parent.iterdir() if p.suffix in WEIGHT_FILES])
         if near:
