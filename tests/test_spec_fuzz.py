@@ -27,13 +27,14 @@ KEYS = [
     "value", "algebra", "grades", "delay", "rule", "rule_params", "bounds", "sign", "encoding",
     "rate", "max_rate", "t_max", "tau", "threshold", "gain", "epochs", "batch_size", "microbatch",
     "seed", "learning_rate", "readout", "loss", "tau_plus", "a_plus", "hidden", "out", "inp",
+    "file", "key", "sha256",
 ]  # fmt: skip
 WORDS = [
     "LIF", "LIFBox", "AdaptiveLIF", "LI", "input", "dense", "recurrent", "one_to_one", "normal",
     "uniform", "constant", "float32", "posit16", "bposit16", "posit8", "bptt", "stdp_pair",
     "poisson", "latency", "current", "yinyang", "digits", "hidden", "out", "inp", "excitatory",
     "10 ms", "0.01 s", "1 ms", "15 Hz", "1 mV", "10", "-1 ms", "0 ms", "1e400 s", "nan", "ms",
-    "1/0", "1 s^-1", "2 kHz*ms", "None", "",
+    "1/0", "1 s^-1", "2 kHz*ms", "None", "", "file", "W.safetensors", "W.npy", "/dev/null.npy",
 ]  # fmt: skip
 
 scalars = st.one_of(

@@ -47,7 +47,9 @@ class RunResult:
 
 def _init_weight(proj: Projection, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
     init = proj.init
-    if init.dist == "normal":
+    if init.dist == "file":  # given weights, read and checked by the model layer
+        w = init.load(f"projections.{proj.name}.init")
+    elif init.dist == "normal":
         w = torch.randn(shape, generator=generator, dtype=torch.float64) * init.std + init.mean
     elif init.dist == "uniform":
         w = torch.rand(shape, generator=generator, dtype=torch.float64) * (init.high - init.low) + init.low
