@@ -154,7 +154,7 @@ def load_version(registry: Registry, model: str, version: int | None, trusted_ke
         RotationError: naming the failing check.
     """
     from neuro.deploy.nir_io import load_into_network
-    from neuro.training.data import compute_dtype
+    from neuro.sim.network import compute_dtype
 
     try:
         v = registry.verify(model, version, trusted_keys)

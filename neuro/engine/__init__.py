@@ -11,7 +11,7 @@ Modules: :mod:`~neuro.engine.contributions` (the interface every rule receives),
 from neuro.engine.contributions import Contributions
 from neuro.engine.engine import UpdateEngine
 from neuro.engine.params import Bounds, ParamType, Sign
-from neuro.engine.slot import rotor_norm_bound
+from neuro.engine.slot import rotor_norm_bound, snap_to_type
 from neuro.engine.state import flatten_state_dict, unflatten_state_dict
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "Bounds",
     "Sign",
     "rotor_norm_bound",
+    "snap_to_type",
     "flatten_state_dict",
     "unflatten_state_dict",
 ]

@@ -303,3 +303,12 @@ class Slot:
             f"{self.name}: the accumulated update is NaR (a NaN/inf contribution, or a sum beyond the "
             f"{self.quire.fmt.name} quire's range); the parameter was left unchanged"
         )
+
+
+def snap_to_type(values: torch.Tensor, ptype: ParamType, fmt: PositFormat = POSIT32) -> torch.Tensor:
+    """``values`` as registration with an engine leaves a parameter of type ``ptype``: the nearest
+    storage values, projected onto the grades, inside the bounds or sign (rotors normalised).  A
+    tensor of ``values``' dtype; registering it again changes no bit.  (The quire that loads the
+    float64 values holds them exactly whatever its format ``fmt``.)"""
+    slot = Slot(values, 0, {"type": ptype, "format": fmt, "rounding": "nearest"}, "values")
+    return slot.snap(values.detach().to(torch.float64)).to(values.dtype)

@@ -6,24 +6,20 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from neuro import neurons
 from neuro.model.checks import check_choice, check_int, check_name, finite
 from neuro.model.errors import GraphError
 
 __all__ = ["NEURON_TYPES", "POPULATION_PARAMETERS", "SPIKING_TYPES", "SURROGATES", "Population"]
 
-# NEURON_TYPES, SPIKING_TYPES and SURROGATES move to neuro.neurons (where the step functions and
-# the surrogate derivatives live) when that package is merged; until then this is their one place.
-
-#: Neuron models.  ``LIF``: leaky integrate-and-fire with an exponential synaptic current (Norse
-#: ``LIF``); ``LIFBox``: LIF without synaptic current, input jumps the membrane (Norse ``LIFBox``);
-#: ``AdaptiveLIF``: LIF whose threshold rises by ``adapt_increment`` per spike and relaxes back with
-#: ``tau_adapt`` (Norse ``LSNN``); ``LI``: leaky integrator, never spikes (readout, Norse ``LI``);
-#: ``input``: a spike (or current) source fed by the data set through its encoding.
-NEURON_TYPES: tuple[str, ...] = ("LIF", "LIFBox", "AdaptiveLIF", "LI", "input")
-#: Neuron types that emit spikes computed from a membrane potential.
-SPIKING_TYPES: tuple[str, ...] = ("LIF", "LIFBox", "AdaptiveLIF")
-#: Surrogate derivatives of the spike threshold for gradient-based rules.
-SURROGATES: tuple[str, ...] = ("superspike", "sigmoid", "triangle", "arctan")
+#: Population types: the neuron models of :mod:`neuro.neurons` (``LIF``, ``LIFBox``, ``AdaptiveLIF``,
+#: ``LI``; their step functions live there) and ``input``, a spike (or current) source fed by the data
+#: set through its encoding.
+NEURON_TYPES: tuple[str, ...] = (*neurons.NEURON_TYPES, "input")
+#: Neuron types that emit spikes computed from a membrane potential (:mod:`neuro.neurons`).
+SPIKING_TYPES: tuple[str, ...] = neurons.SPIKING_TYPES
+#: Surrogate derivatives of the spike threshold (:mod:`neuro.neurons`).
+SURROGATES: tuple[str, ...] = neurons.SURROGATES
 
 #: Which optional neuron parameters each neuron type has (the others are None).
 POPULATION_PARAMETERS: dict[str, tuple[str, ...]] = {

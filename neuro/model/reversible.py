@@ -16,6 +16,8 @@ __all__ = [
     "REVERSIBLE_DECAY_BITS",
     "REVERSIBLE_MAX_WIDTH",
     "REVERSIBLE_V_FRAC",
+    "REVERSIBLE_W_FRAC",
+    "REVERSIBLE_X_FRAC",
     "ReversibleSpec",
     "fixed_decay",
 ]
@@ -23,8 +25,13 @@ __all__ = [
 #: Bits of the fixed-point decays of reversible blocks (``neuro.sim.reversible``): a decay ``1 - dt/tau``
 #: is rounded to ``n / 2**REVERSIBLE_DECAY_BITS`` and must lie in (1/2, 1) (one stored bit per step).
 REVERSIBLE_DECAY_BITS = 8
-#: Fraction bits of membranes in reversible blocks: v_th, v_reset, v_leak must be multiples of 2**-24.
-REVERSIBLE_V_FRAC = 24
+#: Fraction bits of the activations x1, x2 of reversible blocks (and of the stack input after rounding).
+REVERSIBLE_X_FRAC = 8
+#: Fraction bits of the weights of reversible blocks as used in the forward pass.
+REVERSIBLE_W_FRAC = 16
+#: Fraction bits of membranes in reversible blocks (X + W fraction bits: exact products): v_th,
+#: v_reset, v_leak must be multiples of 2**-24.
+REVERSIBLE_V_FRAC = REVERSIBLE_X_FRAC + REVERSIBLE_W_FRAC
 #: Largest half-width of a reversible block (the fixed-point projection stays exact below it).
 REVERSIBLE_MAX_WIDTH = 512
 

@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 import torch
 
 from neuro import neurons
+from neuro.engine import Bounds, ParamType, Sign, snap_to_type
 from neuro.model.graph import ModelGraph, Population, Projection
+from neuro.numerics import NAMED_FORMATS
 
 __all__ = ["Network", "RunResult"]
 
@@ -64,6 +66,25 @@ def _init_weight(proj: Projection, shape: tuple[int, ...], generator: torch.Gene
     return w
 
 
+def compute_dtype(graph: ModelGraph) -> torch.dtype:
+    """float64 when a projection stores float64 or a format whose values float32 cannot hold
+    exactly (posit32, b-posits), else float32."""
+    for proj in graph.projections.values():
+        storage = NAMED_FORMATS.get(proj.format)
+        if proj.format == "float64" or (storage is not None and not storage.fits_float32):
+            return torch.float64
+    return torch.float32
+
+
+def param_type(proj: Projection) -> ParamType:
+    """The engine's type of a projection's weights: its storage format, and its bounds or sign."""
+    if proj.bounds is not None:
+        constraint = Bounds(*proj.bounds)
+    else:
+        constraint = Sign(proj.sign) if proj.sign is not None else None
+    return ParamType(constraint=constraint, storage=proj.format)
+
+
 class Network(torch.nn.Module):
     """A spiking network built from a model graph.
 
@@ -71,16 +92,19 @@ class Network(torch.nn.Module):
         graph: the typed model graph (``neuro.model.spec.load_model``).
         seed: seed of the weight initialisation (default: the graph's training seed).
         device: torch device.
-        dtype: dtype of weights and states (float32, or float64 for posit32/b-posit storage).
+        dtype: dtype of weights and states (default :func:`compute_dtype`: float32, or float64 for
+            float64, posit32 and b-posit storage).
     Weights are ``torch.nn.Parameter`` in ``self.weights[projection]`` of shape
-    ``graph.weight_shape(projection)`` (``(target, source)`` like ``torch.nn.Linear``).
+    ``graph.weight_shape(projection)`` (``(target, source)`` like ``torch.nn.Linear``), drawn from
+    the projection's ``init`` and snapped to its storage format and bounds or sign
+    (:func:`neuro.engine.snap_to_type`): what an engine would make of them, bit for bit.
     """
 
     def __init__(self, graph: ModelGraph, *, seed: int | None = None, device="cpu",
-                 dtype: torch.dtype = torch.float32):
+                 dtype: torch.dtype | None = None):
         super().__init__()
         self.graph = graph
-        self.dtype = dtype
+        self.dtype = dtype = compute_dtype(graph) if dtype is None else dtype
         gen = torch.Generator().manual_seed(graph.training.seed if seed is None else seed)
         self.weights = torch.nn.ParameterDict()
         for name, proj in graph.projections.items():
@@ -90,8 +114,8 @@ class Network(torch.nn.Module):
                     f"{graph.weight_shape(name)}; the Norse builder runs scalar weights only — feed "
                     "multivector inputs through neuro.algebra.GradeLinear instead"
                 )
-            w = _init_weight(proj, graph.weight_shape(name), gen)
-            self.weights[name] = torch.nn.Parameter(w.to(device=device, dtype=dtype))
+            w = snap_to_type(_init_weight(proj, graph.weight_shape(name), gen).to(dtype), param_type(proj))
+            self.weights[name] = torch.nn.Parameter(w.to(device=device))
         #: population -> its :mod:`neuro.neurons` parameters (0-dim tensors of ``dtype``).
         self.neuron_params = {
             pop.name: neurons.neuron_parameters(pop, graph.dt, dtype=dtype, device=device)

@@ -79,6 +79,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as tnf
 
+from neuro.model.reversible import (
+    REVERSIBLE_MAX_WIDTH,
+    REVERSIBLE_V_FRAC,
+    REVERSIBLE_W_FRAC,
+    REVERSIBLE_X_FRAC,
+)
 from neuro.neurons import spike_fn
 
 __all__ = [
@@ -98,18 +104,15 @@ __all__ = [
     "side_buffer_bytes",
 ]
 
-#: Fraction bits of the activations x1, x2 (and of the stack input after rounding).
-X_FRAC = 8
-#: Fraction bits of the weights as used in the forward pass.
-W_FRAC = 16
-#: Fraction bits of membranes, currents and the projected current (X_FRAC + W_FRAC: exact products).
-V_FRAC = X_FRAC + W_FRAC
+#: Fraction bits of the activations, the weights, and membranes / currents / projected currents (X + W:
+#: exact products): the grid the model layer checks a ``[reversible]`` model against.
+X_FRAC, W_FRAC, V_FRAC = REVERSIBLE_X_FRAC, REVERSIBLE_W_FRAC, REVERSIBLE_V_FRAC
 #: Bound on |v|, |i|, |c| (volts / current units): keeps every product with a decay numerator < 2**53.
 STATE_LIMIT = 2.0**20
 #: Bound on |x| and |W| for the exact projection (with width <= MAX_WIDTH).
 X_LIMIT = 2.0**14
 W_LIMIT = 8.0
-MAX_WIDTH = 512
+MAX_WIDTH = REVERSIBLE_MAX_WIDTH
 
 _DTYPE = torch.float64
 

@@ -17,15 +17,10 @@ import math
 import torch
 
 from neuro.rules.bptt import bptt_contribute, classification_loss, readout_scores
-from neuro.sim.network import Network
-from neuro.training.data import compute_dtype
+from neuro.sim.network import Network, compute_dtype
 from neuro.training.loop import Driver
 
 __all__ = ["BPTTDriver", "CheckpointDriver", "NetworkDriver", "loss_trained", "spiking_sources"]
-
-#: Encodings whose values are 0/1 spikes (the engine's exact spike path).
-SPIKE_ENCODINGS = ("poisson", "latency", "spike_times", "raster")
-
 
 def spiking_sources(graph, names: list[str]) -> set[str]:
     """The projections among ``names`` whose presynaptic activity is 0/1 spikes."""
@@ -34,7 +29,7 @@ def spiking_sources(graph, names: list[str]) -> set[str]:
         src = graph.populations[graph.projections[name].source]
         if src.type == "input":
             enc = graph.encodings.get(src.name)
-            if enc is not None and enc.kind in SPIKE_ENCODINGS:
+            if enc is not None and enc.spiking:  # 0/1 spikes: the engine's exact spike path
                 out.add(name)
         elif src.type != "LI":
             out.add(name)

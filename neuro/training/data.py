@@ -11,10 +11,8 @@ import torch
 
 from neuro.data import Encoder, load_dataset
 
-__all__ = ["compute_dtype", "encoder_for", "load_split"]
+__all__ = ["encoder_for", "load_split"]
 
-#: Storage formats whose values float32 cannot hold exactly: the network then computes in float64.
-_WIDE = {"float64", "posit32", "bposit16", "bposit32"}
 
 
 def encoder_for(graph) -> Encoder | None:
@@ -48,8 +46,3 @@ def load_split(graph, split: str, *, max_samples: int | None = None, ignore: tup
     if max_samples is not None:
         data = data.subset(torch.arange(min(int(max_samples), len(data))))
     return data
-
-
-def compute_dtype(graph) -> torch.dtype:
-    """float64 when a projection stores a format float32 cannot hold exactly, else float32."""
-    return torch.float64 if any(p.format in _WIDE for p in graph.projections.values()) else torch.float32

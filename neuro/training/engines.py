@@ -15,8 +15,9 @@ from collections.abc import Mapping
 import torch
 
 from neuro.engine import UpdateEngine
-from neuro.engine.params import Bounds, ParamType, Sign
+from neuro.engine.params import ParamType
 from neuro.numerics import BPOSIT32, POSIT32, PositFormat
+from neuro.sim.network import param_type
 
 __all__ = ["QUIRE_WINDOW", "accumulation_format", "build_engine", "preallocate_quires"]
 
@@ -73,10 +74,8 @@ def build_engine(graph, weights: Mapping[str, torch.Tensor], names: list[str], *
     for name in names:
         proj = graph.projections.get(name)
         fmt = proj.format if proj is not None else storage
-        own = constraint
-        if own is None and proj is not None:
-            own = Bounds(*proj.bounds) if proj.bounds is not None else (
-                Sign(proj.sign) if proj.sign is not None else None)
+        ptype = param_type(proj) if proj is not None and constraint is None else ParamType(
+            constraint=constraint, storage=fmt)
         groups.append({
             "params": [weights[name]],
             "names": [name],
@@ -84,7 +83,7 @@ def build_engine(graph, weights: Mapping[str, torch.Tensor], names: list[str], *
             "lr": 1.0 if local else graph.training.learning_rate,
             "adam": not local,
             "rounding": rounding or ("stochastic" if fmt == "posit8" and not local else "nearest"),
-            "type": ParamType(constraint=own, storage=fmt),
+            "type": ptype,
         })
     return UpdateEngine(groups, seed=seed, merge=merge)
 

@@ -33,6 +33,7 @@ import math
 import torch
 
 from neuro.model.graph import ModelGraph
+from neuro.model.settings import SCENARIOS
 from neuro.rules import registry
 from neuro.sim.network import Network
 from neuro.sim.plastic import ClosedLoop, LocalModel
@@ -79,7 +80,7 @@ class Scenario:
     """A Poisson input scenario as a data set: the chunks of an epoch (each ``chunk_steps(graph)``
     steps, whole update intervals; the last may be shorter), presented in order, no labels."""
 
-    name, split = "poisson_scenario", "train"
+    name, split = SCENARIOS[0], "train"
 
     def __init__(self, graph: ModelGraph) -> None:
         self.chunk = chunk_steps(graph)
@@ -110,7 +111,7 @@ class LocalDriver(Driver):
     @staticmethod
     def splits(graph: ModelGraph, max_train: int | None):
         """``(train, test)``: the scenario (no test set), or the digits splits."""
-        if graph.data is None or graph.data.name == "poisson_scenario":
+        if graph.data is None or graph.data.name in SCENARIOS:
             spec = graph.training
             if spec.batch_size != 1 or spec.microbatch != 1:
                 raise ValueError(f"{graph.name}: a poisson_scenario runs its chunks in order: set "

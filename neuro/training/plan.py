@@ -77,7 +77,7 @@ import torch
 from neuro.model.graph import ModelGraph
 from neuro.numerics import STORAGE_BYTES
 from neuro.rules import registry
-from neuro.training.data import compute_dtype
+from neuro.sim.network import compute_dtype
 from neuro.training.modes import LOSS_MODES
 
 __all__ = [
