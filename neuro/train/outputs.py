@@ -2,9 +2,10 @@
 
 A run folder is complete or visibly incomplete.  :func:`begin_run` removes the folder's
 ``manifest.json`` before anything is trained, so a killed run leaves a folder without one;
-:func:`write_run` writes every file atomically (temporary file, fsync, rename), removes files of an
-earlier run that this one does not write, and writes ``manifest.json`` last: the list of the run's
-files with their sha256.  Figures and metrics in a folder with a manifest belong to the same run.
+:func:`write_run` writes every file atomically (:func:`atomic_write`: temporary file, fsync,
+rename, folder fsync), removes files of an earlier run that this one does not write, and writes
+``manifest.json`` last: the list of the run's files with their sha256.  Figures and metrics in a
+folder with a manifest belong to the same run.
 
 ``weights_sha256`` (in ``metrics.json``) is the digest of the weight *values*: sha256 over each
 weight's name (UTF-8) followed by its raw bytes (C order, the tensor's dtype), in projection
@@ -18,12 +19,13 @@ import hashlib
 import json
 import math
 import os
+import secrets
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import torch
 
-__all__ = ["MANIFEST", "atomic_write", "begin_run", "json_safe", "weights_digest", "write_run"]
+__all__ = ["MANIFEST", "atomic_write", "begin_run", "fsync_dir", "json_safe", "weights_digest", "write_run"]
 
 MANIFEST = "manifest.json"
 #: Files a run folder may hold; those of an earlier run that the new run does not write are removed.
@@ -31,14 +33,35 @@ _OUTPUTS = ("metrics.json", "weights.safetensors", "model.toml", "learning_curve
             "weights_hist.png", "weights_over_time.png", "receptive_fields.png")
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file, fsync and rename: all or nothing."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def fsync_dir(path: Path) -> None:
+    """fsync the folder ``path``, so that a rename or a new file inside it survives a crash."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes | Callable[[Path], None]) -> None:
+    """Replace ``path`` all or nothing: write a temporary file in the same folder (``data`` bytes, or
+    ``data(tmp_path)`` draws it; the temporary name keeps ``path``'s suffix), fsync it, rename it
+    over ``path`` and fsync the folder."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp{path.suffix}")
+    try:
+        if callable(data):
+            data(tmp)
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+        else:
+            with open(tmp, "xb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(path.parent)
 
 
 def weights_digest(weights: Mapping[str, torch.Tensor]) -> str:
@@ -87,9 +110,7 @@ def write_run(out: Path, graph, weights: Mapping[str, torch.Tensor], metrics: di
         atomic_write(out / name, data)
     written = list(files)
     for name, draw in figures:
-        tmp = out / f".{name}.{os.getpid()}.tmp.png"
-        draw(tmp)
-        os.replace(tmp, out / name)
+        atomic_write(out / name, draw)
         written.append(name)
     for stale in set(_OUTPUTS) - set(written):
         (out / stale).unlink(missing_ok=True)
