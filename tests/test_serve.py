@@ -168,20 +168,26 @@ def test_service_refuses_to_start_without_token(setup):
 def raw_request(server, data: bytes, *, pause: float = 0.0, trickle: bytes = b"",
                 timeout: float = 20) -> bytes:
     """Send ``data`` on a fresh socket, then ``trickle`` one byte per ``pause`` seconds until the
-    server answers (bounded by ``trickle``'s length), and read until the server closes the
-    connection (or ``timeout``)."""
+    server answers (bounded by ``trickle``'s length), and read one response (or until the server
+    closes the connection, or ``timeout``)."""
     with socket.create_connection(server.server_address[:2], timeout=timeout) as sock:
         sock.sendall(data)
         for b in trickle:
             if select.select([sock], [], [], pause)[0]:
                 break  # the server answered
             sock.sendall(bytes([b]))
-        chunks = []
-        while True:
+        raw = b""
+        while True:  # until one whole response is in (or the server closes)
+            head, sep, body = raw.partition(b"\r\n\r\n")
+            if sep:
+                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")), 0)
+                if len(body) >= length:
+                    return raw
             chunk = sock.recv(65536)
             if not chunk:
-                return b"".join(chunks)
-            chunks.append(chunk)
+                return raw
+            raw += chunk
 
 
 def parse_response(raw: bytes) -> tuple[int, dict[str, str], dict]:
@@ -255,12 +261,21 @@ def test_http_errors_are_json_with_their_status(setup):
 
 
 def test_body_size_is_checked_before_the_body_is_read(setup):
+    """413 from Content-Length alone: answered at once when no body follows, and a client that
+    does send the oversized body still reads the answer (the server drops the body unparsed: a
+    parsed body of spaces would be a 400)."""
     service, server, _ = setup
     t0 = time.perf_counter()
-    raw = raw_request(server, post_head(service.limits.max_body + 1))  # no body is ever sent
-    status, headers, body = parse_response(raw)
+    status, headers, body = parse_response(raw_request(server, post_head(service.limits.max_body + 1)))
     assert status == 413 and "at most" in body["error"] and headers["connection"] == "close"
     assert time.perf_counter() - t0 < 5
+    conn = http.client.HTTPConnection(*server.server_address[:2], timeout=30)
+    try:
+        conn.request("POST", "/infer", body=b" " * (service.limits.max_body + 1))
+        resp = conn.getresponse()
+        assert resp.status == 413 and "at most" in json.loads(resp.read())["error"]
+    finally:
+        conn.close()
 
 
 def test_limits_are_checked_before_any_conversion_or_encoding(setup, monkeypatch):
@@ -307,3 +322,21 @@ def test_a_short_body_times_out_instead_of_hanging(setup):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_one_keep_alive_connection_survives_refused_requests(setup):
+    """Refusals on a persistent connection leave it usable (the body was read) or close it (it was not)."""
+    service, server, _ = setup
+    conn = http.client.HTTPConnection(*server.server_address[:2], timeout=30)
+    try:
+        answers = []
+        for path, body in [("/infer", {"features": [0.5] * 4, "seed": "abc"}), ("/nowhere", {"x": 1}),
+                           ("/rotate", {"version": 1}), ("/infer", {"features": [0.5] * 4})]:
+            conn.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            answers.append((resp.status, json.loads(resp.read()), resp.getheader("Connection")))
+    finally:
+        conn.close()
+    assert [a[0] for a in answers] == [400, 404, 401, 200]
+    assert answers[0][2] is None and answers[1][2] == answers[2][2] == "close"
+    assert answers[3][1]["version"] == service.current.version

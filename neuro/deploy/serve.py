@@ -39,10 +39,12 @@ Use :class:`ModelService` in code, :func:`make_server` for a server object, :fun
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import os
 import secrets
+import socket
 import sys
 import threading
 import time
@@ -57,7 +59,6 @@ import torch
 from neuro.deploy.infer_request import RequestError, RequestLimits, infer_input
 from neuro.deploy.registry import Registry
 from neuro.deploy.signing import RegistryError, VerificationError
-from neuro.train.data import encoder_for
 from neuro.train.outputs import json_safe
 
 __all__ = ["LoadedVersion", "ModelService", "RotationError", "ServiceServer", "cli_serve", "load_version",
@@ -108,13 +109,13 @@ class LoadedVersion:
 
 
 def _test_set(graph):
-    """The first samples of the model's test split (cached per data set description)."""
-    from neuro.data import load_dataset
+    """The model's test split, encoded with the model's own encoder (cached per model graph)."""
+    from neuro.train.data import load_split
 
-    key = json.dumps(graph.data.to_dict(), sort_keys=True)
+    key = graph.canonical_hash()
     with _TEST_SETS_LOCK:
         if key not in _TEST_SETS:
-            _TEST_SETS[key] = load_dataset(graph.data.name, "test", **dict(graph.data.options))
+            _TEST_SETS[key] = load_split(graph, "test")
         return _TEST_SETS[key]
 
 
@@ -142,7 +143,7 @@ def smoke_evaluate(graph, network, record: dict[str, Any], *, samples: int = 64,
     data = _test_set(graph)
     n = min(samples, len(data))
     idx = torch.arange(n)
-    x = data.encode(idx, 0, graph.steps, graph.dt, encoder=encoder_for(graph), dtype=network.dtype)
+    x = data.encode(idx, 0, dtype=network.dtype)
     readout = network(x).readout
     if not bool(torch.isfinite(readout).all()):
         raise RotationError("smoke", "the network's readout is not finite")
@@ -389,6 +390,20 @@ class _Handler(BaseHTTPRequestHandler):
         self.connection.settimeout(self.server.read_timeout)
         return b"".join(parts)
 
+    def _discard(self, length: int) -> None:
+        """After refusing a body unread: close our side and drop what the client still sends (for
+        at most the read timeout), so that it gets to read the answer instead of a reset."""
+        deadline = time.monotonic() + self.server.read_timeout
+        with contextlib.suppress(OSError):
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_WR)
+            while length > 0 and (remaining := deadline - time.monotonic()) > 0:
+                self.connection.settimeout(remaining)
+                chunk = self.rfile.read1(1 << 16)
+                if not chunk:
+                    break
+                length -= len(chunk)
+
     def _body(self) -> dict[str, Any] | None:
         """The JSON body, or None after answering the error (size checked before reading)."""
         if self.headers.get("Transfer-Encoding"):
@@ -402,8 +417,9 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         length, limit = int(text), self.server.service.limits.max_body
         if length > limit:
-            self.close_connection = True  # the body is never read
+            self.close_connection = True
             self._error(413, f"request body of {length} bytes; at most {limit} bytes")
+            self._discard(length)
             return None
         try:
             raw = self._read_body(length)
@@ -430,6 +446,7 @@ class _Handler(BaseHTTPRequestHandler):
         want = self._ROUTES.get(self.path)
         if want == method:
             return True
+        self.close_connection = True  # a body, if any, stays unread
         if want is None:
             self._error(404, f"no such endpoint {method} {self.path} (endpoints: "
                         + ", ".join(f"{m} {p}" for p, m in self._ROUTES.items()) + ")")
@@ -447,6 +464,11 @@ class _Handler(BaseHTTPRequestHandler):
         if not self._route("POST"):
             return
         svc = self.server.service
+        if self.path != "/infer" and not svc.authorized(self.headers.get("Authorization")):
+            self.close_connection = True  # the body stays unread
+            self._error(401, f"{self.path} needs 'Authorization: Bearer TOKEN' (the token `neuro serve` "
+                        "reads from --token-file or NEURO_SERVE_TOKEN)")
+            return
         body = self._body()
         if body is None:
             return
@@ -458,19 +480,16 @@ class _Handler(BaseHTTPRequestHandler):
             except Exception as exc:  # noqa: BLE001 - a request must never take the service down
                 self._error(500, f"{type(exc).__name__}: {exc}")
             return
-        if not svc.authorized(self.headers.get("Authorization")):
-            self._error(401, f"{self.path} needs 'Authorization: Bearer TOKEN' (the token `neuro serve` "
-                        "reads from --token-file or NEURO_SERVE_TOKEN)")
-            return
         try:
             event = svc.rotate(body.get("version")) if self.path == "/rotate" else svc.rollback()
             self._send(200, {**event, "version": svc.current.version})
         except RotationError as exc:
             if exc.check == "request":
                 self._error(400, str(exc), "version", check=exc.check)
+            elif exc.check == "rollback":
+                self._error(409, str(exc), check=exc.check)
             else:
-                self._error(409 if exc.check == "rollback" else 422, str(exc), check=exc.check,
-                            refused=body.get("version"))
+                self._error(422, str(exc), check=exc.check, refused=body.get("version"))
 
 
 class ServiceServer(ThreadingHTTPServer):
