@@ -48,9 +48,11 @@ def _percentile(values: list[float], q: float) -> float:
 def prepare(workdir: Path, run: Path | None, train_samples: int) -> dict:
     """A registry with 17 good versions and 3 bad ones; returns their numbers."""
     import torch
-    from safetensors.torch import load, save
+    from safetensors.torch import save
 
-    from neuro.deploy.registry import Registry, generate_key
+    from neuro.deploy.registry import Registry
+    from neuro.deploy.run_folder import read_run
+    from neuro.deploy.signing import generate_key
     from neuro.model.spec import load_model
 
     if run is None:
@@ -62,9 +64,8 @@ def prepare(workdir: Path, run: Path | None, train_samples: int) -> dict:
         train(graph, epochs=2, max_train=train_samples, out_dir=run, progress=False)
     generate_key(workdir / "signer.pem")
     reg = Registry(workdir / "registry")
-    graph = load_model(run / "model.toml")
-    metrics = json.loads((run / "metrics.json").read_text())
-    weights = load((run / "weights.safetensors").read_bytes())
+    folder = read_run(run)  # a complete run: its manifest and file hashes are checked
+    graph, metrics, weights = folder.graph, folder.metrics, folder.weights
     gen = torch.Generator().manual_seed(0)
     good, bad = [], {}
     for i in range(18):  # v1 serves first; 17 more to rotate to
@@ -83,7 +84,8 @@ def prepare(workdir: Path, run: Path | None, train_samples: int) -> dict:
     env = json.loads(env_path.read_text())
     env["signatures"] = []
     env_path.write_text(json.dumps(env, sort_keys=True, separators=(",", ":")) + "\n")
-    bad["tampered"] = reg.publish(graph, save(weights), workdir / "signer.pem", metrics=metrics, verify=False)
+    bad["tampered"] = reg.publish(graph, save(weights), workdir / "signer.pem", metrics=metrics, verify=False,
+                                  check_head=False)  # on top of the unsigned one, on purpose
     wpath = reg.path(graph.name, bad["tampered"]) / "weights.safetensors"
     data = bytearray(wpath.read_bytes())
     data[len(data) // 2] ^= 0x01

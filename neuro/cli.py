@@ -123,10 +123,12 @@ def _add_registry_commands(sub) -> None:
     p.add_argument("registry")
     p.add_argument("run", help="run folder written by `neuro train`")
     p.add_argument("--key", required=True, help="Ed25519 private key (PEM)")
+    p.add_argument("--trust", action="append", default=None,
+                   help="public key (PEM) that may have signed the registry's head besides --key; repeatable")
     p.add_argument("--memory-budget", type=int, default=None, help="bytes the memory plan must fit")
     p.add_argument("--note", default=None)
     p.set_defaults(func=lambda a: _call("neuro.deploy.registry", "cli_sign", a.registry, a.run, a.key,
-                                        memory_budget=a.memory_budget, note=a.note))
+                                        memory_budget=a.memory_budget, note=a.note, trust=a.trust))
 
     p = sub.add_parser("verify", help="verify signatures, hashes, hash chain and certificates")
     p.add_argument("registry")
@@ -142,8 +144,8 @@ def _add_registry_commands(sub) -> None:
     p.set_defaults(func=lambda a: _call("neuro.deploy.registry", "cli_versions", a.registry, a.model))
 
     p = sub.add_parser("certify", help="check a model and its weights and write a certificate")
-    p.add_argument("model", help="model file")
-    p.add_argument("weights", help="weights.safetensors")
+    p.add_argument("model", help="model file, or a run folder written by `neuro train`")
+    p.add_argument("weights", nargs="?", default=None, help="weights.safetensors (with a model file)")
     p.add_argument("--out", default=None, help="certificate JSON path")
     p.add_argument("--memory-budget", type=int, default=1 << 30, help="bytes (default 1 GiB)")
     p.set_defaults(func=lambda a: _call("neuro.deploy.certify", "cli_certify", a.model, a.weights, out=a.out,

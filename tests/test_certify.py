@@ -183,3 +183,37 @@ def test_cli_certify(tmp_path, capsys):
     (tmp_path / "m16.toml").write_text(dump_model(graph.with_format("posit16")))
     assert cli_certify(str(tmp_path / "m16.toml"), str(tmp_path / "w.safetensors")) == 1
     assert "representable" in capsys.readouterr().err
+
+
+def write_tiny_run(out: Path, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A complete run folder of the tiny model, written by the one run writer."""
+    from neuro.training.outputs import weights_digest, write_run
+
+    graph = tiny()
+    w = weights_for(graph, seed)
+    write_run(out, graph, w, {"test_accuracy": 0.5, "weights_sha256": weights_digest(w)})
+    return w
+
+
+def test_certify_a_run_folder_through_its_manifest(tmp_path, capsys):
+    from neuro.deploy.certify import certify_run
+    from neuro.training.outputs import RunFolderError, read_run
+
+    run = tmp_path / "run"
+    w = write_tiny_run(run)
+    assert certify_run(run).weights_sha256 == tensors_digest(w)
+    assert cli_certify(str(run)) == 0 and '"graph_hash"' in capsys.readouterr().out
+    metrics = run / "metrics.json"
+    original = metrics.read_bytes()
+    metrics.write_bytes(original.replace(b"0.5", b"0.9"))  # edited after the run finished
+    with pytest.raises(RunFolderError, match="metrics.json: does not match its sha256 in manifest.json"):
+        read_run(run)
+    metrics.write_bytes(original)
+    (run / "manifest.json").unlink()  # what a killed run leaves
+    with pytest.raises(RunFolderError, match="the run is incomplete: it has no manifest.json"):
+        certify_run(run)
+    assert cli_certify(str(run)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "incomplete" in err and "Traceback" not in err
+    assert cli_certify(str(tmp_path / "nowhere")) == 2
+    assert "give a model file and its weights, or a run folder" in capsys.readouterr().err

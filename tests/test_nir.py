@@ -186,6 +186,21 @@ def test_import_errors_are_clear():
         import_nir(g)
 
 
+def test_cli_export_of_a_run_folder_needs_a_complete_run(tmp_path, capsys):
+    from neuro.deploy.nir_io import cli_export_nir
+    from neuro.training.outputs import weights_digest, write_run
+
+    graph = load_model(ROOT / "models" / "yinyang_bptt.toml")
+    net = Network(graph, seed=3)
+    weights = {k: v.detach().clone() for k, v in net.weights.items()}
+    write_run(tmp_path / "run", graph, weights, {"weights_sha256": weights_digest(weights)})
+    assert cli_export_nir(str(tmp_path / "run"), str(tmp_path / "m.nir")) == 0
+    g_back, w_back = read_nir(tmp_path / "m.nir")
+    assert g_back == graph and all(torch.equal(w_back[k], weights[k]) for k in weights)
+    (tmp_path / "run" / "manifest.json").unlink()
+    assert cli_export_nir(str(tmp_path / "run"), str(tmp_path / "again.nir")) == 2
+    assert "the run is incomplete" in capsys.readouterr().err and not (tmp_path / "again.nir").exists()
+
 @pytest.mark.skipif(importlib.util.find_spec("snntorch") is None, reason="snnTorch is not installed")
 def test_snntorch_export_loads():  # pragma: no cover - runs only where snnTorch is installed
     import snntorch as snn

@@ -22,15 +22,15 @@ from neuro.deploy.registry import (
     CRASH_POINTS,
     PREDICATE_TYPE,
     STATEMENT_TYPE,
+    HeadError,
     Registry,
-    RegistryError,
-    VerificationError,
+    cli_sign,
     cli_verify,
     cli_versions,
-    generate_key,
-    load_private_key,
 )
+from neuro.deploy.signing import RegistryError, VerificationError, generate_key, load_private_key
 from neuro.model.spec import load_model
+from neuro.training.outputs import weights_digest, write_run
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -223,3 +223,73 @@ def test_cli_versions(tmp_path, graph, keys, capsys):
     out = capsys.readouterr().out
     assert "yinyang_bptt" in out and "0.7500" in out
     assert cli_verify(str(reg.root), [str(keys["public"])], model=graph.name, version=1) == 0
+
+
+def write_run_folder(out: Path, graph, seed: int, accuracy: float = 0.75) -> Path:
+    """A complete run folder (the one run writer, manifest last) with seeded weights."""
+    from safetensors.torch import load
+
+    w = dict(load(weights_bytes(graph, seed)))
+    write_run(out, graph, w, {"test_accuracy": accuracy, "weights_sha256": weights_digest(w)})
+    return out
+
+
+def test_sign_refuses_a_tampered_head(tmp_path, graph, keys, capsys):
+    reg = tmp_path / "reg"
+    run1, run2 = write_run_folder(tmp_path / "r1", graph, 1), write_run_folder(tmp_path / "r2", graph, 2)
+    assert cli_sign(str(reg), str(run1), str(keys["private"])) == 0
+    assert "yinyang_bptt v1" in capsys.readouterr().out
+    head = Registry(reg).path(graph.name, 1) / "weights.safetensors"
+    original = head.read_bytes()
+    data = bytearray(original)
+    data[-3] ^= 0x04
+    head.write_bytes(bytes(data))
+    assert cli_sign(str(reg), str(run2), str(keys["private"])) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "head, yinyang_bptt v1, does not verify" in err and "hash:weights.safetensors" in err
+    assert "restore" in err and "--trust" not in err  # a tampered file: no key would help
+    assert Registry(reg).versions(graph.name) == [1]
+    head.write_bytes(original)
+    assert cli_sign(str(reg), str(run2), str(keys["private"])) == 0
+    assert Registry(reg).versions(graph.name) == [1, 2]
+
+
+def test_sign_on_a_head_by_another_key_needs_trust(tmp_path, graph, keys, capsys):
+    generate_key(tmp_path / "colleague.pem")
+    reg = tmp_path / "reg"
+    run1, run2 = write_run_folder(tmp_path / "r1", graph, 1), write_run_folder(tmp_path / "r2", graph, 2)
+    assert cli_sign(str(reg), str(run1), str(tmp_path / "colleague.pem")) == 0
+    assert cli_sign(str(reg), str(run2), str(keys["private"])) == 2
+    err = capsys.readouterr().err
+    assert "[signature]" in err and "--trust" in err and err.count("\n") == 1
+    colleague = tmp_path / "colleague.pub.pem"
+    assert cli_sign(str(reg), str(run2), str(keys["private"]), trust=[str(colleague)]) == 0
+    both = [keys["public"], colleague]
+    assert Registry(reg).verify(graph.name, 2, both).record["parent"] == Registry(reg).verify(
+        graph.name, 1, both).digest
+
+
+def test_publish_head_check_in_python(tmp_path, graph, keys):
+    reg = Registry(tmp_path / "reg")
+    reg.publish(graph, weights_bytes(graph, 1), keys["private"])
+    (reg.path(graph.name, 1) / "model.toml").write_text("# edited\n")
+    with pytest.raises(HeadError) as err:
+        reg.publish(graph, weights_bytes(graph, 2), keys["private"])
+    assert err.value.version == 1 and err.value.cause.check == "hash:model.toml" and err.value.check == "head"
+    assert reg.versions(graph.name) == [1] and not list((reg.root / graph.name).glob(".staging-*"))
+    v2 = reg.publish(graph, weights_bytes(graph, 2), keys["private"], check_head=False)  # on purpose
+    assert v2.version == 2
+
+
+def test_sign_refuses_an_incomplete_run(tmp_path, graph, keys, capsys):
+    run = write_run_folder(tmp_path / "run", graph, 1)
+    (run / "manifest.json").unlink()  # a killed run: every other file is there
+    assert cli_sign(str(tmp_path / "reg"), str(run), str(keys["private"])) == 2
+    err = capsys.readouterr().err
+    assert "the run is incomplete" in err and "manifest.json" in err and err.count("\n") == 1
+    assert Registry(tmp_path / "reg").versions(graph.name) == []
+    write_run_folder(run, graph, 1)
+    (run / "weights.safetensors").write_bytes(weights_bytes(graph, 3))  # swapped after the run
+    assert cli_sign(str(tmp_path / "reg"), str(run), str(keys["private"])) == 2
+    assert "weights.safetensors: does not match its sha256 in manifest.json" in capsys.readouterr().err

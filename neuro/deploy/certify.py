@@ -23,9 +23,8 @@ belong to.  :func:`certify` runs these checks, in this order:
 ``bounds`` / ``sign``
     Weights lie inside the projection's bounds and obey its sign (Dale's law).
 ``memory``
-    A simple inference memory plan (weight bytes in the storage format + neuron state bytes for a
-    batch) is within the budget.  **This plan is a stand-in**: it defers to ``neuro.training.plan`` (issue 7)
-    as soon as that module exists (see :func:`memory_plan`).
+    The inference memory plan of :mod:`neuro.training.plan` (weights in their storage formats, neuron
+    states, readout and buffers for a batch) is within the budget (see :func:`memory_plan`).
 
 A :class:`Certificate` is JSON: graph hash, weights sha256, each check with its result and detail,
 the tool and its version, the time of issue.  :func:`certify` raises :class:`CertificationError`
@@ -54,11 +53,15 @@ __all__ = [
     "CertificationError",
     "certify",
     "certify_files",
+    "certify_run",
     "check_certificate",
     "memory_plan",
     "run_checks",
     "DEFAULT_MEMORY_BUDGET",
     "cli_certify",
+    "load_weights",
+    "tensors_digest",
+    "weights_from_bytes",
 ]
 
 #: The checks, in the order they run.
@@ -144,7 +147,7 @@ def tensors_digest(weights: Mapping[str, torch.Tensor]) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
-# Memory plan (stand-in for neuro.training.plan)
+# Memory plan
 # --------------------------------------------------------------------------------------------------
 
 
@@ -369,11 +372,23 @@ def certify(graph: ModelGraph, weights: Mapping[str, torch.Tensor], *,
                        weights_sha256=tensors_digest(weights), checks=checks, memory_plan=plan)
 
 
-def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """The tensors of a safetensors file (no pickle)."""
+def weights_from_bytes(data: bytes) -> dict[str, torch.Tensor]:
+    """The tensors of safetensors bytes (no pickle); ValueError if they are not a safetensors file."""
+    from safetensors import SafetensorError
     from safetensors.torch import load
 
-    return dict(load(Path(path).read_bytes()))
+    try:
+        return dict(load(data))
+    except SafetensorError as exc:
+        raise ValueError(f"not a safetensors file ({exc})") from None
+
+
+def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file (no pickle); ValueError naming the file if it is not one."""
+    try:
+        return weights_from_bytes(Path(path).read_bytes())
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
 
 
 def certify_files(model_path: str | Path, weights_path: str | Path, **kwargs: Any) -> Certificate:
@@ -381,6 +396,15 @@ def certify_files(model_path: str | Path, weights_path: str | Path, **kwargs: An
     from neuro.model.spec import load_model
 
     return certify(load_model(model_path), load_weights(weights_path), **kwargs)
+
+
+def certify_run(run_dir: str | Path, **kwargs: Any) -> Certificate:
+    """:func:`certify` a complete run folder (its manifest and file hashes checked first, see
+    :func:`neuro.training.outputs.read_run`); RunFolderError (a ValueError) if it is incomplete."""
+    from neuro.training.outputs import read_run
+
+    run = read_run(run_dir)
+    return certify(run.graph, run.weights, **kwargs)
 
 
 def check_certificate(cert: Mapping[str, Any] | Certificate, graph: ModelGraph,
@@ -408,17 +432,23 @@ def check_certificate(cert: Mapping[str, Any] | Certificate, graph: ModelGraph,
     return cert
 
 
-def cli_certify(model: str, weights: str, *, out: str | None = None,
+def cli_certify(model: str, weights: str | None = None, *, out: str | None = None,
                 memory_budget: int = DEFAULT_MEMORY_BUDGET) -> int:
-    """``neuro certify MODEL.toml WEIGHTS.safetensors [--out CERT.json] [--memory-budget BYTES]``.
+    """``neuro certify MODEL.toml WEIGHTS.safetensors | RUN_DIR [--out CERT.json] [--memory-budget BYTES]``.
 
-    Prints the certificate (or writes it to ``out``) and returns 0; prints the failing checks to
-    stderr and returns 1 when a check fails, 2 when a file cannot be read.
+    A run folder alone is certified through its manifest (:func:`certify_run`).  Prints the
+    certificate (or writes it to ``out``) and returns 0; prints the failing checks to stderr and
+    returns 1 when a check fails, 2 when the input cannot be used (unreadable file, incomplete run).
     """
     import sys
 
     try:
-        cert = certify_files(model, weights, memory_budget=memory_budget)
+        if weights is None:
+            if not Path(model).is_dir():
+                raise ValueError(f"{model}: give a model file and its weights, or a run folder")
+            cert = certify_run(model, memory_budget=memory_budget)
+        else:
+            cert = certify_files(model, weights, memory_budget=memory_budget)
     except CertificationError as exc:
         print(f"neuro certify: {exc}", file=sys.stderr)
         return 1

@@ -424,21 +424,26 @@ def load_into_network(graph: ModelGraph, weights: Mapping[str, torch.Tensor],
 def cli_export_nir(run_or_model: str, out: str, *, weights: str | None = None) -> int:
     """``neuro export-nir RUN_DIR|MODEL.toml OUT.nir [--weights W.safetensors]``.
 
-    A run folder supplies ``model.toml`` and ``weights.safetensors``.  Returns 0, or 2 with the error.
+    A complete run folder (:func:`neuro.training.outputs.read_run`) supplies ``model.toml`` and
+    ``weights.safetensors``; a model file needs ``--weights``.  Returns 0, or 2 with the error.
     """
     import sys
 
     from neuro.deploy.certify import load_weights
     from neuro.model.spec import load_model
+    from neuro.training.outputs import read_run
 
     try:
         p = Path(run_or_model)
-        model_path = p / "model.toml" if p.is_dir() else p
-        weights_path = Path(weights) if weights else (p / "weights.safetensors" if p.is_dir() else None)
-        if weights_path is None:
+        if p.is_dir() and weights is None:
+            run = read_run(p)
+            graph, tensors = run.graph, run.weights
+        elif weights is None:
             raise NIRError("a model file needs --weights WEIGHTS.safetensors")
-        graph = load_model(model_path)
-        write_nir(graph, load_weights(weights_path), out)
+        else:
+            graph = load_model(p / "model.toml" if p.is_dir() else p)
+            tensors = load_weights(weights)
+        write_nir(graph, tensors, out)
     except (NIRError, OSError, ValueError) as exc:
         print(f"neuro export-nir: {exc}", file=sys.stderr)
         return 2

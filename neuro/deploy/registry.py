@@ -17,21 +17,17 @@ Layout (one folder per model, one per committed version)::
 lays it out: one subject per file (``name``, ``digest.sha256``), and a predicate holding the model
 name, the monotonic version number, the parent record's digest (a hash chain: sha256 of the parent's
 signed payload), the canonical model file's graph hash, training settings and seed, the data set,
-numeric formats, metrics, the certificate (:mod:`neuro.deploy.certify`), timestamps and the signer's key id.
-The statement is encoded canonically (sorted keys, compact separators, ASCII) and signed with Ed25519
-over the DSSE pre-authentication encoding ``PAE(payloadType, payload)``.  The envelope file itself is
+numeric formats, metrics, the certificate (:mod:`neuro.deploy.certify`), timestamps and the signer's
+key id.  It is signed as a DSSE envelope (:mod:`neuro.deploy.signing`); the envelope file is
 written canonically too, and verification insists on that encoding, so a change to *any* byte of the
 envelope, of a weight file or of the model file is detected.
 
-**Commits are atomic**: a writer takes the model's lock, writes every file into a staging folder
-(each file fsynced), fsyncs the folder, renames it to ``vNNNNNN`` (one atomic ``rename``) and fsyncs
-the model folder.  A version exists if and only if its folder has its final name, so a crash at any
-point leaves the registry readable and complete up to the last committed version; leftovers of a
-crashed writer are staging folders, which readers ignore and the next writer removes.
-
-Keys: :func:`generate_key` writes an Ed25519 private key (PEM, PKCS8, file mode 0600) and its public
-key (PEM); the key id is the sha256 of the raw 32-byte public key.  Verification only trusts the
-public keys it is given.
+**Commits are atomic**: a writer takes the model's lock, checks that the newest version (the head)
+still verifies (a new version never chains onto a tampered one), writes every file into a staging
+folder (each file fsynced), fsyncs the folder, renames it to ``vNNNNNN`` (one atomic ``rename``) and
+fsyncs the model folder.  A version exists if and only if its folder has its final name, so a crash
+at any point leaves the registry readable and complete up to the last committed version; leftovers
+of a crashed writer are staging folders, which readers ignore and the next writer removes.
 """
 
 from __future__ import annotations
@@ -46,7 +42,6 @@ import re
 import secrets
 import shutil
 import signal
-import stat
 import sys
 import time
 from collections.abc import Iterable, Mapping
@@ -55,28 +50,33 @@ from pathlib import Path
 from typing import Any
 
 from neuro import __version__
+from neuro.deploy.signing import (
+    RegistryError,
+    VerificationError,
+    canonical_json,
+    generate_key,
+    key_id,
+    keyring,
+    load_private_key,
+    open_envelope,
+    sign_statement,
+)
+from neuro.training.outputs import fsync_dir
 
 __all__ = [
-    "PAYLOAD_TYPE",
+    "CRASH_POINTS",
+    "ENVELOPE",
     "PREDICATE_TYPE",
     "STATEMENT_TYPE",
+    "HeadError",
     "Registry",
-    "RegistryError",
-    "VerificationError",
     "VerifiedVersion",
-    "canonical_json",
     "cli_keygen",
     "cli_sign",
     "cli_verify",
     "cli_versions",
-    "generate_key",
-    "key_id",
-    "load_private_key",
-    "load_public_key",
-    "pae",
 ]
 
-PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://model_signing/signature/v1.0"
 ENVELOPE = "envelope.dsse.json"
@@ -91,185 +91,19 @@ CRASH_POINTS = ("staging-created", "mid-weights", "after-weights", "mid-envelope
                 "after-rename")
 
 
-class RegistryError(RuntimeError):
-    """A registry operation failed (unknown model or version, unreadable folder, bad input)."""
+class HeadError(VerificationError):
+    """The registry's newest version of a model (its head) does not verify, so no version may be
+    appended on top of it.  ``cause`` is the head's :class:`VerificationError`, ``version`` and
+    ``path`` name the head."""
 
-
-class VerificationError(RegistryError):
-    """A version does not verify; ``check`` names what failed (``signature``, ``hash:FILE``,
-    ``chain``, ``certificate``, ``record``, ``envelope``)."""
-
-    def __init__(self, check: str, message: str) -> None:
-        self.check = check
-        super().__init__(f"verification failed [{check}]: {message}")
-
-
-# --------------------------------------------------------------------------------------------------
-# Encoding, keys, DSSE
-# --------------------------------------------------------------------------------------------------
-
-
-def canonical_json(obj: Any) -> bytes:
-    """Canonical encoding: JSON with sorted keys, compact separators, ASCII only, no NaN."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
-                      allow_nan=False).encode("ascii")
-
-
-def pae(payload_type: str, payload: bytes) -> bytes:
-    """DSSE pre-authentication encoding: ``DSSEv1 SP len(type) SP type SP len(body) SP body``."""
-    t = payload_type.encode("utf-8")
-    return b"DSSEv1 %d %s %d %s" % (len(t), t, len(payload), payload)
-
-
-def key_id(public_key) -> str:
-    """sha256 (hex) of the raw 32-byte Ed25519 public key."""
-    from cryptography.hazmat.primitives import serialization
-
-    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return hashlib.sha256(raw).hexdigest()
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def generate_key(private_path: str | Path, public_path: str | Path | None = None) -> str:
-    """Create an Ed25519 key pair; returns its key id.
-
-    The private key goes to ``private_path`` (PEM, PKCS8, unencrypted, mode 0600; the file must not
-    exist), the public key to ``public_path`` (default: ``private_path`` with ``.pub.pem``).
-    """
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    private_path = Path(private_path)
-    if public_path is None:
-        public_path = private_path.with_name(private_path.name.removesuffix(".pem") + ".pub.pem")
-    public_path = Path(public_path)
-    if private_path.exists():
-        raise RegistryError(f"{private_path} exists; refusing to overwrite a private key")
-    key = Ed25519PrivateKey.generate()
-    private_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption())
-    public_pem = key.public_key().public_bytes(serialization.Encoding.PEM,
-                                               serialization.PublicFormat.SubjectPublicKeyInfo)
-    private_path.parent.mkdir(parents=True, exist_ok=True)
-    _write_private(private_path, private_pem)
-    _atomic_write(public_path, public_pem)
-    return key_id(key.public_key())
-
-
-def load_private_key(path: str | Path):
-    """An Ed25519 private key from a PEM file; refuses files readable by group or others."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    path = Path(path)
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & 0o077:
-        raise RegistryError(f"{path}: private key file mode is {mode:o}; it must be 600 (chmod 600 {path})")
-    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    if not isinstance(key, Ed25519PrivateKey):
-        raise RegistryError(f"{path}: not an Ed25519 private key")
-    return key
-
-
-def load_public_key(path: str | Path):
-    """An Ed25519 public key from a PEM file (or the public half of a private key file)."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-
-    data = Path(path).read_bytes()
-    if b"PRIVATE KEY" in data:
-        key = load_private_key(path)
-        assert isinstance(key, Ed25519PrivateKey)
-        return key.public_key()
-    key = serialization.load_pem_public_key(data)
-    if not isinstance(key, Ed25519PublicKey):
-        raise RegistryError(f"{path}: not an Ed25519 public key")
-    return key
-
-
-def _keyring(keys: Iterable[Any]) -> dict[str, Any]:
-    """key id -> public key, from public keys, private keys or PEM paths."""
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    ring = {}
-    for k in keys:
-        if isinstance(k, str | Path):
-            k = load_public_key(k)
-        if isinstance(k, Ed25519PrivateKey):
-            k = k.public_key()
-        ring[key_id(k)] = k
-    return ring
-
-
-def sign_statement(statement: Mapping[str, Any], private_key) -> dict[str, Any]:
-    """A DSSE envelope around the canonical encoding of ``statement``, signed with Ed25519."""
-    payload = canonical_json(statement)
-    sig = private_key.sign(pae(PAYLOAD_TYPE, payload))
-    return {
-        "payload": base64.b64encode(payload).decode("ascii"),
-        "payloadType": PAYLOAD_TYPE,
-        "signatures": [{"keyid": key_id(private_key.public_key()),
-                        "sig": base64.b64encode(sig).decode("ascii")}],
-    }
-
-
-def open_envelope(data: bytes, trusted: Mapping[str, Any]) -> tuple[dict[str, Any], bytes]:
-    """Check a DSSE envelope's encoding and signature; returns ``(statement, payload bytes)``.
-
-    Raises VerificationError (``envelope`` or ``signature``).
-    """
-    from cryptography.exceptions import InvalidSignature
-
-    try:
-        env = json.loads(data.decode("ascii"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise VerificationError("envelope", f"not a JSON envelope ({exc})") from None
-    if not isinstance(env, dict) or set(env) != {"payload", "payloadType", "signatures"}:
-        raise VerificationError("envelope", "expected exactly payload, payloadType, signatures")
-    if canonical_json(env) + b"\n" != data:
-        raise VerificationError("envelope", "the envelope file is not in canonical form (edited?)")
-    if env["payloadType"] != PAYLOAD_TYPE:
-        raise VerificationError("envelope", f"payloadType {env['payloadType']!r}, expected {PAYLOAD_TYPE!r}")
-    try:
-        payload = base64.b64decode(env["payload"], validate=True)
-    except (ValueError, TypeError) as exc:
-        raise VerificationError("envelope", f"payload is not base64 ({exc})") from None
-    if base64.b64encode(payload).decode("ascii") != env["payload"]:
-        raise VerificationError("envelope", "payload is not canonical base64")
-    sigs = env["signatures"]
-    if not isinstance(sigs, list) or not sigs:
-        raise VerificationError("signature", "the version is unsigned (no signatures)")
-    message = pae(PAYLOAD_TYPE, payload)
-    reasons = []
-    for s in sigs:
-        kid = s.get("keyid") if isinstance(s, dict) else None
-        if kid not in trusted:
-            reasons.append(f"key {str(kid)[:16]}... is not trusted")
-            continue
-        try:
-            trusted[kid].verify(base64.b64decode(s.get("sig", ""), validate=True), message)
-        except (InvalidSignature, ValueError, TypeError):
-            reasons.append(f"bad signature by key {kid[:16]}...")
-            continue
-        try:
-            statement = json.loads(payload.decode("ascii"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise VerificationError("record", f"signed payload is not JSON ({exc})") from None
-        return statement, payload
-    raise VerificationError("signature", "; ".join(reasons))
+    def __init__(self, model: str, version: int, path: Path, cause: VerificationError) -> None:
+        self.model, self.version, self.path, self.cause = model, version, path, cause
+        super().__init__("head", f"{model} v{version} ({path}) does not verify "
+                         f"[{cause.check}]: {cause.detail}")
 
 
 # --------------------------------------------------------------------------------------------------
-# Atomic files
+# Staged files (with the crash-test hooks)
 # --------------------------------------------------------------------------------------------------
 
 
@@ -279,16 +113,9 @@ def _crash_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_file(path: Path, data: bytes, crash: str | None = None) -> None:
-    """Write ``data`` to a new file and fsync it (in chunks when the slow-write hook is set)."""
+def _write_staged(path: Path, data: bytes, crash: str | None = None) -> None:
+    """Write ``data`` to a new file in a staging folder and fsync it (in chunks when a crash point
+    or the slow-write hook is set)."""
     slow = float(os.environ.get("NEURO_REGISTRY_SLOW_WRITE", "0") or 0)
     with open(path, "xb") as f:
         if slow or crash:
@@ -307,18 +134,6 @@ def _write_file(path: Path, data: bytes, crash: str | None = None) -> None:
         os.fsync(f.fileno())
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Replace ``path`` atomically: temp file, fsync, rename, fsync of the folder."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        _write_file(tmp, data)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-    _fsync_dir(path.parent)
-
-
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -326,7 +141,6 @@ def _sha256(data: bytes) -> str:
 # --------------------------------------------------------------------------------------------------
 # Records
 # --------------------------------------------------------------------------------------------------
-
 
 @dataclass
 class VerifiedVersion:
@@ -412,35 +226,23 @@ class Registry:
             raise VerificationError("chain", f"{model} v{version}: unreadable envelope ({exc})") from None
 
     # ------------------------------------------------------------------ verification
-    def verify(self, model: str, version: int | None, trusted_keys: Iterable[Any], *,
-               check_certificate: bool = True, chain: bool = True) -> VerifiedVersion:
-        """Verify one version; returns it loaded, or raises :class:`VerificationError`.
+    def check_integrity(self, model: str, version: int, trusted_keys: Iterable[Any]
+                        ) -> tuple[dict[str, Any], bytes, dict[str, bytes]]:
+        """The checks of :meth:`verify` that read only bytes (no model or tensor is built).
 
-        Checks, in order: the envelope's canonical encoding and an Ed25519 signature by a trusted
-        key (``signature``/``envelope``); the statement layout, model name and version number
-        (``record``); the sha256 of every file against the signed subjects (``hash:FILE``); the
-        parent digest against the previous version's signed payload and, with ``chain``, the
-        previous versions' signatures (``chain``); the certificate, re-running every check on the
-        stored graph and weights (``certificate``).
+        Checks the envelope's canonical encoding and an Ed25519 signature by a trusted key
+        (``envelope``/``signature``), the statement layout, model name and version number
+        (``record``), the sha256 of every file against the signed subjects (``hash:FILE``) and the
+        parent digest against the previous version's signed payload (``chain``).
 
-        Args:
-            model: model name.
-            version: version number, or None for the latest.
-            trusted_keys: public keys (objects or PEM paths) whose signatures count.
+        Returns:
+            ``(record, signed payload, {file name: bytes})``.
+        Raises:
+            VerificationError: naming the failing check.
         """
-        from safetensors.torch import load
-
-        from neuro.deploy.certify import CertificationError
-        from neuro.deploy.certify import check_certificate as _check_cert
-        from neuro.model.spec import ModelFileError, loads_model
-
-        trusted = _keyring(trusted_keys)
+        trusted = keyring(trusted_keys)
         if not trusted:
             raise VerificationError("signature", "no trusted public key given")
-        if version is None:
-            version = self.latest(model)
-            if version is None:
-                raise RegistryError(f"{self.root}: no versions of model {model!r}")
         folder = self.path(model, version)
         try:
             envelope = (folder / ENVELOPE).read_bytes()
@@ -474,20 +276,47 @@ class Registry:
                 raise VerificationError("chain", f"parent version {version - 1} is missing")
             if parent != self._payload_digest(model, version - 1):
                 raise VerificationError("chain", f"parent digest does not match v{version - 1}'s record")
-            if chain:
-                for v in range(1, version):
-                    env = (self.path(model, v) / ENVELOPE).read_bytes()
-                    try:
-                        st, _ = open_envelope(env, trusted)
-                    except VerificationError as exc:
-                        raise VerificationError("chain", f"ancestor v{v}: {exc}") from None
-                    want = None if v == 1 else self._payload_digest(model, v - 1)
-                    if st.get("predicate", {}).get("parent") != want:
-                        raise VerificationError("chain", f"ancestor v{v} breaks the hash chain")
+        return record, payload, blobs
+
+    def verify(self, model: str, version: int | None, trusted_keys: Iterable[Any], *,
+               check_certificate: bool = True, chain: bool = True) -> VerifiedVersion:
+        """Verify one version; returns it loaded, or raises :class:`VerificationError`.
+
+        Checks, in order: everything :meth:`check_integrity` checks; with ``chain``, the previous
+        versions' signatures and links (``chain``); the graph hash of ``model.toml`` (``record``);
+        the certificate, re-running every check on the stored graph and weights (``certificate``).
+
+        Args:
+            model: model name.
+            version: version number, or None for the latest.
+            trusted_keys: public keys (objects or PEM paths) whose signatures count.
+        """
+        from neuro.deploy.certify import CertificationError, weights_from_bytes
+        from neuro.deploy.certify import check_certificate as recheck
+        from neuro.model.spec import loads_model
+
+        keys = list(trusted_keys)
+        if version is None:
+            version = self.latest(model)
+            if version is None:
+                raise RegistryError(f"{self.root}: no versions of model {model!r}")
+        record, payload, blobs = self.check_integrity(model, version, keys)
+        folder = self.path(model, version)
+        if chain and version > 1:
+            trusted = keyring(keys)
+            for v in range(1, version):
+                env = (self.path(model, v) / ENVELOPE).read_bytes()
+                try:
+                    st, _ = open_envelope(env, trusted)
+                except VerificationError as exc:
+                    raise VerificationError("chain", f"ancestor v{v}: {exc}") from None
+                want = None if v == 1 else self._payload_digest(model, v - 1)
+                if st.get("predicate", {}).get("parent") != want:
+                    raise VerificationError("chain", f"ancestor v{v} breaks the hash chain")
         try:
             graph = loads_model(blobs[MODEL].decode("utf-8"), source=str(folder / MODEL))
-            weights = dict(load(blobs[WEIGHTS]))
-        except (ModelFileError, ValueError, UnicodeDecodeError) as exc:
+            weights = weights_from_bytes(blobs[WEIGHTS])
+        except (ValueError, UnicodeDecodeError) as exc:
             raise VerificationError("record", f"unreadable model or weights: {exc}") from None
         if record.get("graph_hash") != graph.canonical_hash():
             raise VerificationError("record", "graph hash in the record does not match model.toml")
@@ -497,7 +326,7 @@ class Registry:
                 raise VerificationError("certificate", "the record carries no certificate")
             try:
                 budget = int(cert.get("memory_budget", record.get("memory_budget", 1 << 30)))
-                _check_cert(cert, graph, weights, memory_budget=budget)
+                recheck(cert, graph, weights, memory_budget=budget)
             except (CertificationError, ValueError) as exc:
                 raise VerificationError("certificate", str(exc)) from None
         return VerifiedVersion(model=model, version=version, record=record, digest=_sha256(payload),
@@ -531,7 +360,8 @@ class Registry:
     def publish(self, graph, weights_file: str | Path | bytes, private_key, *, metrics: Mapping[str, Any]
                 | None = None, training: Mapping[str, Any] | None = None, dataset: Mapping[str, Any]
                 | None = None, certificate: Any = None, memory_budget: int | None = None,
-                note: str | None = None, verify: bool = True) -> VerifiedVersion | int:
+                note: str | None = None, verify: bool = True, trusted_keys: Iterable[Any] = (),
+                check_head: bool = True) -> VerifiedVersion | int:
         """Certify, sign and commit a new version of ``graph.name``; returns it.
 
         Args:
@@ -547,12 +377,15 @@ class Registry:
             note: free text stored in the record.
             verify: verify the committed version and return it as :class:`VerifiedVersion`
                 (``False``: return only the new version number).
+            trusted_keys: public keys besides the signer's own that may have signed the head.
+            check_head: refuse to append when the head does not pass :meth:`check_integrity` with
+                the signer's key or ``trusted_keys`` (``False``: append anyway, e.g. to build a
+                test registry with a bad version in the middle).
         Raises:
             CertificationError: when a check fails (nothing is written).
+            HeadError: the head does not verify (nothing is written).
         """
-        from safetensors.torch import load
-
-        from neuro.deploy.certify import DEFAULT_MEMORY_BUDGET, Certificate, certify
+        from neuro.deploy.certify import DEFAULT_MEMORY_BUDGET, Certificate, certify, weights_from_bytes
         from neuro.model.spec import dump_model
 
         if isinstance(private_key, str | Path):
@@ -561,7 +394,7 @@ class Registry:
         model_bytes = dump_model(graph).encode("utf-8")
         budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else int(memory_budget)
         if certificate is None:
-            certificate = certify(graph, dict(load(weights_bytes)), memory_budget=budget)
+            certificate = certify(graph, weights_from_bytes(weights_bytes), memory_budget=budget)
         cert = certificate.to_dict() if isinstance(certificate, Certificate) else dict(certificate)
         cert["memory_budget"] = budget
         metrics = {k: v for k, v in dict(metrics or {}).items() if k != "history"}
@@ -579,7 +412,13 @@ class Registry:
         with self._lock(graph.name) as folder:
             for stale in folder.glob(".staging-*"):  # leftovers of a crashed writer
                 shutil.rmtree(stale, ignore_errors=True)
-            version = (self.latest(graph.name) or 0) + 1
+            head = self.latest(graph.name)
+            if check_head and head is not None:
+                try:
+                    self.check_integrity(graph.name, head, [private_key.public_key(), *trusted_keys])
+                except VerificationError as exc:
+                    raise HeadError(graph.name, head, self.path(graph.name, head), exc) from None
+            version = (head or 0) + 1
             parent = None if version == 1 else self._payload_digest(graph.name, version - 1)
             now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             record = {
@@ -602,32 +441,31 @@ class Registry:
             staging = folder / f".staging-{os.getpid()}-{secrets.token_hex(4)}"
             staging.mkdir()
             _crash_point("staging-created")
-            _write_file(staging / WEIGHTS, weights_bytes, crash="mid-weights")
+            _write_staged(staging / WEIGHTS, weights_bytes, crash="mid-weights")
             _crash_point("after-weights")
-            _write_file(staging / MODEL, model_bytes)
-            _write_file(staging / ENVELOPE, envelope, crash="mid-envelope")
-            _fsync_dir(staging)
+            _write_staged(staging / MODEL, model_bytes)
+            _write_staged(staging / ENVELOPE, envelope, crash="mid-envelope")
+            fsync_dir(staging)
             _crash_point("before-rename")
             final = folder / _version_dir(version)
             os.rename(staging, final)  # the commit point
             _crash_point("after-rename")
-            _fsync_dir(folder)
+            fsync_dir(folder)
         if not verify:
             return version
         return self.verify(graph.name, version, [private_key.public_key()], chain=False)
 
     def publish_run(self, run_dir: str | Path, private_key, **kwargs: Any) -> VerifiedVersion:
-        """Publish a ``neuro train`` output folder (``model.toml``, ``weights.safetensors``,
-        ``metrics.json``); keyword arguments go to :meth:`publish`."""
-        from neuro.model.spec import load_model
+        """Publish a complete ``neuro train`` output folder (:func:`neuro.training.outputs.read_run`:
+        its manifest and file hashes are checked); keyword arguments go to :meth:`publish`.
 
-        run_dir = Path(run_dir)
-        for name in (MODEL, WEIGHTS, "metrics.json"):
-            if not (run_dir / name).is_file():
-                raise RegistryError(f"{run_dir}: no {name} (is this a `neuro train` output folder?)")
-        graph = load_model(run_dir / MODEL)
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-        return self.publish(graph, run_dir / WEIGHTS, private_key, metrics=metrics, **kwargs)
+        Raises:
+            RunFolderError: the folder is incomplete (no ``manifest.json``) or changed since the run.
+        """
+        from neuro.training.outputs import read_run
+
+        run = read_run(run_dir)
+        return self.publish(run.graph, run.weights_bytes, private_key, metrics=run.metrics, **kwargs)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -647,24 +485,37 @@ def cli_keygen(private_key: str, public_key: str | None = None) -> int:
 
 
 def cli_sign(registry: str, run: str, key: str, *, memory_budget: int | None = None,
-             note: str | None = None) -> int:
-    """``neuro sign REGISTRY RUN_DIR --key PRIVATE.pem [--memory-budget BYTES] [--note TEXT]``.
+             note: str | None = None, trust: list[str] | None = None) -> int:
+    """``neuro sign REGISTRY RUN_DIR --key PRIVATE.pem [--trust PUBLIC.pem ...] [--memory-budget BYTES]
+    [--note TEXT]``.
 
-    Certifies the run's weights, signs a new version and commits it; prints ``MODEL vN``.
-    Returns 0, 1 when certification fails, 2 on unusable input.
+    Checks that the run folder is complete and unchanged (its manifest), certifies the run's
+    weights, checks that the registry's head verifies (signed by ``key`` or a ``--trust`` key,
+    untampered), signs a new version and commits it; prints ``MODEL vN``.  Returns 0, 1 when
+    certification fails, 2 on unusable input or a head that does not verify.
     """
     from neuro.deploy.certify import CertificationError
 
     try:
-        v = Registry(registry).publish_run(run, key, memory_budget=memory_budget, note=note)
+        v = Registry(registry).publish_run(run, key, memory_budget=memory_budget, note=note,
+                                           trusted_keys=list(trust or ()))
     except CertificationError as exc:
         print(f"neuro sign: {exc}", file=sys.stderr)
         return 1
+    except HeadError as exc:
+        fix = (f"if a key you trust signed v{exc.version}, pass --trust ITS_PUBLIC.pem; otherwise "
+               if exc.cause.check == "signature" else "")
+        print(f"neuro sign: refusing to sign: the registry's head, {exc.model} v{exc.version}, does not "
+              f"verify ([{exc.cause.check}] {exc.cause.detail}), and a new version would chain onto it; "
+              f"{fix}restore {exc.path} from a backup or move it out of the registry, then sign again",
+              file=sys.stderr)
+        return 2
     except (RegistryError, OSError, ValueError) as exc:
         print(f"neuro sign: {exc}", file=sys.stderr)
         return 2
+    acc = v.record["metrics"].get("test_accuracy")
     print(f"{v.model} v{v.version}  digest {v.digest[:16]}  test_accuracy "
-          f"{v.record['metrics'].get('test_accuracy', float('nan')):.4f}  -> {v.path}")
+          f"{'-' if acc is None else format(acc, '.4f')}  -> {v.path}")
     return 0
 
 

@@ -1,12 +1,15 @@
 """An HTTP inference service that rotates between signed registry versions without dropping requests.
 
-Endpoints (JSON in and out; the service binds to 127.0.0.1 unless told otherwise):
+Endpoints (JSON in and out, errors included; the service binds to 127.0.0.1 unless told otherwise):
 
 ``POST /infer``
     Body: one of ``{"spikes": T x B x N | T x N}`` (the input population's activity per step, as the
     encoding would produce it: spikes or currents), ``{"features": B x N | N}`` (values in [0, 1],
-    encoded with the model's own input encoding) or ``{"rates": B x N | N}`` (Poisson rates in Hz;
-    optional ``"seed"``).  Optional ``"return_spikes": true`` adds the output population's spikes.
+    encoded with the model's own input encoding) or ``{"rates": B x N | N}`` (Poisson rates in Hz);
+    optional ``"seed"`` (integer, for the random encodings) and ``"return_spikes": true`` (adds the
+    output population's spikes).  Limits (:class:`~neuro.deploy.infer_request.RequestLimits`): the
+    body size (checked from ``Content-Length`` before the body is read), samples per request and
+    steps, checked before anything is converted or encoded (:mod:`neuro.deploy.infer_request`).
     Answer: ``{"model", "version", "digest", "classes", "scores", "output_spike_counts"}``: every
     answer names the version that produced it.
 ``POST /rotate``  ``{"version": N}`` with ``Authorization: Bearer TOKEN``
@@ -17,11 +20,18 @@ Endpoints (JSON in and out; the service binds to 127.0.0.1 unless told otherwise
     reference assignment.  Requests already running keep the version they started with (each
     request takes one reference at its start), so nothing is dropped or mixed.  A refused version
     (unsigned, tampered, failing certificate or smoke test) answers 422 with the failing check; the
-    service keeps serving the old version (Triton's explicit model control semantics).
+    service keeps serving the old version (Triton's explicit model control semantics).  Rotating to
+    the version already serving changes nothing (``"unchanged": true``, no rollback entry).
 ``POST /rollback``  (bearer token)
     Returns to the version served before the last successful rotation.
 ``GET /health``, ``GET /version``
     Liveness, and the serving version with its record summary and rotation history.
+
+Errors are ``{"error": MESSAGE, "key": KEY (when a body key is at fault), "version": SERVING}`` with
+status 400 (malformed), 401 (no or wrong token), 404/405 (endpoint, method), 408 (the body did not
+arrive within the read timeout), 409 (nothing to roll back to), 411 (chunked body), 413 (over a
+limit), 422 (version refused) or 500.  A connection whose body stops short of its
+``Content-Length`` is answered 408 and closed after ``read_timeout`` seconds.
 
 Use :class:`ModelService` in code, :func:`make_server` for a server object, :func:`cli_serve` for the
 ``neuro serve`` command.
@@ -29,11 +39,12 @@ Use :class:`ModelService` in code, :func:`make_server` for a server object, :fun
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
-import math
 import os
 import secrets
+import socket
 import sys
 import threading
 import time
@@ -45,13 +56,16 @@ from typing import Any
 
 import torch
 
-from neuro.deploy.registry import Registry, RegistryError, VerificationError
-from neuro.training.data import encoder_for
+from neuro.deploy.infer_request import RequestError, RequestLimits, infer_input
+from neuro.deploy.registry import Registry
+from neuro.deploy.signing import RegistryError, VerificationError
+from neuro.training.outputs import json_safe
 
 __all__ = ["LoadedVersion", "ModelService", "RotationError", "ServiceServer", "cli_serve", "load_version",
-           "make_server"]
+           "make_server", "smoke_evaluate"]
 
-MAX_BODY = 16 << 20  # bytes
+#: Seconds a request's headers and body may take to arrive (then 408 and the connection closes).
+READ_TIMEOUT = 10.0
 _TEST_SETS: dict[str, Any] = {}
 _TEST_SETS_LOCK = threading.Lock()
 
@@ -95,13 +109,13 @@ class LoadedVersion:
 
 
 def _test_set(graph):
-    """The first samples of the model's test split (cached per data set description)."""
-    from neuro.data import load_dataset
+    """The model's test split, encoded with the model's own encoder (cached per model graph)."""
+    from neuro.training.data import load_split
 
-    key = json.dumps(graph.data.to_dict(), sort_keys=True)
+    key = graph.canonical_hash()
     with _TEST_SETS_LOCK:
         if key not in _TEST_SETS:
-            _TEST_SETS[key] = load_dataset(graph.data.name, "test", **dict(graph.data.options))
+            _TEST_SETS[key] = load_split(graph, "test")
         return _TEST_SETS[key]
 
 
@@ -129,7 +143,7 @@ def smoke_evaluate(graph, network, record: dict[str, Any], *, samples: int = 64,
     data = _test_set(graph)
     n = min(samples, len(data))
     idx = torch.arange(n)
-    x = data.encode(idx, 0, graph.steps, graph.dt, encoder=encoder_for(graph), dtype=network.dtype)
+    x = data.encode(idx, 0, dtype=network.dtype)
     readout = network(x).readout
     if not bool(torch.isfinite(readout).all()):
         raise RotationError("smoke", "the network's readout is not finite")
@@ -171,19 +185,6 @@ def load_version(registry: Registry, model: str, version: int | None, trusted_ke
                          record=v.record, smoke=smoke)
 
 
-def _tensor(value: Any, what: str, dims: tuple[int, ...]) -> torch.Tensor:
-    try:
-        t = torch.tensor(value, dtype=torch.float64)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{what}: expected a nested list of numbers ({exc})") from None
-    if t.dim() not in dims:
-        raise ValueError(f"{what}: expected {' or '.join(f'{d}-D' for d in dims)} array, got shape "
-                         f"{tuple(t.shape)}")
-    if not bool(torch.isfinite(t).all()):
-        raise ValueError(f"{what}: values must be finite")
-    return t
-
-
 class ModelService:
     """The serving state: the current version, the history for rollback, and rotation.
 
@@ -194,12 +195,13 @@ class ModelService:
         token: the bearer token ``/rotate`` and ``/rollback`` require.
         version: version to start with (default: the latest that verifies).
         smoke_samples, smoke_tolerance: see :func:`smoke_evaluate`.
-        max_batch: largest batch one request may send.
+        limits: what one /infer request may ask for (default :class:`RequestLimits`).
     """
 
     def __init__(self, registry: str | Path | Registry, model: str | None = None, *,
                  trusted_keys: Iterable[Any], token: str, version: int | None = None,
-                 smoke_samples: int = 64, smoke_tolerance: float = 0.15, max_batch: int = 256) -> None:
+                 smoke_samples: int = 64, smoke_tolerance: float = 0.15,
+                 limits: RequestLimits | None = None) -> None:
         self.registry = registry if isinstance(registry, Registry) else Registry(registry)
         models = self.registry.models()
         if model is None:
@@ -211,7 +213,8 @@ class ModelService:
         self.model = model
         self.trusted_keys = list(trusted_keys)
         self._token = token.encode()
-        self.smoke_samples, self.smoke_tolerance, self.max_batch = smoke_samples, smoke_tolerance, max_batch
+        self.smoke_samples, self.smoke_tolerance = smoke_samples, smoke_tolerance
+        self.limits = RequestLimits() if limits is None else limits
         self._rotate_lock = threading.Lock()
         self.events: list[dict[str, Any]] = []
         self.started = time.time()
@@ -250,51 +253,24 @@ class ModelService:
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
-    def infer(self, body: dict[str, Any]) -> dict[str, Any]:
-        """Answer one inference request (see the module docstring); ValueError on a bad request."""
+    def infer(self, body: Any) -> dict[str, Any]:
+        """Answer one inference request (see the module docstring).
+
+        Raises:
+            RequestError: the request is malformed or over a limit; it names the key at fault.
+        """
         from neuro.rules.bptt import readout_scores
 
         v = self._current  # one reference for the whole request: a swap cannot change it midway
         graph, net = v.graph, v.network
-        (inp,) = graph.inputs()
-        keys = [k for k in ("spikes", "features", "rates") if k in body]
-        if len(keys) != 1:
-            raise ValueError('send exactly one of "spikes" (T x B x N), "features" (B x N), "rates" (B x N)')
-        key = keys[0]
-        if key == "spikes":
-            x = _tensor(body["spikes"], "spikes", (2, 3))
-            if x.dim() == 2:
-                x = x[:, None, :]
-        else:
-            f = _tensor(body[key], key, (1, 2))
-            if f.dim() == 1:
-                f = f[None]
-            if f.shape[1] != inp.size:
-                raise ValueError(f"{key}: expected {inp.size} values per sample, got {f.shape[1]}")
-            seed = int(body.get("seed", 0))
-            if key == "features":
-                enc = encoder_for(graph)
-                x = torch.stack([enc.encode_sample(s, graph.steps, graph.dt, ("serve", seed, i),
-                                                   dtype=net.dtype) for i, s in enumerate(f)], dim=1)
-            else:
-                from neuro.data import poisson_encode, sample_generator
-
-                if bool((f < 0).any()):
-                    raise ValueError("rates: must be >= 0 Hz")
-                x = torch.stack([poisson_encode(s, graph.steps, graph.dt, sample_generator(seed, "serve", i),
-                                                dtype=net.dtype) for i, s in enumerate(f)], dim=1)
-        if x.shape[2] != inp.size:
-            raise ValueError(f"{key}: expected {inp.size} input channels, got {x.shape[2]}")
-        if x.shape[1] > self.max_batch or x.shape[0] > 100 * graph.steps:
-            raise ValueError(f"{key}: at most {self.max_batch} samples and {100 * graph.steps} steps "
-                             "per request")
-        result = net(x.to(net.dtype))
+        request = infer_input(body, graph, net.dtype, self.limits)
+        result = net(request.x)
         scores = readout_scores(result.readout, graph.training.readout)
         out = {"model": v.model, "version": v.version, "digest": v.digest,
                "classes": scores.argmax(-1).tolist(), "scores": scores.tolist()}
         if graph.populations[graph.output].spiking:
             out["output_spike_counts"] = result.readout.sum(0).tolist()
-            if body.get("return_spikes"):
+            if request.return_spikes:
                 out["output_spikes"] = result.readout.transpose(0, 1).tolist()
         with self._served_lock:
             self._served += 1
@@ -302,11 +278,18 @@ class ModelService:
 
     # ------------------------------------------------------------------ rotation
     def rotate(self, version: int) -> dict[str, Any]:
-        """Load ``version`` beside the serving one, check it, swap; RotationError if refused."""
+        """Load ``version`` beside the serving one, check it, swap; RotationError if refused.
+
+        Rotating to the serving version is a no-op (``"unchanged": True``, no rollback entry)."""
         if isinstance(version, bool) or not isinstance(version, int):
-            raise RotationError("request", f"version must be an integer, got {version!r}")
+            raise RotationError("request", f'"version" must be an integer, got {version!r}')
         with self._rotate_lock:
             old = self._current
+            if version == old.version:  # already serving: no reload, no rollback entry
+                event = {"action": "rotate", "from": old.version, "to": old.version, "ok": True,
+                         "unchanged": True, "time": time.time()}
+                self.events.append(event)
+                return event
             t0 = time.perf_counter()
             try:
                 new = self._load(version)
@@ -357,90 +340,173 @@ class ModelService:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: clients reuse their connection
     server: ServiceServer
+    _ROUTES = {"/infer": "POST", "/rotate": "POST", "/rollback": "POST", "/health": "GET", "/version": "GET"}
+
+    @property
+    def timeout(self) -> float:  # read by StreamRequestHandler.setup: the socket's timeout
+        return self.server.read_timeout
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         if self.server.verbose:
             super().log_message(format, *args)
 
-    def _send(self, status: int, obj: dict[str, Any]) -> None:
-        data = (json.dumps(obj, allow_nan=False, default=_json_default) + "\n").encode()
+    def _send(self, status: int, obj: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+        data = (json.dumps(json_safe(obj), allow_nan=False) + "\n").encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(data)
 
+    def _error(self, status: int, message: str, key: str | None = None, *,
+               headers: dict[str, str] | None = None, **extra: Any) -> None:
+        body = {"error": message, **({"key": key} if key is not None else {}), **extra,
+                "version": self.server.service.current.version}
+        self._send(status, body, headers)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The stdlib's own errors (bad request line, unsupported method, ...) as JSON too."""
+        self.close_connection = True
+        self._error(code, message or self.responses.get(code, ("error",))[0])
+
+    def _read_body(self, length: int) -> bytes:
+        """``length`` bytes of body, all of which must arrive within the read timeout."""
+        deadline = time.monotonic() + self.server.read_timeout
+        parts, left = [], length
+        while left:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            self.connection.settimeout(remaining)
+            chunk = self.rfile.read1(min(left, 1 << 16))
+            if not chunk:
+                raise ConnectionError("the client closed the connection mid-body")
+            parts.append(chunk)
+            left -= len(chunk)
+        self.connection.settimeout(self.server.read_timeout)
+        return b"".join(parts)
+
+    def _discard(self, length: int) -> None:
+        """After refusing a body unread: close our side and drop what the client still sends (for
+        at most the read timeout), so that it gets to read the answer instead of a reset."""
+        deadline = time.monotonic() + self.server.read_timeout
+        with contextlib.suppress(OSError):
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_WR)
+            while length > 0 and (remaining := deadline - time.monotonic()) > 0:
+                self.connection.settimeout(remaining)
+                chunk = self.rfile.read1(1 << 16)
+                if not chunk:
+                    break
+                length -= len(chunk)
+
     def _body(self) -> dict[str, Any] | None:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY:
-            self._send(413, {"error": f"request body over {MAX_BODY} bytes"})
+        """The JSON body, or None after answering the error (size checked before reading)."""
+        if self.headers.get("Transfer-Encoding"):
+            self.close_connection = True
+            self._error(411, "send the body with a Content-Length (chunked bodies are not accepted)")
+            return None
+        text = self.headers.get("Content-Length") or "0"
+        if not text.strip().isdigit():
+            self.close_connection = True
+            self._error(400, f"Content-Length must be a byte count, got {text!r}")
+            return None
+        length, limit = int(text), self.server.service.limits.max_body
+        if length > limit:
+            self.close_connection = True
+            self._error(413, f"request body of {length} bytes; at most {limit} bytes")
+            self._discard(length)
+            return None
+        try:
+            raw = self._read_body(length)
+        except TimeoutError:
+            self.close_connection = True
+            self._error(408, f"the body did not arrive within {self.server.read_timeout:g} s "
+                        f"(Content-Length {length})")
+            return None
+        except ConnectionError:  # the client went away: nobody to answer
             self.close_connection = True
             return None
-        raw = self.rfile.read(length) if length else b"{}"
         try:
             body = json.loads(raw or b"{}")
-        except json.JSONDecodeError as exc:
-            self._send(400, {"error": f"invalid JSON: {exc}"})
+        except (ValueError, RecursionError) as exc:
+            self._error(400, f"the body is not valid JSON: {exc}")
             return None
         if not isinstance(body, dict):
-            self._send(400, {"error": "the body must be a JSON object"})
+            self._error(400, 'the body must be a JSON object, e.g. {"features": [[0.2, 0.3, 0.8, 0.7]]}')
             return None
         return body
 
-    def do_GET(self) -> None:  # noqa: N802 - stdlib name
-        svc = self.server.service
-        if self.path == "/health":
-            self._send(200, svc.health())
-        elif self.path == "/version":
-            self._send(200, svc.version_info())
+    def _route(self, method: str) -> bool:
+        """True if ``self.path`` takes ``method``; otherwise answers 404 or 405."""
+        want = self._ROUTES.get(self.path)
+        if want == method:
+            return True
+        self.close_connection = True  # a body, if any, stays unread
+        if want is None:
+            self._error(404, f"no such endpoint {method} {self.path} (endpoints: "
+                        + ", ".join(f"{m} {p}" for p, m in self._ROUTES.items()) + ")")
         else:
-            self._send(404, {"error": f"no such endpoint GET {self.path}"})
+            self._error(405, f"{self.path} takes {want}, not {method}", headers={"Allow": want})
+        return False
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib name
+        if not self._route("GET"):
+            return
+        svc = self.server.service
+        self._send(200, svc.health() if self.path == "/health" else svc.version_info())
 
     def do_POST(self) -> None:  # noqa: N802 - stdlib name
+        if not self._route("POST"):
+            return
         svc = self.server.service
+        if self.path != "/infer" and not svc.authorized(self.headers.get("Authorization")):
+            self.close_connection = True  # the body stays unread
+            self._error(401, f"{self.path} needs 'Authorization: Bearer TOKEN' (the token `neuro serve` "
+                        "reads from --token-file or NEURO_SERVE_TOKEN)")
+            return
         body = self._body()
         if body is None:
             return
         if self.path == "/infer":
             try:
                 self._send(200, svc.infer(body))
-            except ValueError as exc:
-                self._send(400, {"error": str(exc), "version": svc.current.version})
+            except RequestError as exc:
+                self._error(exc.status, str(exc), exc.key)
             except Exception as exc:  # noqa: BLE001 - a request must never take the service down
-                self._send(500, {"error": f"{type(exc).__name__}: {exc}", "version": svc.current.version})
+                self._error(500, f"{type(exc).__name__}: {exc}")
             return
-        if self.path in ("/rotate", "/rollback"):
-            if not svc.authorized(self.headers.get("Authorization")):
-                self._send(401, {"error": "rotation needs 'Authorization: Bearer TOKEN'",
-                                 "version": svc.current.version})
-                return
-            try:
-                event = svc.rotate(body.get("version")) if self.path == "/rotate" else svc.rollback()
-                self._send(200, {**event, "version": svc.current.version})
-            except RotationError as exc:
-                status = 409 if exc.check == "rollback" else (400 if exc.check == "request" else 422)
-                self._send(status, {"error": str(exc), "check": exc.check, "refused": body.get("version"),
-                                    "version": svc.current.version})
-            return
-        self._send(404, {"error": f"no such endpoint POST {self.path}"})
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    raise TypeError(f"not JSON-able: {type(obj).__name__}")
+        try:
+            event = svc.rotate(body.get("version")) if self.path == "/rotate" else svc.rollback()
+            self._send(200, {**event, "version": svc.current.version})
+        except RotationError as exc:
+            if exc.check == "request":
+                self._error(400, str(exc), "version", check=exc.check)
+            elif exc.check == "rollback":
+                self._error(409, str(exc), check=exc.check)
+            else:
+                self._error(422, str(exc), check=exc.check, refused=body.get("version"))
 
 
 class ServiceServer(ThreadingHTTPServer):
-    """A ThreadingHTTPServer holding a :class:`ModelService` (daemon threads, deep listen queue)."""
+    """A ThreadingHTTPServer holding a :class:`ModelService` (daemon threads, deep listen queue).
+
+    ``read_timeout``: seconds a request's headers and body may take to arrive, and an idle
+    keep-alive connection may wait for its next request."""
 
     daemon_threads = True
     request_queue_size = 128
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], service: ModelService, verbose: bool = False) -> None:
+    def __init__(self, address: tuple[str, int], service: ModelService, verbose: bool = False,
+                 read_timeout: float = READ_TIMEOUT) -> None:
         self.service = service
         self.verbose = verbose
+        self.read_timeout = float(read_timeout)
         super().__init__(address, _Handler)
 
     @property
@@ -450,27 +516,36 @@ class ServiceServer(ThreadingHTTPServer):
         return f"http://{host}:{port}"
 
 
-def make_server(service: ModelService, host: str = "127.0.0.1", port: int = 0, *, verbose: bool = False
-                ) -> ServiceServer:
+def make_server(service: ModelService, host: str = "127.0.0.1", port: int = 0, *, verbose: bool = False,
+                read_timeout: float = READ_TIMEOUT) -> ServiceServer:
     """A server for ``service`` bound to ``host:port`` (port 0: any free port); call
-    ``serve_forever()`` (e.g. in a thread) and ``shutdown()``."""
-    return ServiceServer((host, port), service, verbose=verbose)
+    ``serve_forever()`` (e.g. in a thread) and ``shutdown()``.  ``read_timeout``: seconds."""
+    return ServiceServer((host, port), service, verbose=verbose, read_timeout=read_timeout)
 
 
 def _read_token(token_file: str | None) -> str:
+    """The rotation token: ``NEURO_SERVE_TOKEN``, or the token file (made with a random token, mode
+    0600, when it does not exist; refused when group or others can read it)."""
     env = os.environ.get("NEURO_SERVE_TOKEN")
-    if env:
+    if env and env.strip():
         return env.strip()
     if token_file is None:
-        raise ValueError("a rotation token is needed: set NEURO_SERVE_TOKEN or pass --token-file FILE "
-                         "(created with a random token, mode 0600, if it does not exist)")
+        raise ValueError("a rotation token is needed for /rotate and /rollback: pass --token-file FILE "
+                         "(made with a random token, mode 600, if it does not exist) "
+                         "or set NEURO_SERVE_TOKEN")
     path = Path(token_file)
     if not path.exists():
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_urlsafe(32) + "\n")
         print(f"neuro serve: wrote a new rotation token to {path} (mode 600)", file=sys.stderr)
-    return path.read_text().strip()
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise ValueError(f"{path}: token file mode is {mode:o}; it must be 600 (chmod 600 {path})")
+    token = path.read_text().strip()
+    if not token:
+        raise ValueError(f"{path}: the token file is empty (delete it and `neuro serve` makes a new one)")
+    return token
 
 
 def cli_serve(registry: str, keys: list[str], *, model: str | None = None, version: int | None = None,
@@ -490,8 +565,8 @@ def cli_serve(registry: str, keys: list[str], *, model: str | None = None, versi
         print(f"neuro serve: {exc}", file=sys.stderr)
         return 2
     v = service.current
-    print(f"neuro serve: {v.model} v{v.version} on {server.url} (smoke accuracy {v.smoke.get('accuracy')})",
-          flush=True)
+    print(f"neuro serve: {v.model} v{v.version} on {server.url} (smoke accuracy {v.smoke.get('accuracy')}); "
+          "POST /infer, and /rotate or /rollback with the bearer token", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -2,9 +2,10 @@
 
 A run folder is complete or visibly incomplete.  :func:`begin_run` removes the folder's
 ``manifest.json`` before anything is trained, so a killed run leaves a folder without one;
-:func:`write_run` writes every file atomically (temporary file, fsync, rename), removes files of an
-earlier run that this one does not write, and writes ``manifest.json`` last: the list of the run's
-files with their sha256.  Figures and metrics in a folder with a manifest belong to the same run.
+:func:`write_run` writes every file atomically (:func:`atomic_write`: temporary file, fsync,
+rename, folder fsync), removes files of an earlier run that this one does not write, and writes
+``manifest.json`` last: the list of the run's files with their sha256.  Figures and metrics in a
+folder with a manifest belong to the same run.
 
 ``weights_sha256`` (in ``metrics.json``) is the digest of the weight *values*: sha256 over each
 weight's name (UTF-8) followed by its raw bytes (C order, the tensor's dtype), in projection
@@ -18,14 +19,16 @@ import hashlib
 import json
 import math
 import os
+import secrets
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
-__all__ = ["MANIFEST", "Run", "atomic_write", "begin_run", "json_safe", "load_run", "weights_digest",
-           "write_run"]
+__all__ = ["MANIFEST", "RUN_FILES", "Run", "RunFolder", "RunFolderError", "atomic_write", "begin_run",
+           "fsync_dir", "json_safe", "load_run", "read_run", "weights_digest", "write_run"]
 
 MANIFEST = "manifest.json"
 #: Files a run folder may hold; those of an earlier run that the new run does not write are removed.
@@ -33,14 +36,35 @@ _OUTPUTS = ("metrics.json", "weights.safetensors", "model.toml", "learning_curve
             "weights_hist.png", "weights_over_time.png", "receptive_fields.png")
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file, fsync and rename: all or nothing."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def fsync_dir(path: Path) -> None:
+    """fsync the folder ``path``, so that a rename or a new file inside it survives a crash."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes | Callable[[Path], None]) -> None:
+    """Replace ``path`` all or nothing: write a temporary file in the same folder (``data`` bytes, or
+    ``data(tmp_path)`` draws it; the temporary name keeps ``path``'s suffix), fsync it, rename it
+    over ``path`` and fsync the folder."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp{path.suffix}")
+    try:
+        if callable(data):
+            data(tmp)
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+        else:
+            with open(tmp, "xb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(path.parent)
 
 
 def weights_digest(weights: Mapping[str, torch.Tensor]) -> str:
@@ -89,9 +113,7 @@ def write_run(out: Path, graph, weights: Mapping[str, torch.Tensor], metrics: di
         atomic_write(out / name, data)
     written = list(files)
     for name, draw in figures:
-        tmp = out / f".{name}.{os.getpid()}.tmp.png"
-        draw(tmp)
-        os.replace(tmp, out / name)
+        atomic_write(out / name, draw)
         written.append(name)
     for stale in set(_OUTPUTS) - set(written):
         (out / stale).unlink(missing_ok=True)
@@ -101,6 +123,94 @@ def write_run(out: Path, graph, weights: Mapping[str, torch.Tensor], metrics: di
         "files": {name: hashlib.sha256((out / name).read_bytes()).hexdigest() for name in written},
     }
     atomic_write(out / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
+
+
+#: The files a run folder must hold (and its manifest must list) to be certified or signed.
+RUN_FILES = ("model.toml", "weights.safetensors", "metrics.json")
+
+
+class RunFolderError(ValueError):
+    """A run folder is missing, incomplete (no ``manifest.json``) or changed after the run finished."""
+
+
+@dataclass
+class RunFolder:
+    """A complete run folder whose files match its manifest.
+
+    Attributes:
+        path: the folder.
+        graph: the run's resolved model (``model.toml``).
+        weights_bytes: the bytes of ``weights.safetensors`` (the bytes whose sha256 was checked).
+        metrics: ``metrics.json``.
+        manifest: ``manifest.json`` (``model``, ``weights_sha256``, ``files``: name -> sha256).
+    """
+
+    path: Path
+    graph: object
+    weights_bytes: bytes
+    metrics: dict[str, Any]
+    manifest: dict[str, Any]
+
+    @property
+    def weights(self) -> dict[str, torch.Tensor]:
+        """Projection name -> weight tensor, read from :attr:`weights_bytes` (safetensors, no pickle)."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load
+
+        try:
+            return dict(load(self.weights_bytes))
+        except SafetensorError as exc:
+            raise RunFolderError(f"{self.path / 'weights.safetensors'}: not a safetensors file "
+                                 f"({exc})") from None
+
+
+def read_run(run_dir: str | Path) -> RunFolder:
+    """Read a run folder written by ``neuro train``, checking that it is complete and unchanged.
+
+    Raises:
+        RunFolderError: no such folder; no ``manifest.json`` (the run is incomplete); a file the
+            manifest lists is missing or does not match its sha256; a required file is not listed.
+    """
+    from neuro.model.spec import load_model
+
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise RunFolderError(f"{path}: no such run folder")
+    if not (path / MANIFEST).is_file():
+        if not any((path / name).exists() for name in RUN_FILES):
+            raise RunFolderError(f"{path}: not a `neuro train` output folder (no {', '.join(RUN_FILES)})")
+        raise RunFolderError(f"{path}: the run is incomplete: it has no {MANIFEST}, which `neuro train` "
+                             "writes last, so the run was killed or is still running; train it again")
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+        files = manifest["files"]
+        if not isinstance(files, dict):
+            raise TypeError("files is not an object")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise RunFolderError(f"{path / MANIFEST}: unreadable manifest ({exc})") from None
+    missing = [name for name in RUN_FILES if name not in files]
+    if missing:
+        raise RunFolderError(f"{path / MANIFEST}: does not list {', '.join(missing)}")
+    blobs = {}
+    for name, digest in sorted(files.items()):
+        try:
+            blobs[name] = (path / name).read_bytes()
+        except FileNotFoundError:
+            raise RunFolderError(f"{path}: {name} is listed in {MANIFEST} but missing") from None
+        if hashlib.sha256(blobs[name]).hexdigest() != digest:
+            raise RunFolderError(f"{path / name}: does not match its sha256 in {MANIFEST} "
+                                 "(changed after the run finished)")
+    try:
+        metrics = json.loads(blobs["metrics.json"])
+    except ValueError as exc:
+        raise RunFolderError(f"{path / 'metrics.json'}: not JSON ({exc})") from None
+    if not isinstance(metrics, dict):
+        raise RunFolderError(f"{path / 'metrics.json'}: not a JSON object")
+    if metrics.get("weights_sha256") != manifest.get("weights_sha256"):
+        raise RunFolderError(f"{path}: metrics.json and {MANIFEST} name different weights_sha256")
+    graph = load_model(path / "model.toml")
+    return RunFolder(path=path, graph=graph, weights_bytes=blobs["weights.safetensors"], metrics=metrics,
+                     manifest=manifest)
 
 
 @dataclass
@@ -115,29 +225,12 @@ class Run:
 
 
 def load_run(path: str | Path) -> Run:
-    """Load a run folder written by :func:`write_run` (``neuro train``): ``model.toml``, the weights
-    (into a :class:`~neuro.sim.network.Network`, or a
-    :class:`~neuro.sim.reversible_network.ReversibleNetwork` for a ``[reversible]`` model) and
-    ``metrics.json``.  ValueError when the folder is not a complete run (no ``manifest.json``: the
-    run was killed or is still going), a file does not match the manifest, or the weights do not
-    match ``weights_sha256``."""
-    from safetensors.torch import load_file
-
-    from neuro.model.spec import load_model
-
-    out = Path(path)
-    try:
-        manifest = json.loads((out / MANIFEST).read_text())
-    except FileNotFoundError:
-        raise ValueError(f"{out}: not a complete run folder (no {MANIFEST}: the run was killed or is "
-                         "still going; resume it with `neuro train MODEL --resume DIR`)") from None
-    for name, digest in manifest["files"].items():
-        if not (out / name).is_file() or hashlib.sha256((out / name).read_bytes()).hexdigest() != digest:
-            raise ValueError(f"{out / name} does not match {out / MANIFEST} (changed or removed after "
-                             "the run)")
-    graph = load_model(out / "model.toml")
-    metrics = json.loads((out / "metrics.json").read_text())
-    weights = load_file(out / "weights.safetensors")
+    """Load a complete run folder (:func:`read_run`'s checks) with its weights in a
+    :class:`~neuro.sim.network.Network` (a :class:`~neuro.sim.reversible_network.ReversibleNetwork`
+    for a ``[reversible]`` model); RunFolderError (a ValueError) when the weights do not fit the
+    model or do not match ``weights_sha256``."""
+    run = read_run(path)
+    graph, weights, out = run.graph, run.weights, run.path
     if graph.reversible is not None:
         from neuro.sim.reversible_network import ReversibleNetwork
 
@@ -147,13 +240,13 @@ def load_run(path: str | Path) -> Run:
 
         network = Network(graph, dtype=next(iter(weights.values())).dtype)
     if set(weights) != set(network.weights):
-        raise ValueError(f"{out / 'weights.safetensors'} holds {sorted(weights)}, the model "
-                         f"{sorted(network.weights)}")
+        raise RunFolderError(f"{out / 'weights.safetensors'} holds {sorted(weights)}, the model "
+                             f"{sorted(network.weights)}")
     ordered = {name: weights[name] for name in network.weights}  # the digest's order: the network's
-    if weights_digest(ordered) != metrics["weights_sha256"]:
-        raise ValueError(f"{out / 'weights.safetensors'}: the weights do not match metrics.json's "
-                         "weights_sha256")
+    if weights_digest(ordered) != run.metrics["weights_sha256"]:
+        raise RunFolderError(f"{out / 'weights.safetensors'}: the weights do not match metrics.json's "
+                             "weights_sha256")
     with torch.no_grad():
         for name, w in network.weights.items():
             w.copy_(ordered[name])
-    return Run(graph=graph, network=network, metrics=metrics, path=out)
+    return Run(graph=graph, network=network, metrics=run.metrics, path=out)
