@@ -48,10 +48,10 @@ def _percentile(values: list[float], q: float) -> float:
 def prepare(workdir: Path, run: Path | None, train_samples: int) -> dict:
     """A registry with 17 good versions and 3 bad ones; returns their numbers."""
     import torch
+    from neuro.deploy.run_folder import read_run
     from safetensors.torch import save
 
     from neuro.deploy.registry import Registry
-    from neuro.deploy.run_folder import read_run
     from neuro.deploy.signing import generate_key
     from neuro.model.spec import load_model
 

@@ -22,27 +22,40 @@ def _pyplot():
     return plt
 
 
-def learning_curve(history: dict, path: str | Path) -> None:
-    """Loss and accuracy per epoch (``history`` as in ``metrics.json``)."""
+def learning_curve(history: dict, path: str | Path, graph=None) -> None:
+    """Loss and accuracy per epoch (``history`` as in ``metrics.json``), titled with the model and
+    its formats when ``graph`` is given; whole-number epoch ticks."""
+    from matplotlib.ticker import MaxNLocator
+
     plt = _pyplot()
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.2))
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.4))
     epochs = history.get("epoch", [])
     ax_loss.plot(epochs, history.get("loss", []), marker="o")
-    ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("training loss (per sample)")
+    ax_loss.set_title("training loss")
     ax_acc.plot(epochs, history.get("train_accuracy", []), marker="o", label="train")
     ax_acc.plot(epochs, history.get("test_accuracy", []), marker="s", label="test")
-    ax_acc.set_xlabel("epoch")
     ax_acc.set_ylabel("accuracy")
     ax_acc.set_ylim(0, 1)
-    ax_acc.legend()
+    ax_acc.set_title("accuracy")
+    ax_acc.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)  # beside the data
+    for ax in (ax_loss, ax_acc):
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        if epochs:
+            ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
+    if graph is not None:
+        fig.suptitle(f"{graph.name}: learning curve ({_formats(graph)})")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def raster(result, graph, path: str | Path, sample: int = 0) -> None:
-    """Spike raster of every spiking population of one sample, with the output's membrane traces.
+def raster(result, graph, path: str | Path, sample: int = 0, label: int | None = None,
+           predicted: int | None = None) -> None:
+    """Spike raster of every spiking population of one sample, with the output's membrane traces,
+    titled with the model, its formats, the sample index and (when given) its true and predicted
+    class.
 
     Args:
         result: a :class:`neuro.sim.network.RunResult` made with ``record=True``.
@@ -53,7 +66,7 @@ def raster(result, graph, path: str | Path, sample: int = 0) -> None:
     pops = [name for name in result.spikes if name not in currents]  # current inputs are no spikes
     traces = result.voltages.get(graph.output)
     rows = len(pops) + (1 if traces is not None else 0)
-    fig, axes = plt.subplots(rows, 1, figsize=(8, 1.6 * rows + 0.6), sharex=True, squeeze=False)
+    fig, axes = plt.subplots(rows, 1, figsize=(8.6, 1.6 * rows + 0.9), sharex=True, squeeze=False)
     dt_ms = graph.dt * 1e3
     for ax, name in zip(axes[:, 0], pops):
         z = result.spikes[name][:, sample].detach().cpu()
@@ -69,22 +82,33 @@ def raster(result, graph, path: str | Path, sample: int = 0) -> None:
             ax.plot(steps.numpy(), v[:, j].numpy(), lw=1, label=f"{graph.output}[{j}]")
         ax.set_ylabel("membrane")
         if v.shape[1] <= 10:
-            ax.legend(fontsize=6, ncol=5)
+            ax.legend(fontsize=6, ncol=1, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside the traces
     axes[-1, 0].set_xlabel("time (ms)")
+    title = f"{graph.name} ({_formats(graph)}): sample {sample}"
+    if label is not None:
+        title += f", label {label}"
+    if predicted is not None:
+        title += f", predicted {predicted}"
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def weights_hist(weights: dict[str, torch.Tensor], path: str | Path, bins: int = 60) -> None:
-    """Histogram of each projection's weights."""
+def weights_hist(weights: dict[str, torch.Tensor], path: str | Path, bins: int = 60, graph=None) -> None:
+    """Histogram of each projection's weights (titled with the model and formats when ``graph`` is
+    given)."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(weights), figsize=(3.6 * len(weights), 2.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(weights), figsize=(3.6 * len(weights), 3.0), squeeze=False)
     for ax, (name, w) in zip(axes[0], weights.items()):
         ax.hist(w.detach().cpu().double().flatten().numpy(), bins=bins, color="tab:blue")
-        ax.set_title(name, fontsize=9)
+        known = graph is not None and name in graph.projections
+        fmt = f" ({graph.projections[name].format})" if known else ""
+        ax.set_title(name + fmt, fontsize=9)
         ax.set_xlabel("weight")
     axes[0, 0].set_ylabel("count")
+    if graph is not None:
+        fig.suptitle(f"{graph.name}: weight histograms")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

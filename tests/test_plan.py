@@ -1,4 +1,5 @@
-"""neuro.training.plan: hand-computed plan, budget check and CLI entry, measured peak within 10% of the plan."""
+"""neuro.training.plan: hand-computed plan, budget check and CLI entry, measured peak within 10% of the
+plan."""
 
 from __future__ import annotations
 

@@ -61,7 +61,8 @@ CASES = [
     ("a negative size", ("size = 128", "size = -128"), ["train", "{model}"], ["size"]),
     ("an unknown neuron type", ('type = "LIF"', 'type = "Izhikevich"'), ["train", "{model}"],
      ["Izhikevich", "LIF"]),
-    ("a storage format that does not exist", ('format = "float32"', 'format = "float16"'), ["train", "{model}"],
+    ("a storage format that does not exist", ('format = "float32"', 'format = "float16"'),
+     ["train", "{model}"],
      ["float16"]),
     ("not TOML", ("[training]", "[training"), ["train", "{model}"], ["TOML"]),
     ("an unknown data set", ('name = "digits"', 'name = "mnist"'), ["train", "{model}"], ["mnist"]),
@@ -87,8 +88,9 @@ def test_bad_input_exits_2_with_a_message_and_no_traceback(name, edit, args, wor
         model = folder / f"{re.sub(r'[^a-z]+', '_', name)}.toml"
         model.write_text(DIGITS.replace(old, new, 1))
         args = [str(model) if a == "{model}" else a for a in args]
-    done = subprocess.run([sys.executable, "-m", "neuro", *args, *(["--quiet"] if args[0] == "train" else [])],
-                          cwd=folder, capture_output=True, text=True, timeout=300)
+    quiet = ["--quiet"] if args[0] == "train" else []
+    done = subprocess.run([sys.executable, "-m", "neuro", *args, *quiet], cwd=folder, capture_output=True,
+                          text=True, timeout=300)
     message = done.stderr + done.stdout
     assert done.returncode == 2, f"{name}: exit {done.returncode}\n{message}"
     assert "Traceback" not in message, message

@@ -404,7 +404,8 @@ class _ReversibleFunction(torch.autograd.Function):
                 old, wf, wg = states[b], weights[2 * b], weights[2 * b + 1]
                 a1, a2, states[b], aux = block_step(a1, a2, old, wf, wg, p, sur, scale)
                 (zf, vf_dec, if_new, _), (zg, vg_dec, ig_new, _) = aux
-                side[b][t] = (side_record(old[0], zf, vf_dec, if_new, p), side_record(old[2], zg, vg_dec, ig_new, p))
+                side[b][t] = (side_record(old[0], zf, vf_dec, if_new, p),
+                              side_record(old[2], zg, vg_dec, ig_new, p))
                 check_range(a1, a2, states[b])
             y1[t], y2[t] = a1, a2
         ctx.stack = stack

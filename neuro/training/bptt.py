@@ -81,9 +81,12 @@ class NetworkDriver(Driver):
         figures = super().figures(test_set)
         with torch.no_grad():
             result = self.network(self.encode(test_set, torch.arange(1), 0), record=True)
+            predicted = int(readout_scores(result.readout, self.graph.training.readout).argmax(-1)[0])
+        label = int(test_set.labels[0])
         weights = {name: w.detach().cpu() for name, w in self.weights.items()}
-        figures.append(("raster.png", lambda p: plot.raster(result, self.graph, p)))
-        figures.append(("weights_hist.png", lambda p: plot.weights_hist(weights, p)))
+        figures.append(("raster.png", lambda p: plot.raster(result, self.graph, p, label=label,
+                                                            predicted=predicted)))
+        figures.append(("weights_hist.png", lambda p: plot.weights_hist(weights, p, graph=self.graph)))
         return figures
 
 

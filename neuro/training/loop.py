@@ -158,7 +158,7 @@ class Driver(abc.ABC):
         """``(file name, draw(path))`` of the run's figures."""
         from neuro import plot
 
-        return [("learning_curve.png", lambda p, h=self.history: plot.learning_curve(h, p))]
+        return [("learning_curve.png", lambda p, h=self.history: plot.learning_curve(h, p, self.graph))]
 
 
 @torch.no_grad()
@@ -233,7 +233,8 @@ def fit(graph, driver: Driver, engine, run: Run, *, progress: bool = True, rank:
                 here = Position(epoch, b + 1, done, loss_sum, correct, seen)
                 checkpoint.save(here, history, driver, engine)
         if writes:  # before evaluating: a failure there does not lose the epoch's training
-            checkpoint.save(Position(epoch, n_batches, done, loss_sum, correct, seen), history, driver, engine)
+            trained = Position(epoch, n_batches, done, loss_sum, correct, seen)
+            checkpoint.save(trained, history, driver, engine)
         train_acc, test_acc = driver.accuracies(test_set, epoch, correct / max(1, seen))
         history["epoch"].append(epoch + 1)
         history["loss"].append(loss_sum / max(1, seen))

@@ -276,7 +276,8 @@ def reversible_side_bytes(graph: ModelGraph, batch: int, steps: int, spike_rate:
 
 def _reversible(graph: ModelGraph, batch: int, steps: int, spike_rate: float, chunk: int,
                 training: bool) -> dict[str, int]:
-    """Components of the reversible model (float64 fixed-point arithmetic, :mod:`neuro.training.reversible`)."""
+    """Components of the reversible model (float64 fixed-point arithmetic,
+    :mod:`neuro.training.reversible`)."""
     sizes, blocks = _reversible_layers(graph)
     shapes = [_rows_cols(graph, n) for n in graph.projections] + blocks
     numel = sum(m * n for m, n in shapes)

@@ -49,7 +49,8 @@ def check_device(device: str | torch.device) -> torch.device:
 
 
 def driver_class(mode: str):
-    """The :class:`~neuro.training.loop.Driver` class of ``mode`` (one of :data:`~neuro.training.modes.MODES`)."""
+    """The :class:`~neuro.training.loop.Driver` class of ``mode`` (one of
+    :data:`~neuro.training.modes.MODES`)."""
     from neuro.training.bptt import BPTTDriver, CheckpointDriver
     from neuro.training.local import LocalDriver
     from neuro.training.online import OnlineDriver
@@ -127,7 +128,8 @@ def train(
         segment = segment if segment is not None else saved.get("segment")
     mode = check_mode(graph, mode or default_mode(graph))
     dev = check_device(device)
-    eval_batch = check_memory(graph, mode, available_bytes(dev) if memory_limit is None else int(memory_limit))
+    limit = available_bytes(dev) if memory_limit is None else int(memory_limit)
+    eval_batch = check_memory(graph, mode, limit)
     rank, world = world_of()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # identical kernels for every microbatch, whatever the worker count
