@@ -66,14 +66,16 @@ def _init_weight(proj: Projection, shape: tuple[int, ...], generator: torch.Gene
     return w
 
 
+def _needs_float64(fmt: str) -> bool:
+    storage = NAMED_FORMATS.get(fmt)
+    return fmt == "float64" or (storage is not None and not storage.fits_float32)
+
+
 def compute_dtype(graph: ModelGraph) -> torch.dtype:
     """float64 when a projection stores float64 or a format whose values float32 cannot hold
     exactly (posit32, b-posits), else float32."""
-    for proj in graph.projections.values():
-        storage = NAMED_FORMATS.get(proj.format)
-        if proj.format == "float64" or (storage is not None and not storage.fits_float32):
-            return torch.float64
-    return torch.float32
+    wide = any(_needs_float64(p.format) for p in graph.projections.values())
+    return torch.float64 if wide else torch.float32
 
 
 def param_type(proj: Projection) -> ParamType:
@@ -114,7 +116,11 @@ class Network(torch.nn.Module):
                     f"{graph.weight_shape(name)}; the Norse builder runs scalar weights only — feed "
                     "multivector inputs through neuro.algebra.GradeLinear instead"
                 )
-            w = snap_to_type(_init_weight(proj, graph.weight_shape(name), gen).to(dtype), param_type(proj))
+            w = _init_weight(proj, graph.weight_shape(name), gen)
+            if dtype == torch.float32 and _needs_float64(proj.format):
+                w = snap_to_type(w, param_type(proj)).to(dtype)  # a narrower dtype, asked for
+            else:
+                w = snap_to_type(w.to(dtype), param_type(proj))  # what an engine makes of w, bit for bit
             self.weights[name] = torch.nn.Parameter(w.to(device=device))
         #: population -> its :mod:`neuro.neurons` parameters (0-dim tensors of ``dtype``).
         self.neuron_params = {
