@@ -95,6 +95,14 @@ def count(low: int):
     return parse
 
 
+def port(text: str) -> int:
+    """An argparse type: a TCP port, 0 (any free port) to 65535."""
+    value = count(0)(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"expected a TCP port 0..65535, got {value}")
+    return value
+
+
 def seconds(text: str) -> float:
     """An argparse type: a duration > 0 in seconds (a number, or a time with a unit such as "500 ms")."""
     try:
@@ -125,7 +133,7 @@ def _add_registry_commands(sub) -> None:
     p.add_argument("--key", required=True, help="Ed25519 private key (PEM)")
     p.add_argument("--trust", action="append", default=None,
                    help="public key (PEM) that may have signed the registry's head besides --key; repeatable")
-    p.add_argument("--memory-budget", type=int, default=None, help="bytes the memory plan must fit")
+    p.add_argument("--memory-budget", type=count(1), default=None, help="bytes the memory plan must fit")
     p.add_argument("--note", default=None)
     p.set_defaults(func=lambda a: _call("neuro.deploy.registry", "cli_sign", a.registry, a.run, a.key,
                                         memory_budget=a.memory_budget, note=a.note, trust=a.trust))
@@ -134,7 +142,7 @@ def _add_registry_commands(sub) -> None:
     p.add_argument("registry")
     p.add_argument("--key", action="append", required=True, help="trusted public key (PEM); repeatable")
     p.add_argument("--model", default=None)
-    p.add_argument("--version", type=int, default=None)
+    p.add_argument("--version", type=count(1), default=None)
     p.set_defaults(func=lambda a: _call("neuro.deploy.registry", "cli_verify", a.registry, a.key, a.model,
                                         a.version))
 
@@ -147,7 +155,7 @@ def _add_registry_commands(sub) -> None:
     p.add_argument("model", help="model file, or a run folder written by `neuro train`")
     p.add_argument("weights", nargs="?", default=None, help="weights.safetensors (with a model file)")
     p.add_argument("--out", default=None, help="certificate JSON path")
-    p.add_argument("--memory-budget", type=int, default=1 << 30, help="bytes (default 1 GiB)")
+    p.add_argument("--memory-budget", type=count(1), default=1 << 30, help="bytes (default 1 GiB)")
     p.set_defaults(func=lambda a: _call("neuro.deploy.certify", "cli_certify", a.model, a.weights, out=a.out,
                                         memory_budget=a.memory_budget))
 
@@ -161,7 +169,7 @@ def _add_registry_commands(sub) -> None:
     p = sub.add_parser("import-nir", help="import a NIR graph (ours, Norse's, ...) as a model file + weights")
     p.add_argument("path")
     p.add_argument("out_dir")
-    p.add_argument("--dt", type=float, default=None, help="time step in seconds")
+    p.add_argument("--dt", type=seconds, default=None, help="time step in seconds (or with a unit, \"1 ms\")")
     p.add_argument("--producer", default="auto", choices=("auto", "neuro", "norse", "snntorch", "other"))
     p.add_argument("--name", default=None)
     p.set_defaults(func=lambda a: _call("neuro.deploy.nir_io", "cli_import_nir", a.path, a.out_dir, dt=a.dt,
@@ -171,22 +179,22 @@ def _add_registry_commands(sub) -> None:
     p.add_argument("registry")
     p.add_argument("--key", action="append", required=True, help="trusted public key (PEM); repeatable")
     p.add_argument("--model", default=None)
-    p.add_argument("--version", type=int, default=None)
+    p.add_argument("--version", type=count(1), default=None)
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8321)
+    p.add_argument("--port", type=port, default=8321)
     p.add_argument("--token-file", default=None, help="bearer token for /rotate and /rollback")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=count(1), default=1)
     p.add_argument("--verbose", action="store_true")
     p.set_defaults(func=lambda a: _call("neuro.deploy.serve", "cli_serve", a.registry, a.key, model=a.model,
                                         version=a.version, host=a.host, port=a.port,
                                         token_file=a.token_file, threads=a.threads, verbose=a.verbose))
 
 
-def _call(module: str, name: str, *args, **kwargs) -> int:
-    """Import ``module`` lazily (keeps ``neuro --help`` fast) and call its CLI function."""
+def _call(module: str, function: str, /, *args, **kwargs) -> int:
+    """Import ``module`` lazily (keeps ``neuro --help`` fast) and call its CLI ``function``."""
     import importlib
 
-    return int(getattr(importlib.import_module(module), name)(*args, **kwargs) or 0)
+    return int(getattr(importlib.import_module(module), function)(*args, **kwargs) or 0)
 
 
 def _resolve_model(text: str) -> Path:
@@ -204,6 +212,10 @@ def _cmd_models(args: argparse.Namespace) -> int:
     from neuro.model.spec import ModelFileError, load_model
 
     folder = Path(args.dir) if args.dir else MODELS_DIR
+    if not folder.is_dir():
+        print(f"neuro models: {folder}: no such folder (--dir names a folder of .toml model files)",
+              file=sys.stderr)
+        return 2
     for path in sorted(folder.glob("*.toml")):
         try:
             description = load_model(path).description

@@ -50,6 +50,12 @@ CASES = [
     ("crosscheck of an unknown model", None, ["crosscheck", "crosscheck_f"], ["crosscheck_ff"]),
     ("crosscheck of a negative duration", None, ["crosscheck", "crosscheck_ff", "--duration", "-1"],
      ["--duration", "> 0"]),
+    ("import of a missing NIR file", None, ["import-nir", "nofile.nir", "out"], ["nofile.nir"]),
+    ("models of a missing folder", None, ["models", "--dir", "nowhere"], ["nowhere", "no such folder"]),
+    ("a port out of range", None, ["serve", "reg", "--key", "k.pem", "--port", "70000"], ["--port", "65535"]),
+    ("no serving threads", None, ["serve", "reg", "--key", "k.pem", "--threads", "0"], ["--threads", ">= 1"]),
+    ("certify of nothing", None, ["certify", "nofile"], ["nofile"]),
+    ("sign of a missing run", None, ["sign", "reg", "norun", "--key", "k.pem"], ["norun", "no such run folder"]),
     # model files with one line wrong
     ("a time without a unit", ('tau_mem = "10 ms"', 'tau_mem = 10'), ["train", "{model}"], ["tau_mem", "ms"]),
     ("a misspelt key", ('tau_mem = "10 ms"', 'tau_mme = "10 ms"'), ["train", "{model}"],
