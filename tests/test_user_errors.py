@@ -55,7 +55,8 @@ CASES = [
     ("a port out of range", None, ["serve", "reg", "--key", "k.pem", "--port", "70000"], ["--port", "65535"]),
     ("no serving threads", None, ["serve", "reg", "--key", "k.pem", "--threads", "0"], ["--threads", ">= 1"]),
     ("certify of nothing", None, ["certify", "nofile"], ["nofile"]),
-    ("sign of a missing run", None, ["sign", "reg", "norun", "--key", "k.pem"], ["norun", "no such run folder"]),
+    ("sign of a missing run", None, ["sign", "reg", "norun", "--key", "k.pem"],
+     ["norun", "no such run folder"]),
     # model files with one line wrong
     ("a time without a unit", ('tau_mem = "10 ms"', 'tau_mem = 10'), ["train", "{model}"], ["tau_mem", "ms"]),
     ("a misspelt key", ('tau_mem = "10 ms"', 'tau_mme = "10 ms"'), ["train", "{model}"],
