@@ -26,6 +26,7 @@ from fractions import Fraction
 
 import torch
 
+from neuro.numerics.posit_tables import binade_tables, key_table, magic_table, top16_tables
 from neuro.numerics.threads import single_threaded
 
 __all__ = ["PositFormat", "POSIT8", "POSIT16", "POSIT32", "BPOSIT16", "BPOSIT32"]
@@ -76,12 +77,8 @@ class PositFormat:
         self.nbits = nbits
         self.es = es
         self.rs = rs
-        self._cap = nbits - 1 if rs is None else min(rs, nbits - 1)
-        self._tables: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.regime_cap = nbits - 1 if rs is None else min(rs, nbits - 1)
         self._decode_tables: dict[torch.device, torch.Tensor] = {}
-        self._top16: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._magic_tables: dict[torch.device, torch.Tensor] = {}
-        self._key_tables: dict[torch.device, torch.Tensor] = {}
         self.name = name or (f"posit{nbits}_es{es}" if rs is None else f"bposit{nbits}_es{es}_rs{rs}")
         self.maxpos_exact = self._value_of(self.maxpos_bits)
         self.minpos_exact = self._value_of(1)
@@ -129,7 +126,7 @@ class PositFormat:
     @property
     def max_fraction_bits(self) -> int:
         """Most fraction bits any pattern holds (the shortest regime is min(2, cap) bits)."""
-        return max(0, self.nbits - 1 - min(2, self._cap) - self.es)
+        return max(0, self.nbits - 1 - min(2, self.regime_cap) - self.es)
 
     @functools.cached_property
     def quire_integer_bits(self) -> int:
@@ -170,9 +167,9 @@ class PositFormat:
         run = 0
         while run < body_bits and ((pattern >> (body_bits - 1 - run)) & 1) == first:
             run += 1
-        run = min(run, self._cap)
+        run = min(run, self.regime_cap)
         k = run - 1 if first else -run
-        rest = body_bits - run - (1 if run < self._cap else 0)
+        rest = body_bits - run - (1 if run < self.regime_cap else 0)
         rest = max(rest, 0)
         tail = pattern & ((1 << rest) - 1)
         if rest >= self.es:
@@ -230,7 +227,7 @@ class PositFormat:
         int64 (any range: out-of-range values saturate), ``neg`` and ``sticky`` bool.  Returns
         int64 patterns.
         """
-        es, cap, n = self.es, self._cap, self.nbits
+        es, cap, n = self.es, self.regime_cap, self.nbits
         too_big = scale > self.max_scale
         too_small = scale < self.min_scale
         scale = scale.clamp(self.min_scale, self.max_scale)
@@ -263,44 +260,10 @@ class PositFormat:
         out = torch.where(too_small, torch.ones_like(out), out)
         return torch.where(neg, ((1 << n) - out) & ((1 << n) - 1), out)
 
-    def _key_table(self, device: torch.device) -> torch.Tensor:
-        """Encoder table for formats with few fraction bits (``F = max_fraction_bits``), indexed by
-        ``key = 2 * (float64 bits >> L) + sticky`` over the sign, exponent and top ``F + 1``
-        mantissa bits (``L = 51 - F``), ``sticky`` = any of the ``L`` lower bits set.
-
-        Every rounding boundary of the format (a midpoint between neighbours, on the bit string)
-        has at most ``F + 1`` fraction bits, so the key decides the pattern; zero, subnormals,
-        saturation and NaR are entries like any other.  Built from :meth:`encode_exact` at both
-        ends of each key's interval, which must agree (checked: rounding is monotone).
-        ``2**(14 + F)`` int64 entries (1 MiB for posit8).
-        """
-        cached = self._key_tables.get(device)
-        if cached is not None:
-            return cached
-        low = 51 - self.max_fraction_bits
-        per_row = 1 << (53 - low)  # keys per float64 exponent: top mantissa bits and sticky
-        lo = max(1, self.min_scale - 1 + 1023)  # rows outside [lo, hi] saturate
-        hi = min(2046, self.max_scale + 1 + 1023)
-        rows = torch.tensor([0, *range(lo, hi + 1), 2047], dtype=torch.int64)
-        keys = torch.arange(per_row, dtype=torch.int64)
-        grid = (rows[:, None] << 52) | ((keys >> 1) << low)
-        sticky = keys & 1
-        first = self.encode_exact((grid | sticky).view(torch.float64))
-        last = self.encode_exact((grid | sticky * ((1 << low) - 1)).view(torch.float64))
-        if not torch.equal(first, last):
-            raise AssertionError(f"{self.name}: a rounding boundary falls inside an encoder key")
-        pos = torch.empty(2048, per_row, dtype=torch.int64)
-        pos[1:lo] = 1
-        pos[hi + 1 : 2047] = self.maxpos_bits
-        pos[rows] = first
-        neg = ((1 << self.nbits) - pos) & ((1 << self.nbits) - 1)
-        table = torch.cat([pos.reshape(-1), neg.reshape(-1)]).to(device)
-        self._key_tables[device] = table
-        return table
-
     def _encode_keyed(self, x: torch.Tensor) -> torch.Tensor:
-        """:meth:`encode` of float64 ``x`` through :meth:`_key_table`: six integer passes and one lookup."""
-        table = self._key_table(x.device)
+        """:meth:`encode` of float64 ``x`` through :func:`~neuro.numerics.posit_tables.key_table`: six
+        integer passes and one lookup."""
+        table = key_table(self, x.device)
         low = 51 - self.max_fraction_bits
         xi = x.view(torch.int64)
         key = xi >> (low - 1)
@@ -311,106 +274,9 @@ class PositFormat:
         key += sticky
         return torch.take(table, key)
 
-    def _binade_tables(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """Tables indexed by the biased float64 exponent (0..2047) for the fast rounding path.
-
-        In a binade ``[2**s, 2**(s+1))`` whose exponent field is complete (and whose successor's
-        is too), the format is a grid of ``F(s)`` fraction bits on which consecutive patterns step
-        by one: rounding is round-to-nearest-even of the float's 52-bit mantissa at
-        ``sh = 52 - F`` bits, and the pattern is ``base(s)`` plus the rounded fraction (a carry
-        lands on the next pattern).  ``packed`` holds ``base | slow << 38 | sh << 40``; ``slow``
-        marks binades near minpos/maxpos (cut exponent bits, bounded regimes) that go through
-        :meth:`round_parts`.  Zero, subnormals, out-of-range values, inf and NaN get a
-        constant pattern through ``sh = 62``.  ``special`` is the float value for those.
-        """
-        cached = self._tables.get(device)
-        if cached is not None:
-            return cached
-
-        def binade(s: int) -> tuple[bool, int, int]:
-            if not self.min_scale < s < self.max_scale:
-                return False, 0, 0
-            k, e = divmod(s, 1 << self.es)
-            run = k + 1 if k >= 0 else -k
-            term = 1 if run < self._cap else 0
-            avail = self.nbits - 1 - run - term
-            if avail < self.es:
-                return False, 0, 0
-            f = avail - self.es
-            regime = ((1 << run) - 1) << term if k >= 0 else term
-            return True, f, (regime << avail) | (e << f)
-
-        packed, special = [], []
-        for biased in range(2048):
-            s = biased - 1023
-            if biased == 2047:
-                packed.append(self.nar | 62 << 40)
-                special.append(float("nan"))
-            elif biased == 0 or s < self.min_scale:
-                packed.append(1 | 62 << 40)  # subnormals and tiny values -> minpos (0 -> 0 below)
-                special.append(self.minpos)
-            elif s > self.max_scale:
-                packed.append(self.maxpos_bits | 62 << 40)
-                special.append(self.maxpos)
-            else:
-                ok, f, base = binade(s)
-                ok_next, _, base_next = binade(s + 1)
-                if ok and s + 1 < self.max_scale and not (ok_next and base_next == base + (1 << f)):
-                    ok = False  # a carry out of this binade would not land on 2**(s+1)
-                packed.append(base | (0 if ok else 1) << 38 | (52 - f) << 40)
-                special.append(0.0)
-        tables = (
-            torch.tensor(packed, dtype=torch.int64, device=device),
-            torch.tensor(special, dtype=torch.float64, device=device),
-        )
-        self._tables[device] = tables
-        return tables
-
-    def _magic_table(self, device: torch.device, single: bool = False) -> torch.Tensor:
-        """Rounding constants for :meth:`quantize_block`, indexed by ``((|x|_bits - 1) >> m) + 1``
-        (``m`` = 52 mantissa bits for float64, 23 for float32 when ``single``).
-
-        Index 0 holds exact zero, index ``i >= 1`` the interval ``(2**(s-1), 2**s]`` with
-        ``s = i - bias`` (a power of two shares the index of the binade below it).  Where that
-        binade ``[2**(s-1), 2**s)`` is a fast binade of :meth:`_binade_tables` with ``F >= 1``
-        fraction bits (so ties-to-even on the fraction is ties-to-even on the pattern) and
-        ``2**s`` is a value of the format, ``C = 1.5 * 2**(s - 1 - F + m)``: ``(x + C) - C`` is
-        then ``x`` rounded to a multiple of ``2**(s - 1 - F)`` by the float unit's own
-        round-to-nearest-even, for either sign (``|x| <= 2**s <= C / 3`` needs ``F <= m - 2``).
-        Every other entry (subnormals, saturation, slow binades, inf/NaN, binades the float type
-        cannot round at) is NaN and sends the offending elements to :meth:`_round_block`.
-        """
-        key = (device, single)
-        cached = self._magic_tables.get(key)
-        if cached is not None:
-            return cached
-        packed = self._binade_tables(torch.device("cpu"))[0].tolist()
-        powers = torch.tensor(
-            [2.0 ** (i - 1023) if -1074 <= i - 1023 < 1024 else 1.0 for i in range(2049)], dtype=torch.float64
-        )
-        exact = (self.decode(self.encode_exact(powers)) == powers).tolist()
-        mbits, bias, size, dtype = (
-            (23, 127, 257, torch.float32) if single else (52, 1023, 2049, torch.float64)
-        )
-        table = [0.0] + [float("nan")] * (size - 1)
-        for i in range(2, size - 1):
-            s = i - bias  # the entry covers (2**(s-1), 2**s]
-            word = packed[s - 1 + 1023]
-            sh, slow = word >> 40, (word >> 38) & 1
-            f = 52 - sh
-            if sh >= 62 or slow or not 1 <= f <= mbits - 2 or not exact[s + 1023]:
-                continue
-            c_exp = s - 1 - f + mbits
-            if single and not -126 <= c_exp <= 127:
-                continue
-            table[i] = 1.5 * 2.0**c_exp
-        out = torch.tensor(table, dtype=dtype, device=device)
-        self._magic_tables[key] = out
-        return out
-
     def rounds_in_float32(self, x: torch.Tensor) -> bool:
         """Whether :meth:`quantize_block` rounds a block of ``x`` in float32 (``x`` not float64 and
-        at most 21 fraction bits; see :meth:`_magic_table`)."""
+        at most 21 fraction bits; see :func:`~neuro.numerics.posit_tables.magic_table`)."""
         return x.dtype != torch.float64 and self.max_fraction_bits <= 21
 
     def quantize_block(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -420,7 +286,7 @@ class PositFormat:
         single = self.rounds_in_float32(x)
         if single:
             x32 = x if x.dtype == torch.float32 else x.to(torch.float32)
-            magic = self._magic_table(x.device, single=True)
+            magic = magic_table(self, x.device, single=True)
             idx = x32.view(torch.int32) & 0x7FFFFFFF
             idx -= 1  # (|x| - 1) >> 23 + 1: 0 for zero, the binade + 1 except at powers of two
             idx >>= 23
@@ -432,7 +298,7 @@ class PositFormat:
             out = torch.sub(q, c, out=out if out is not None else q)
         else:
             x64 = x if x.dtype == torch.float64 else x.to(torch.float64)
-            magic = self._magic_table(x.device)
+            magic = magic_table(self, x.device)
             idx = x64.view(torch.int64) & ((1 << 63) - 1)
             idx -= 1
             idx >>= 52
@@ -481,7 +347,7 @@ class PositFormat:
         return block(x)
 
     def _round_block(self, x: torch.Tensor, want_bits: bool) -> torch.Tensor:
-        packed_t, special_t = self._binade_tables(x.device)
+        packed_t, special_t = binade_tables(self, x.device)
         xi = x.view(torch.int64)
         biased = (xi >> 52) & 0x7FF
         packed = torch.take(packed_t, biased)
@@ -544,7 +410,7 @@ class PositFormat:
             and NaR), int64 exponents, bool NaR mask; all of the shape of ``bits``.
         """
         bits = self._check_bits(bits, "decompose")
-        n, es, cap = self.nbits, self.es, self._cap
+        n, es, cap = self.nbits, self.es, self.regime_cap
         body_bits = n - 1
         is_nar = bits == self.nar
         is_zero = bits == 0
@@ -586,44 +452,11 @@ class PositFormat:
             self._decode_tables[bits.device] = table
         return torch.take(table, bits)
 
-    def _top16_tables(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """For formats wider than 16 bits: per value of the top 16 bits of the magnitude's body,
-        ``low_mask`` (the fraction field's mask, -1 where the regime and exponent do not end within
-        those 16 bits) and ``unit`` (the weight ``2**(scale - F)`` of the fraction's last bit)."""
-        cached = self._top16.get(device)
-        if cached is not None:
-            return cached
-        rest = self.nbits - 1 - 16  # body bits below the top 16
-        masks, units = [], []
-        for top in range(1 << 16):
-            first = top >> 15
-            run = 0
-            while run < 16 and ((top >> (15 - run)) & 1) == first:
-                run += 1
-            run = min(run, self._cap)
-            term = 1 if run < self._cap else 0
-            head = run + term + self.es  # regime, terminator and exponent bits
-            if top == 0 or head > 16 or (run == 16 and run < self._cap):
-                masks.append(-1)
-                units.append(0.0)
-                continue
-            k = run - 1 if first else -run
-            e = (top >> (16 - head)) & ((1 << self.es) - 1) if self.es else 0
-            frac_bits = 16 - head + rest
-            masks.append((1 << frac_bits) - 1)
-            units.append(2.0 ** ((k << self.es) + e - frac_bits))
-        tables = (
-            torch.tensor(masks, dtype=torch.int64, device=device),
-            torch.tensor(units, dtype=torch.float64, device=device),
-        )
-        self._top16[device] = tables
-        return tables
-
     def _decode_wide(self, bits: torch.Tensor) -> torch.Tensor:
         """Decode for formats wider than 16 bits: a 2**16-entry table keyed by the top bits of the
         magnitude gives the fraction mask and scale; long regimes fall back to the general path."""
         n = self.nbits
-        mask_t, unit_t = self._top16_tables(bits.device)
+        mask_t, unit_t = top16_tables(self, bits.device)
         sign = -((bits >> (n - 1)) & 1)  # -1 for negative patterns, else 0
         mag = ((bits ^ sign) - sign) & ((1 << (n - 1)) - 1)
         top = mag >> (n - 17)
