@@ -321,15 +321,15 @@ def _cmd_crosscheck(args: argparse.Namespace) -> int:
         print(f"neuro crosscheck: {err}", file=sys.stderr)
         return 2
     keys = ("count_equality", "match_0", "match_1", "match_2", "mean_abs_dt_ms", "gamma_1ms",
-            "gamma_2ms", "max_abs_dv", "max_abs_dw", "max_abs_dw_all", "rate_diff", "spikes_equal",
-            "max_abs_dw_replay")
+            "gamma_2ms", "max_abs_dv", "max_abs_dw", "max_abs_dw_all", "compared_share", "rate_diff",
+            "spikes_equal", "max_abs_dw_replay")
     for key in keys:
         value = report.get(key)
         if value is not None:
             print(f"{key:<17} {value:.6g}" if isinstance(value, float) else f"{key:<17} {value}")
     failed = {k: c for k, c in report["checks"].items() if not c["ok"]}
+    sign = {"min": ">=", "max": "<=", "min_exclusive": ">"}
     for key, check in failed.items():
-        sign = {"min": ">=", "max": "<=", "min_exclusive": ">"}
         bound = " ".join(f"{sign[k]} {v:g}" for k, v in check.items() if k in sign)
         note = f": {check['note']}" if "note" in check else ""
         print(f"failed: {key} = {check['value']:.6g} ({bound}){note}", file=sys.stderr)

@@ -47,7 +47,7 @@ import torch
 from neuro.crosscheck.figures import overlay_figure, plasticity_figure
 from neuro.crosscheck.inputs import check_inputs, initial_network, make_inputs, read_inputs
 from neuro.model.graph import ModelGraph
-from neuro.numerics.formats import resolve_storage
+from neuro.numerics.formats import resolve_storage, storage_name
 from neuro.rules import registry
 
 __all__ = [
@@ -199,7 +199,7 @@ def fidelity_metrics(
 
 #: Simulated seconds of a plastic model's cross-check unless ``duration`` says otherwise: our closed
 #: loop steps the engine every dt (as Brian2 applies every event), so a 100 s model would take many
-#: minutes.
+#: minutes, and over seconds a same-step pair at a bound moves a spike (:mod:`neuro.crosscheck.local`).
 PLASTIC_DURATION = 1.0
 #: Dopamine of a reward-modulated model's cross-check: a seeded random train (release probability
 #: per step, amount), not the model's protocol, which rewards an event 1-3 s later and so would
@@ -271,11 +271,12 @@ def crosscheck(
     except ValueError as err:
         raise ValueError(f"crosscheck: {err}") from None
     graph.require_plain("crosscheck")
-    source = str(inputs) if isinstance(inputs, str | Path) else "inputs"
-    given = {"inputs": source if isinstance(inputs, str | Path) else "seeded" if inputs is None else "given",
-             "weights": "seeded" if weights is None else "given"}
-    if isinstance(inputs, str | Path):
+    if isinstance(inputs, str | Path):  # a raster file: errors name it
+        source = origin = str(inputs)
         inputs = read_inputs(inputs)
+    else:
+        source, origin = "inputs", "seeded" if inputs is None else "given"
+    given = {"inputs": origin, "weights": "seeded" if weights is None else "given"}
     plastic = [n for n, p in graph.projections.items() if registry.get(p.rule).kind == "local"]
     if plastic:
         if duration is None and graph.duration > PLASTIC_DURATION:
@@ -307,8 +308,8 @@ def crosscheck(
     metrics = fidelity_metrics(z_ours, z_ref, graph.dt, window=graph.crosscheck.window,
                                volts_ours=ours.voltages, volts_ref=ref.voltages)
     settings = {"seed": seed, "method": method, "dt": graph.dt, "duration": graph.duration,
-                "dtype": str(dtype).replace("torch.", ""), "target": target, "storage": storage,
-                **given, "brian2_run_s": ref.wall_s}
+                "dtype": str(dtype).replace("torch.", ""), "target": target,
+                "storage": None if fmt is None else storage_name(fmt), **given, "brian2_run_s": ref.wall_s}
     result = _report(graph, z_ours, z_ref, metrics, {}, settings)
     out = _write_report(out_dir, result)
     if out is not None and figure:

@@ -17,7 +17,10 @@ for both events, Brian2 the weight after the pre event; Brian2 clips between the
 ``max_abs_dw`` is taken over the other synapses, and ``max_abs_dw_all`` reports every synapse.
 Both sides run in float64; the engine rounds each contribution's factors to its quire format
 (posit32 for float64 storage, ~2**-26 relative), so the weights agree to ~1e-10 on a second of
-Song 2000, not to float64's last bit.
+Song 2000, not to float64's last bit.  A same-step pair at a bound leaves the two weights up to one
+event apart, which in a long run eventually moves a spike (Song 2000 with 1000 inputs: first after
+1.9 s); :data:`neuro.crosscheck.fidelity.PLASTIC_DURATION` keeps the default check to the first
+second.
 
 The replay (``max_abs_dw_replay``) feeds Brian2's own spike trains through the rule at the
 model's ``update_interval`` (one engine step per interval, as training runs it): for additive
