@@ -90,9 +90,9 @@ def crosscheck_local(
         ``compared_share`` of them), ``max_abs_dw_all`` (every synapse), ``max_abs_dw_replay``
         (replay vs Brian2 over the synapses that stay inside the bounds, a share ``inside_bounds``),
         ``max_weight_change`` (Brian2's, to show that learning happened), ``rewards`` (dopamine),
-        ``update_interval_steps``; with ``record``, also ``"record"``: the output rasters ``z_ours``
-        / ``z_ref`` ``(T, 1, M)``, the weights ``w0``, ``w_ours``, ``w_ref`` ``(M, N)`` and the
-        ``compared`` mask ``(M, N)``.
+        ``update_interval_steps``, ``brian2_run_s``; with ``record``, also ``"record"``: the output
+        rasters ``z_ours`` / ``z_ref`` ``(T, 1, M)``, the weights ``w0``, ``w_ours``, ``w_ref``
+        ``(M, N)`` and the ``compared`` mask ``(M, N)``.
     """
     model = LocalModel.from_graph(graph)
     proj = dataclasses.replace(graph.projections[model.plastic], format="float64")
@@ -163,6 +163,7 @@ def crosscheck_local(
         "max_weight_change": _max_abs(w_ref - w0),
         "rewards": float(released.sum()),
         "update_interval_steps": interval,
+        "brian2_run_s": ref.wall_s,
     }
     if record:
         out["record"] = {"z_ours": z_out, "z_ref": z_ref, "w0": w0, "w_ours": w_ours, "w_ref": w_ref,
