@@ -37,7 +37,7 @@ _API = {
     "MODES": ("neuro.training.modes", "MODES"),
     "load_run": ("neuro.training.outputs", "load_run"),
     "load_data": ("neuro.training.data", "load_split"),
-    "crosscheck": ("neuro.crosscheck.fidelity", "crosscheck"),
+    "crosscheck": ("neuro.crosscheck", None),  # a callable module: fidelity.crosscheck
     "plan": ("neuro.training.plan", "memory_plan"),
     "rules": ("neuro.rules", None),
 }

@@ -53,16 +53,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("crosscheck", help="simulate a model in Norse and Brian2 and compare spikes, "
                            "membranes and weights (exit 1 if the model's tolerances are not met)")
-    check.add_argument("model", help="model file or bundled model name")
-    check.add_argument("--out", default=None, help="output folder (default: runs/MODEL_crosscheck)")
+    check.add_argument("model", help="model file, bundled model name, or a run folder written by `neuro "
+                       "train` (its resolved model and trained weights)")
+    check.add_argument("--out", default=None,
+                       help="output folder (default: runs/MODEL_crosscheck, or RUN_DIR_crosscheck)")
     check.add_argument("--seed", type=count(0), default=None, help="seed of weights and inputs")
+    check.add_argument("--inputs", default=None, metavar="FILE",
+                       help="input raster instead of seeded inputs: .npz (one array, or key 'spikes') or "
+                       ".safetensors, shape (T, n) or (T, B, n), T = duration / dt; 0/1 spikes, or "
+                       "currents for a current-encoded input")
     check.add_argument("--method", default="euler", choices=("euler", "exact"),
                        help="Brian2 integration method (euler matches ours step for step)")
     check.add_argument("--target", default="numpy", choices=("numpy", "cython"), help="Brian2 code target")
     check.add_argument("--format", default=None, help="weight storage format on our side (e.g. posit16)")
     check.add_argument("--duration", type=seconds, default=None,
                        help="simulated seconds (default: the model's; at most 1 s for local-rule "
-                       "models, whose closed loop rounds every step)")
+                       "models, whose closed loop steps the engine every dt)")
     check.set_defaults(func=_cmd_crosscheck)
     plan = sub.add_parser("plan", help="memory plan of a model before it runs: inference vs training modes")
     plan.add_argument("model", help="model file or bundled model name")
@@ -300,30 +306,51 @@ def _summary(metrics: dict) -> str:
 
 def _cmd_crosscheck(args: argparse.Namespace) -> int:
     from neuro.crosscheck.fidelity import crosscheck
+    from neuro.model.graph import GraphError
     from neuro.model.spec import ModelFileError, load_model
 
-    path = _resolve_model(args.model)
+    run_dir = Path(args.model) if Path(args.model).is_dir() else None
+    weights = None
     try:
-        graph = load_model(path)
-    except ModelFileError as err:
+        if run_dir is not None:
+            from neuro.training.outputs import load_run
+
+            run = load_run(run_dir)
+            graph, weights = run.graph, dict(run.network.weights)
+        else:
+            graph = load_model(_resolve_model(args.model))
+    except (ModelFileError, GraphError, ValueError) as err:
         print(f"neuro crosscheck: {err}", file=sys.stderr)
         return 2
-    out = Path(args.out) if args.out else Path("runs") / f"{graph.name}_crosscheck"
+    if args.out:
+        out = Path(args.out)
+    elif run_dir is not None:
+        out = run_dir.resolve().with_name(f"{run_dir.resolve().name}_crosscheck")
+    else:
+        out = Path("runs") / f"{graph.name}_crosscheck"
     try:
         report = crosscheck(graph, out, seed=args.seed, method=args.method, target=args.target,
-                            storage=args.format, duration=args.duration)
+                            storage=args.format, duration=args.duration, inputs=args.inputs, weights=weights)
     except ValueError as err:
         print(f"neuro crosscheck: {err}", file=sys.stderr)
         return 2
     keys = ("count_equality", "match_0", "match_1", "match_2", "mean_abs_dt_ms", "gamma_1ms",
-            "gamma_2ms", "max_abs_dv", "max_abs_dw", "rate_diff", "spikes_equal", "max_abs_dw_replay")
+            "gamma_2ms", "max_abs_dv", "max_abs_dw", "max_abs_dw_all", "compared_share", "rate_diff",
+            "spikes_equal", "max_abs_dw_replay")
     for key in keys:
         value = report.get(key)
         if value is not None:
-            print(f"{key:<15} {value:.6g}" if isinstance(value, float) else f"{key:<15} {value}")
-    verdict = "PASSED" if report["passed"] else "FAILED (tolerances not met)"
-    ran = f" over {report['settings']['duration']:g} s"
-    print(f"{graph.name}: Norse vs Brian2{ran} {verdict}  -> {out / 'fidelity.json'}, {out / 'overlay.png'}")
+            print(f"{key:<17} {value:.6g}" if isinstance(value, float) else f"{key:<17} {value}")
+    failed = {k: c for k, c in report["checks"].items() if not c["ok"]}
+    sign = {"min": ">=", "max": "<=", "min_exclusive": ">"}
+    for key, check in failed.items():
+        bound = " ".join(f"{sign[k]} {v:g}" for k, v in check.items() if k in sign)
+        note = f": {check['note']}" if "note" in check else ""
+        print(f"failed: {key} = {check['value']:.6g} ({bound}){note}", file=sys.stderr)
+    verdict = "PASSED" if report["passed"] else f"FAILED ({', '.join(failed)})"
+    what = f"run {run_dir}" if run_dir else graph.name
+    print(f"{what}: Norse vs Brian2 over {report['settings']['duration']:g} s {verdict}  -> "
+          f"{out / 'fidelity.json'}, {out / 'overlay.png'}")
     return 0 if report["passed"] else 1
 
 

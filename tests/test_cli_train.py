@@ -99,4 +99,4 @@ def test_neuro_crosscheck_of_a_triplet_model_runs_and_bad_options_are_clear(tmp_
     assert "over 1 s PASSED" in printed and "spikes_equal" in printed
     assert json.loads((out / "fidelity.json").read_text())["settings"]["duration"] == 1.0
     assert main(["crosscheck", "triplet_stdp", "--format", "posit16"]) == 2
-    assert "drop method, storage and inputs" in capsys.readouterr().err
+    assert "drop method (--method), storage (--format)" in capsys.readouterr().err

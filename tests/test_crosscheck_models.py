@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 
@@ -9,8 +10,11 @@ import pytest
 import torch
 
 from neuro.crosscheck.fidelity import crosscheck
-from neuro.crosscheck.reference import crosscheck_local, supported_rules
+from neuro.crosscheck.inputs import make_inputs
+from neuro.crosscheck.local import crosscheck_local
+from neuro.crosscheck.reference import supported_rules
 from neuro.model.spec import load_model
+from neuro.rules import registry
 
 MODELS = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "models", "*.toml")))
 
@@ -29,25 +33,38 @@ def test_bundled_model_matches_brian2(path):
             f"{graph.name}: rules {sorted({p.rule for p in graph.projections.values()})} "
             f"are not all expressible in the Brian2 reference ({supported_rules()})"
         )
-    if any(p.rule in ("stdp_triplet", "rstdp") for p in graph.projections.values()):
-        # our closed loop (rule module + exact engine, weights stepped every dt) against Brian2's
-        # per-event synapses, ~1000 steps, rewards from a fixed random train (the distal-reward protocol
-        # rewards 1-3 s after its events: see tests/test_reference.py for a run with it)
-        duration = 1.0 if graph.dt >= 1e-3 else 0.3  # about 1000 steps
+    if any(registry.get(p.rule).kind == "local" for p in graph.projections.values()):
+        # our closed loop (rule module + exact engine, weights stepped every dt; Diehl & Cook with
+        # its lateral inhibition) against Brian2's per-event synapses, 1000-3000 steps, rewards from
+        # a fixed random train (the distal-reward protocol rewards 1-3 s after its events: see
+        # tests/test_reference.py for a run with it).  The engine rounds each contribution's factors
+        # to posit32 (its quire format for float64 storage, ~2**-26 relative per event), so the
+        # weights agree to 1e-9, or to 1e-8 of the largest change where weights move by more than
+        # 0.1 (Diehl & Cook: amplitudes 0.01, weights up to 1); an error of the rule or the loop is
+        # the size of an event, >= 1e-4 of it.
+        duration = 1.0 if graph.dt >= 1e-3 else 0.3
         steps = round(duration / graph.dt)
         reward = (torch.rand(steps, generator=torch.Generator().manual_seed(3)) < 0.02).double() * 0.5
         r = crosscheck_local(graph, duration=duration, reward=reward)
         assert r["spikes_equal"] and r["n_spikes_ref"] > 0, r
         assert r["max_weight_change"] > 1e-3, r  # the rule really changed the weights
-        assert r["max_abs_dw"] <= 1e-9 and r["max_abs_dw_replay"] <= 1e-9, r
+        tol = max(1e-9, 1e-8 * r["max_weight_change"])
+        assert r["max_abs_dw"] <= tol and r["max_abs_dw_replay"] <= tol, r
+        assert r["compared_share"] > 0.5, r
         return
-    report = crosscheck(graph, None, duration=min(graph.duration, 0.2), figure=False)
+    graph = dataclasses.replace(graph, duration=min(graph.duration, 0.2))
+    inputs = None
+    if not any(e.spiking for e in graph.encodings.values()):
+        # untrained weights are too weak for currents in [0, gain) to drive yinyang's hidden layer: a
+        # silent run compares nothing (and fails), so drive it 4x harder
+        inputs = {k: 4.0 * v for k, v in make_inputs(graph, graph.training.seed).items()}
+    report = crosscheck(graph, None, inputs=inputs, figure=False)
+    assert report["n_spikes_ours"] > 0, report
     # Same discrete model in float64 on both sides: identical spikes and membranes (criterion 1).
     assert report["passed"], report
     assert report["match_0"] == 1.0 and report["count_equality"] == 1.0
     assert report["max_abs_dv"] <= 1e-13
-    if report.get("max_abs_dw") is not None:
-        assert report["max_abs_dw"] <= 1e-12
+    assert report["max_abs_dw"] is None  # fixed weights: nothing learns outside the local rules
 
 
 def test_at_least_the_core_models_are_expressible():
@@ -90,9 +107,10 @@ def _model_dict(name: str) -> dict:
     ids=["power_law", "multiplicative_nearest", "x_tar"],
 )
 def test_crosscheck_of_pair_stdp_variants_with_wide_bounds(changes):
-    """``neuro crosscheck``'s pair-STDP side (:func:`neuro.sim.simulate.simulate_stdp`) follows the
-    Brian2 reference for every weight dependence and pairing, also with bounds other than [0, g]
-    (u = (w - low) / (high - low)): the same rasters and weights to 1e-12."""
+    """``neuro crosscheck`` of pair STDP (our closed loop, rule module and engine) follows the Brian2
+    reference for every weight dependence and pairing, also with bounds other than [0, g] (u = (w -
+    low) / (high - low)): the same rasters, and the weights to 1e-9 on the synapses without a
+    same-step pre/post pair (the engine rounds contribution factors to posit32)."""
     from neuro.model.graph import ModelGraph
 
     d = _model_dict("song2000_stdp")
@@ -100,32 +118,32 @@ def test_crosscheck_of_pair_stdp_variants_with_wide_bounds(changes):
     proj["rule_params"].update(changes)
     proj["bounds"] = [-0.01, 0.05]
     report = crosscheck(ModelGraph.from_dict(d), None, duration=0.3, figure=False)
-    assert report["passed"] and report["match_0"] == 1.0, report
-    assert report["max_abs_dw"] <= 1e-12, report
+    assert report["passed"] and report["match_0"] == 1.0 and report["spikes_equal"], report
+    assert report["max_abs_dw"] <= 1e-9 and report["compared_share"] > 0.9, report
+    assert report["checks"]["weights_changed"]["value"] > 1e-3, report
 
 
-def test_crosscheck_routes_triplet_and_reward_models_to_the_closed_loop(tmp_path):
-    """``crosscheck`` of a triplet or reward-modulated model runs our rule module and engine against
-    Brian2 (it used to fail: the per-event reference side knows pair STDP only), scores it against
-    the model's tolerances and draws the plasticity overlay; a reward model gets a seeded probe
-    dopamine train, so its weights change within the short run."""
+def test_crosscheck_routes_every_local_rule_to_the_closed_loop(tmp_path):
+    """``crosscheck`` of a pair, triplet or reward-modulated model runs our rule module and engine
+    against Brian2, scores it against the model's tolerances and draws the plasticity overlay; a
+    reward model gets a seeded probe dopamine train, so its weights change within the short run.  A
+    graph the training loop cannot train with a local rule is refused, pair STDP included."""
     from neuro.model.graph import ModelGraph
 
-    for name in ("triplet_stdp", "distal_reward"):
+    for name in ("song2000_stdp", "triplet_stdp", "distal_reward"):
         graph = load_model(os.path.join(os.path.dirname(__file__), "..", "models", f"{name}.toml"))
-        report = crosscheck(graph, tmp_path / name)  # the default: the first second
-        assert report["passed"], report
+        report = crosscheck(graph, tmp_path / name, duration=None if name != "song2000_stdp" else 0.3)
+        assert report["passed"], report  # the default duration: the first second
         assert report["spikes_equal"] and report["checks"]["weights_changed"]["ok"], report
         assert report["max_abs_dw"] <= 1e-9
         assert (tmp_path / name / "fidelity.json").exists() and (tmp_path / name / "overlay.png").exists()
-    d = _model_dict("triplet_stdp")
-    d["populations"]["extra"] = {**d["populations"][graph.output], "name": "extra"}
-    d["projections"]["more"] = {**d["projections"]["synapses"], "name": "more", "target": "extra"}
-    with pytest.raises(ValueError, match="local-rule models only"):
-        crosscheck(ModelGraph.from_dict(d), None, duration=0.1)
-    with pytest.raises(ValueError, match="drop method, storage and inputs"):
-        crosscheck(
-            load_model(os.path.join(os.path.dirname(__file__), "..", "models", "triplet_stdp.toml")),
-            None,
-            storage="posit16",
-        )
+    for name in ("triplet_stdp", "song2000_stdp"):
+        d = _model_dict(name)
+        d["populations"]["extra"] = {**d["populations"][d["output"]], "name": "extra"}
+        d["projections"]["more"] = {**d["projections"]["synapses"], "name": "more", "target": "extra"}
+        with pytest.raises(ValueError, match="local-rule models only"):
+            crosscheck(ModelGraph.from_dict(d), None, duration=0.1)
+    triplet = load_model(os.path.join(os.path.dirname(__file__), "..", "models", "triplet_stdp.toml"))
+    for option in ({"storage": "posit16"}, {"method": "exact"}, {"dtype": torch.float32}):
+        with pytest.raises(ValueError, match=r"drop method \(--method\), storage \(--format\) and dtype"):
+            crosscheck(triplet, None, **option)

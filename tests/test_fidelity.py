@@ -135,3 +135,16 @@ def test_crosscheck_writes_json_and_overlay(tmp_path):
     strict = dataclasses.replace(g, crosscheck=dataclasses.replace(g.crosscheck, min_gamma=1.0))
     bad = crosscheck(strict, None, method="exact", dt=1e-3, duration=0.3)
     assert bad["passed"] is False and not math.isnan(bad["gamma_window"])
+
+
+def test_storage_is_any_storage_format_of_the_numerics():
+    """``storage`` takes the names of :data:`neuro.numerics.formats.STORAGE_FORMATS` (IEEE and posit);
+    anything else is refused before a simulation runs."""
+    from neuro.crosscheck.fidelity import crosscheck
+    from neuro.model.spec import load_model
+
+    g = load_model("models/crosscheck_ff.toml")
+    with pytest.raises(ValueError, match="crosscheck: storage must be"):
+        crosscheck(g, None, storage="posit12")
+    r = crosscheck(g, None, storage="float32", duration=0.05, figure=False)
+    assert r["settings"]["storage"] == "float32" and r["n_spikes_ours"] > 0 and r["match_1"] >= 0.95

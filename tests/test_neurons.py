@@ -19,7 +19,7 @@ from neuro.rules.online import OnlineLearner
 from neuro.sim.checkpointed import CheckpointedBPTT
 from neuro.sim.network import Network
 from neuro.sim.plastic import ClosedLoop
-from neuro.sim.simulate import simulate_lif_events, simulate_stdp
+from neuro.sim.simulate import simulate_lif_events
 from neuro.training.protocols import poisson_chunk
 from tests.test_online import Collect
 from tests.test_plan import model_text
@@ -99,13 +99,6 @@ def _event_fallback():
     return torch.cat([z.flatten().double(), v.flatten()])
 
 
-def _plastic_reference():
-    g = _song()
-    x = poisson_chunk(15.0, 1000, g.steps, g.dt, 0, 0, 0).unsqueeze(1).double()
-    r = simulate_stdp(g, x, dict(Network(g, seed=0, dtype=F64).weights))
-    return torch.cat([r.spikes["neuron"].flatten(), r.weights["synapses"].flatten()])
-
-
 SIMULATORS = {
     "network_layers": _network(stepwise=False),
     "network_stepwise": _network(stepwise=True),
@@ -114,7 +107,6 @@ SIMULATORS = {
     "online_ottt": _online("ottt"),
     "checkpointed_bptt": _checkpointed,
     "event_torch_fallback": _event_fallback,
-    "simulate_stdp": _plastic_reference,
 }
 
 

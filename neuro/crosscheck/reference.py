@@ -1,4 +1,4 @@
-"""Brian2 reference simulations built from the same :class:`neuro.model.graph.ModelGraph` as the Norse network.
+"""Brian2 reference simulations built from the same :class:`neuro.model.graph.ModelGraph` as ours.
 
 :func:`simulate_brian2` turns a graph, its weights and an input tensor into a Brian2 network, runs
 it and returns a :class:`ReferenceResult` shaped like :class:`neuro.sim.network.RunResult` (spikes and
@@ -59,10 +59,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import math
 import os
-import sys
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,13 +67,13 @@ import numpy as np
 import torch
 
 from neuro.model.graph import ModelGraph, Population, Projection
+from neuro.model.units import import_brian2
 from neuro.rules import registry
 from neuro.sim.network import RunResult
 
 __all__ = [
     "ReferenceResult",
     "simulate_brian2",
-    "crosscheck_local",
     "brian2_equations",
     "TARGETS",
     "METHODS",
@@ -93,14 +90,9 @@ CYTHON_FLAGS = ["-w", "-O3", "-ffp-contract=off", "-fno-fast-math"]
 
 @functools.cache
 def _brian2():
-    """Import Brian2 quietly and keep the interpreter's ``sys.excepthook``."""
-    hook = sys.excepthook
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import brian2
-    finally:
-        sys.excepthook = hook
+    """Brian2 (imported quietly, :func:`neuro.model.units.import_brian2`), set up for the reference:
+    float64 and a quiet log."""
+    brian2 = import_brian2()
     brian2.prefs.core.default_float_dtype = np.float64
     # Keep Brian2's log quiet (it writes a debug log file per process otherwise).
     brian2.prefs.logging.file_log = False
@@ -219,7 +211,7 @@ def simulate_brian2(
             ``"cython"`` (compiled without fast-math into ``cache_dir``, default
             ``~/.cache/neuro/brian2_cython_nofastmath``).
         record: record membrane potentials of every non-input population.
-        plastic: run the plasticity of ``stdp_pair``, ``stdp_triplet`` and ``rstdp`` projections
+        plastic: run the plasticity of local-rule projections (their registered Brian2 synapses)
             (False: fixed weights).
         reward: ``(T, B)`` dopamine released at each step, for ``rstdp`` projections (default 0).
     Returns:
@@ -477,123 +469,3 @@ def _run_one(graph, inputs, weights, method, target, record, cache_dir, plastic,
             if name not in final:
                 final[name] = weights[name].detach().to("cpu", torch.float64).clone()
     return spikes, volts, final, wall
-
-
-def _max_abs(x: torch.Tensor) -> float:
-    return float(x.abs().max()) if x.numel() else 0.0
-
-
-def crosscheck_local(
-    graph: ModelGraph,
-    *,
-    duration: float | None = None,
-    seed: int | None = None,
-    reward: torch.Tensor | None = None,
-    target: str = "numpy",
-    record: bool = False,
-) -> dict:
-    """A local-rule model (:class:`neuro.training.local.LocalModel`: input -> LIF through one
-    ``stdp_pair`` / ``stdp_triplet`` / ``rstdp`` projection) run by our closed loop and by Brian2,
-    float64 weights on both sides.
-
-    Ours: :class:`neuro.training.local.ClosedLoop` with the rule module and the exact engine, weights
-    updated (rounded once, clamped) every step -- the same discrete model as Brian2's per-event
-    updates.  Then Brian2's own spike trains are replayed through the rule at the model's
-    ``update_interval`` (closed-form traces over whole intervals, one engine step per interval):
-    it agrees on the synapses that never reach a bound (Brian2 clips after every event, the engine
-    once per interval).
-
-    Args:
-        graph: the model graph; duration: override its duration (s); seed: weights and inputs
-            (default: the training seed); reward: ``(T,)`` dopamine per step for ``rstdp`` (default:
-            the model's distal-reward protocol, driven by our output spikes); target: Brian2 target.
-    Returns:
-        ``spikes_equal`` (output rasters identical), ``n_spikes_ours`` / ``n_spikes_ref``,
-        ``max_abs_dw`` (closed loop vs Brian2), ``max_abs_dw_other`` (the same over the synapses
-        that never see a pre and a post spike in one step: where they do, a weight-dependent rule
-        reads the step's starting weight for both events, Brian2 the weight after the pre event),
-        ``max_abs_dw_replay`` (replay vs Brian2 over the
-        synapses that stay inside the bounds, a share ``inside_bounds`` of them),
-        ``max_weight_change`` (Brian2's, to show that learning happened), ``rewards`` (dopamine);
-        with ``record``, also ``"record"``: the output rasters ``z_ours`` / ``z_ref`` ``(T, 1, M)``
-        and the weights ``w0``, ``w_ours``, ``w_ref`` ``(M, N)``.
-    """
-    import dataclasses
-
-    from neuro.crosscheck.fidelity import make_inputs
-    from neuro.sim.network import Network
-    from neuro.sim.plastic import ClosedLoop, LocalModel
-    from neuro.training.engines import build_engine
-    from neuro.training.local import rule_for
-    from neuro.training.protocols import DistalReward, option_seconds
-
-    model = LocalModel.from_graph(graph)
-    proj = dataclasses.replace(graph.projections[model.plastic], format="float64")
-    changes = {"projections": {**graph.projections, model.plastic: proj}}
-    if duration is not None:
-        changes["duration"] = float(duration)
-    graph = dataclasses.replace(graph, **changes)
-    seed = graph.training.seed if seed is None else seed
-    z_in = make_inputs(graph, seed)[model.source] > 0  # (T, 1, N) bool
-    steps = z_in.shape[0]
-    opts = dict(graph.data.options) if graph.data is not None else {}
-    is_reward = registry.get(proj.rule).reward
-    protocol = None
-    if is_reward and reward is None:
-        protocol = DistalReward.from_options(graph.dt, opts, seed, 1)
-    released = torch.zeros(steps, 1, dtype=torch.float64)
-    if reward is not None:
-        released[:, 0] = reward.to(torch.float64)
-
-    def dopamine_at(s):
-        def release(a, b):
-            if protocol is not None:
-                released[s : s + a.shape[0]] = protocol(a, b)
-            return released[s : s + a.shape[0]]
-
-        return release
-
-    def loop_of():
-        net = Network(graph, seed=seed, dtype=torch.float64)
-        engine = build_engine(graph, net.weights, [model.plastic], seed=seed, local=True)
-        return ClosedLoop(graph, net, engine, rule_for(graph, model.plastic))
-
-    w0 = loop_of().weight.detach().clone()
-    ours = loop_of()
-    ours.reset(1)
-    lo, hi = proj.bounds if proj.bounds is not None else (-math.inf, math.inf)
-    inside = torch.ones_like(w0, dtype=torch.bool)  # synapses that never reach a bound
-    z_out = []
-    for s in range(steps):
-        z_out.append(ours.run_interval(z_in[s : s + 1], reward=dopamine_at(s)))
-        inside &= (ours.weight.detach() > lo) & (ours.weight.detach() < hi)
-    z_out = torch.cat(z_out)
-    ref = simulate_brian2(
-        graph, z_in.to(torch.float64), {model.plastic: w0}, target=target, record=False, reward=released
-    )
-    z_ref = ref.spikes[model.target] > 0
-    same_step = torch.einsum("tm,tn->mn", z_ref[:, 0].double(), z_in[:, 0].double()) > 0
-    w_ref = ref.weights[model.plastic]
-    interval = max(1, round(option_seconds(opts.get("update_interval"), 10e-3) / graph.dt))
-    replay = loop_of()
-    replay.reset(1)
-    for s in range(0, steps, interval):
-        replay.rule.interval(replay.engine, replay.weight, z_in[s : s + interval], z_ref[s : s + interval],
-                             reward=released[s : s + interval] if is_reward else None)
-        replay.engine.step()
-    out = {
-        "spikes_equal": bool(torch.equal(z_out, z_ref)),
-        "n_spikes_ours": int(z_out.sum()),
-        "n_spikes_ref": int(z_ref.sum()),
-        "max_abs_dw": float((ours.weight.detach() - w_ref).abs().max()),
-        "max_abs_dw_other": _max_abs((ours.weight.detach() - w_ref)[~same_step]),
-        "max_abs_dw_replay": _max_abs((replay.weight.detach() - w_ref)[inside]),
-        "inside_bounds": float(inside.double().mean()),
-        "max_weight_change": float((w_ref - w0).abs().max()),
-        "rewards": float(released.sum()),
-        "update_interval_steps": interval,
-    }
-    if record:
-        w_ours = ours.weight.detach().clone()
-        out["record"] = {"z_ours": z_out, "z_ref": z_ref, "w0": w0, "w_ours": w_ours, "w_ref": w_ref}
-    return out

@@ -1,4 +1,4 @@
-"""Fast and plastic simulation loops with Norse's LIF arithmetic.
+"""Event-driven LIF simulation with Norse's LIF arithmetic.
 
 * :func:`simulate_lif_events` -- event-driven simulation of one LIF layer driven by sparse spike
   inputs: each step touches only the weight rows of presynaptic neurons that spiked, then applies
@@ -9,24 +9,17 @@
   compiler is present.
   Only the order in which simultaneous synaptic inputs are summed can differ from the dense matmul
   of :class:`neuro.sim.network.Network` (ulp level; none with at most two input spikes per step).
-* :func:`simulate_stdp` -- our side of the plasticity cross-check: the network's neuron steps with
-  weights that change during the run under pair STDP (Brian2's convention: per-neuron traces
-  decayed by ``exp(-dt/tau)`` each step, the presynaptic pathway before the postsynaptic one, the
-  step's current computed with the weights before that step's updates).
 """
 
 from __future__ import annotations
 
-import math
 import warnings
 
 import torch
 
 from neuro import neurons
-from neuro.model.graph import ModelGraph
-from neuro.sim.network import Network, RunResult
 
-__all__ = ["simulate_lif_events", "simulate_stdp", "PlasticResult", "compiled_kernel"]
+__all__ = ["simulate_lif_events", "compiled_kernel"]
 
 
 def _lif_parameters(tau_mem: float, tau_syn: float, v_leak: float, v_th: float, v_reset: float,
@@ -226,116 +219,3 @@ def _run_torch(x, wt, v, i, p: neurons.LIFParameters, dt: float, block: int, rec
     v.copy_(state.v)
     i.copy_(state.i)
     return z, vrec
-
-
-class PlasticResult(RunResult):
-    """:class:`RunResult` with the final ``weights`` (projection -> tensor)."""
-
-    def __init__(self, readout, spikes, voltages, weights):
-        super().__init__(readout=readout, spikes=spikes, voltages=voltages)
-        self.weights = weights
-
-
-def _relative(w: torch.Tensor, tr: dict) -> torch.Tensor:
-    """``(w - low) / (high - low)``: the weight's place between its bounds (Brian2 reference's ``u``)."""
-    return (w - tr["lo"]) / (tr["hi"] - tr["lo"])
-
-
-def simulate_stdp(graph: ModelGraph, inputs: dict[str, torch.Tensor] | torch.Tensor,
-                  weights: dict[str, torch.Tensor], *, dtype: torch.dtype = torch.float64) -> PlasticResult:
-    """Run the graph step by step with pair-STDP projections learning during the run.
-
-    The neuron updates are :class:`neuro.sim.network.Network`'s own (LIF, LIFBox, AdaptiveLIF,
-    refractoriness); each projection's current is ``pre @ W.T`` with the weights of the start of
-    the step.  ``stdp_pair`` projections then apply, in this order: traces decayed by
-    ``exp(-dt/tau)``; presynaptic spikes (as delivered, delays applied): ``apre += a_plus`` and
-    ``W[:, pre] = clip(W[:, pre] + apost u**mu)``; postsynaptic spikes: ``apost -= a_minus`` and
-    ``W[post, :] = clip(W[post, :] + (apre - a_plus x_tar) (1 - u)**mu)`` with ``u = (W - low) /
-    (high - low)`` (``mu`` 0 additive, 1 multiplicative, else power law; nearest-spike pairing sets
-    the traces to ``a_plus`` / ``-a_minus`` instead of adding) -- the arithmetic of the Brian2
-    reference's synapses (:mod:`neuro.crosscheck.reference`).  Batch size 1.
-
-    Args:
-        graph: model graph (LI targets cannot be plastic).
-        inputs: ``(T, 1, n)`` per input population (or one tensor).
-        weights: initial weights per projection.
-        dtype: arithmetic dtype.
-    Returns:
-        :class:`PlasticResult` with spikes, voltages ``(T, 1, n)`` and final weights.
-    """
-    for p in graph.projections.values():
-        if p.rule in ("stdp_triplet", "rstdp"):
-            raise ValueError(f"simulate_stdp: projection {p.name}: rule {p.rule} is not pair STDP")
-    net = Network(graph, dtype=dtype)
-    if isinstance(inputs, torch.Tensor):
-        inputs = {graph.inputs()[0].name: inputs}
-    steps, batch = next(iter(inputs.values())).shape[:2]
-    if batch != 1:
-        raise ValueError("simulate_stdp: batch size 1 only (each trial learns on its own)")
-    w = {k: weights[k].detach().to(dtype).clone() for k in graph.projections}
-    history = {k: list(v.to(dtype).unbind(0)) for k, v in inputs.items()}
-    order = [p for p in graph.populations.values() if p.type != "input"]
-    states = {}
-    for pop in order:
-        states[pop.name] = net.initial_state(pop, batch)
-        history[pop.name] = []
-    volts = {pop.name: [] for pop in order}
-    traces = {}
-    for name, p in graph.projections.items():
-        if p.rule == "stdp_pair":
-            prm = p.params
-            src, tgt = graph.populations[p.source].size, graph.populations[p.target].size
-            lo, hi = p.bounds if p.bounds is not None else (-math.inf, math.inf)
-            mu = float(prm["mu"])  # the graph resolved mu from mode (neuro.rules.stdp_pair)
-            if mu != 0.0 and p.bounds is None:
-                raise ValueError(f"simulate_stdp: projection {name}: weight-dependent STDP needs bounds")
-            traces[name] = dict(
-                apre=torch.zeros(src, dtype=dtype), apost=torch.zeros(tgt, dtype=dtype),
-                dpre=math.exp(-graph.dt / prm["tau_plus"]), dpost=math.exp(-graph.dt / prm["tau_minus"]),
-                a_plus=float(prm["a_plus"]), a_minus=float(prm["a_minus"]), lo=lo, hi=hi, mu=mu,
-                nearest=prm.get("pairing") == "nearest", x_tar=float(prm.get("x_tar", 0.0)),
-            )
-    zeros = {name: torch.zeros(batch, graph.populations[p.source].size, dtype=dtype)
-             for name, p in graph.projections.items()}
-    for t in range(steps):
-        delivered = {}
-        for pop in order:
-            total = torch.zeros(batch, pop.size, dtype=dtype)
-            for proj in graph.incoming(pop.name):
-                lag = net.lags[proj.name]
-                src = history[proj.source]
-                pre = src[t - lag] if 0 <= t - lag < len(src) else zeros[proj.name]
-                delivered[proj.name] = pre
-                ww = w[proj.name]
-                total = total + (pre * ww if proj.kind == "one_to_one" else pre @ ww.T)
-            out, v, states[pop.name] = net.step_population(pop, total, states[pop.name])
-            history[pop.name].append(out)
-            volts[pop.name].append(v)
-        for name, tr in traces.items():
-            proj = graph.projections[name]
-            ww = w[name]
-            tr["apre"].mul_(tr["dpre"])
-            tr["apost"].mul_(tr["dpost"])
-            pre = delivered[name][0] > 0
-            if bool(pre.any()):
-                jump = tr["a_plus"] if tr["nearest"] else tr["apre"][pre] + tr["a_plus"]
-                tr["apre"][pre] = jump
-                cols = ww[:, pre]
-                dw = tr["apost"][:, None].expand_as(cols)
-                if tr["mu"]:
-                    dw = dw * _relative(cols, tr) ** tr["mu"]
-                ww[:, pre] = (cols + dw).clamp(tr["lo"], tr["hi"])
-            post = history[proj.target][t][0] > 0
-            if bool(post.any()):
-                jump = -tr["a_minus"] if tr["nearest"] else tr["apost"][post] - tr["a_minus"]
-                tr["apost"][post] = jump
-                rows = ww[post, :]
-                dw = (tr["apre"] - tr["a_plus"] * tr["x_tar"])[None, :].expand_as(rows)
-                if tr["mu"]:
-                    dw = dw * (1 - _relative(rows, tr)) ** tr["mu"]
-                ww[post, :] = (rows + dw).clamp(tr["lo"], tr["hi"])
-    spikes = {k: torch.stack(v) for k, v in history.items()
-              if k in inputs or graph.populations[k].type != "LI"}
-    voltages = {k: torch.stack(v) for k, v in volts.items()}
-    readout = torch.stack(history[graph.output])
-    return PlasticResult(readout, spikes, voltages, w)
