@@ -9,13 +9,7 @@ How to add a rule: see ``neuro/rules/README.md``.
 
 from neuro.rules import registry
 from neuro.rules.bptt import bptt_contribute, classification_loss, readout_scores
-from neuro.rules.homeostasis import (
-    AdaptiveThresholdParameters,
-    adaptive_threshold_step,
-    lateral_inhibition,
-    normalisation_contribute,
-    normalised_weights,
-)
+from neuro.rules.homeostasis import normalisation_contribute, normalised_weights
 from neuro.rules.online import OnlineLearner
 from neuro.rules.rstdp import RewardSTDP, RSTDPParameters, RSTDPState, rstdp_init, rstdp_interval
 from neuro.rules.stdp_pair import (
@@ -47,7 +41,6 @@ from neuro.rules.traces import decay_factor, trace_interval
 __all__ = [
     "registry",
     "bptt_contribute", "classification_loss", "readout_scores",
-    "AdaptiveThresholdParameters", "adaptive_threshold_step", "lateral_inhibition",
     "normalisation_contribute", "normalised_weights", "OnlineLearner",
     "RewardSTDP", "RSTDPParameters", "RSTDPState", "rstdp_init", "rstdp_interval",
     "PairSTDP", "PairSTDPParameters", "PairSTDPState", "PairTerms", "pair_contribute", "pair_delta",
