@@ -8,7 +8,8 @@ population, ``M x N``: a projection's weight, ``d``: bytes of the compute dtype,
 * ``weights``: ``M N`` x bytes of the storage format (posit8: 1, posit16: 2, float32: 4 ...);
   ``weight_tensors``: the extra bytes of holding them in the compute dtype (posit storage is held
   in float32/float64 tensors; 0 for float storage).
-* ``neuron_states``: ``B n`` x (v, i, output; + threshold for AdaptiveLIF) x ``d``; ``readout``:
+* ``neuron_states``: ``B n`` x (the neuron state as :mod:`neuro.neurons` holds it -- v, i, threshold
+  offset, refractory counter, as the type has them -- and the output) x ``d``; ``readout``:
   the running max-membrane scores ``B K d``.
 * ``input_buffer``: the encoded input sequence of one microbatch, ``T B n_in d`` (the data
   pipeline encodes whole sequences; it is the same in every mode).
@@ -74,6 +75,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from neuro import neurons
 from neuro.model.graph import ModelGraph
 from neuro.numerics import STORAGE_BYTES
 from neuro.rules import registry
@@ -125,7 +127,6 @@ PHASES = {
                          "outer_workspace"),
     "update": ("engine_workspace",),
 }
-_STATE_SLOTS = {"LIF": 3, "LIFBox": 3, "AdaptiveLIF": 4, "LI": 3}
 
 
 @dataclass
@@ -181,6 +182,13 @@ class MemoryPlan:
         }
 
 
+def _state_slots(pop, dt: float) -> int:
+    """``(B, n)`` tensors a population holds between steps: its :mod:`neuro.neurons` state (v, i,
+    threshold offset, refractory counter, as its type has them) and its output."""
+    state = neurons.initial_state(neurons.neuron_parameters(pop, dt), (1, 1))
+    return sum(x is not None for x in state) + 1
+
+
 def _dtype_bytes(graph: ModelGraph) -> int:
     return 8 if compute_dtype(graph) == torch.float64 else 4
 
@@ -205,7 +213,7 @@ def _base(graph: ModelGraph, batch: int, steps: int) -> dict[str, int]:
     for pop in graph.populations.values():
         if pop.type == "input":
             continue
-        slots = _STATE_SLOTS[pop.type]
+        slots = _state_slots(pop, graph.dt)
         states += batch * pop.size * slots * d
         work += 8 * batch * pop.size * d
     n_in = sum(p.size for p in graph.inputs())
